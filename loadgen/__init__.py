@@ -1,0 +1,1 @@
+"""Bundled load generator: workloads, arrivals, streaming client, SLO metrics, sweeps, plots."""
