@@ -1,0 +1,87 @@
+"""``ascendra-proxy check-config FILE``: validate a config without starting anything.
+
+Prints a readable summary (listen address, policy, pools with roles and backends, SLOs,
+limits, auth) and exits 0, or prints ``error: <path>: <message>`` on stderr and exits 1.
+Secrets are never printed, only whether they are set.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+from collections.abc import Iterator
+
+from ascendra_proxy.config import BackendConfig, ConfigError, ProxyConfig, SLOTarget, load_config
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("file", help="proxy config YAML")
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        cfg = load_config(args.file)
+    except ConfigError as exc:
+        print(f"error: {args.file}: {exc}", file=sys.stderr)
+        return 1
+    print(f"{args.file}: OK")
+    for line in summary_lines(cfg):
+        print(line)
+    return 0
+
+
+def summary_lines(cfg: ProxyConfig) -> Iterator[str]:
+    """The human summary of a valid config, line by line."""
+    yield f"listen    {cfg.listen.host}:{cfg.listen.port}"
+    yield f"policy    {cfg.policy.type}{_params(cfg.policy.params)}"
+    yield f"models    {', '.join(sorted(cfg.models()))}"
+    yield "pools"
+    for pool in cfg.pools:
+        yield f"  {pool.name} (role {pool.role}, {len(pool.backends)} backends)"
+        for b in pool.backends:
+            yield f"    {_backend(b)}"
+    yield "slo (ttft / tpot)"
+    yield f"  default            {_slo(cfg.slo.default)}"
+    for model, target in sorted(cfg.slo.models.items()):
+        yield f"  model {model:<12} {_slo(target)}"
+    for name, target in sorted(cfg.slo.classes.items()):
+        yield f"  class {name:<12} {_slo(target)}"
+    lim = cfg.limits
+    cap = "none" if lim.max_inflight_per_backend is None else lim.max_inflight_per_backend
+    yield (
+        f"limits    body {lim.max_body_bytes} B, queue {lim.max_queued_requests}, "
+        f"in-flight per backend {cap}"
+    )
+    t = cfg.timeouts
+    yield (
+        f"timeouts  connect {t.connect_s:g}s, first byte {t.first_byte_s:g}s, "
+        f"idle {t.idle_s:g}s, total {t.total_s:g}s"
+    )
+    admin = "set" if cfg.auth.admin_key else "off"
+    yield f"auth      client keys {len(cfg.auth.api_keys)}, admin key {admin}"
+
+
+def _params(params: object) -> str:
+    if not dataclasses.is_dataclass(params) or not dataclasses.fields(params):
+        return ""
+    items = (f"{f.name}={getattr(params, f.name)!r}" for f in dataclasses.fields(params))
+    return " (" + ", ".join(items) + ")"
+
+
+def _backend(b: BackendConfig) -> str:
+    s = b.engine_settings
+    parts = [f"{b.name:<10}", f"{b.engine:<6}", b.url, f"model={b.model}"]
+    if b.gpu_ids:
+        parts.append("gpus=" + ",".join(str(g) for g in b.gpu_ids))
+    if s.profile:
+        parts.append(f"profile={s.profile}")
+    parts.append(f"sched={s.scheduling_policy}")
+    parts.append(f"max_num_seqs={s.max_num_seqs}")
+    if b.api_key:
+        parts.append("api_key=set")
+    return "  ".join(parts)
+
+
+def _slo(t: SLOTarget) -> str:
+    return f"{t.ttft_ms:g} ms / {t.tpot_ms:g} ms"

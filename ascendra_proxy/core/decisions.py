@@ -1,0 +1,77 @@
+"""Decisions: what a policy tells its driver to do, as plain values that carry a reason.
+
+Theory of operation.  Policies never raise to say "no candidate" and never touch HTTP; they
+return one of these values and the driver (proxy or simulator) carries it out:
+
+* :class:`Dispatch` - send the request to ``backend`` now (optionally with an engine
+  ``priority``; vLLM semantics: lower runs first).
+* :class:`Reject`   - end the request with an HTTP-shaped error (``status``/``code``/``message``
+  are what the client sees; the proxy maps them to OpenAI error JSON at its edge).
+* :class:`Hold`     - keep the request queued in the proxy and ask again at the next tick.
+
+``reason`` is a short, stable, label-safe token (``round_robin``, ``least_inflight``,
+``no_healthy_backend``...) meant for Prometheus labels and traces: keep its cardinality low.
+Free-form context belongs in ``detail``.
+
+Actions returned by ``Policy.tick`` name their request, because a tick reviews many:
+
+* :class:`Assign` - bind a request held in the proxy queue to a backend (late binding).
+* :class:`Move`   - take a request away from its current backend and dispatch it elsewhere:
+  ``kind="offload"`` before its first token, ``kind="migrate"`` mid-stream (token-exact
+  continuation).  The driver aborts the old attempt, then dispatches.
+* :class:`Drop`   - end a request the policy can no longer serve.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal, TypeAlias
+
+__all__ = ["Action", "Assign", "Decision", "Dispatch", "Drop", "Hold", "Move", "Reject"]
+
+
+@dataclass(frozen=True, slots=True)
+class Dispatch:
+    backend: str
+    reason: str
+    priority: int | None = None
+    detail: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Reject:
+    status: int
+    code: str
+    message: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Hold:
+    reason: str
+    detail: str = ""
+
+
+Decision: TypeAlias = Dispatch | Reject | Hold
+
+
+@dataclass(frozen=True, slots=True)
+class Assign:
+    request_id: str
+    dispatch: Dispatch
+
+
+@dataclass(frozen=True, slots=True)
+class Move:
+    request_id: str
+    dispatch: Dispatch
+    kind: Literal["offload", "migrate"]
+
+
+@dataclass(frozen=True, slots=True)
+class Drop:
+    request_id: str
+    reject: Reject
+
+
+Action: TypeAlias = Assign | Move | Drop

@@ -1,0 +1,70 @@
+"""The policy registry: YAML ``policy.type`` -> typed parameters + factory.
+
+Adding a policy touches one module under ``core/policies/``, its test, and one line in
+:data:`POLICIES`.  The config loader validates the keys of the YAML ``policy:`` block
+(everything but ``type``) against the policy's parameters dataclass (a frozen dataclass
+whose numeric ranges are given as field metadata ``gt``/``ge``/``lt``/``le`` and whose
+cross-field rules live in an optional ``validate()`` method), then calls ``check_topology``
+(if any) with the configured backends, so a policy can refuse a pool layout it cannot run
+(for example HP pools without an LP pool).  The driver builds the policy with
+:func:`build_policy`.  :data:`POLICIES` is a read-only mapping: nothing registers at run time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Any, Generic, TypeVar
+
+from ascendra_proxy.core.backend import BackendInfo
+from ascendra_proxy.core.contracts import Policy
+from ascendra_proxy.core.policies.least_loaded import LeastLoadedParams, make_least_loaded
+from ascendra_proxy.core.policies.round_robin import RoundRobinParams, make_round_robin
+
+__all__ = ["POLICIES", "PolicySpec", "build_policy", "default_params"]
+
+P = TypeVar("P")
+
+
+@dataclass(frozen=True, slots=True)
+class PolicySpec(Generic[P]):
+    name: str
+    params_type: type[P]
+    factory: Callable[[P, Sequence[BackendInfo]], Policy]
+    summary: str
+    # Returns an error message when the policy cannot run on these backends, else None.
+    check_topology: Callable[[P, Sequence[BackendInfo]], str | None] | None = None
+
+
+POLICIES: Mapping[str, PolicySpec[Any]] = MappingProxyType(
+    {
+        "round_robin": PolicySpec(
+            "round_robin", RoundRobinParams, make_round_robin, "rotate over backends per model"
+        ),
+        "least_loaded": PolicySpec(
+            "least_loaded",
+            LeastLoadedParams,
+            make_least_loaded,
+            "fewest proxy in-flight requests, scraped queue/KV as tie-breaks",
+        ),
+    }
+)
+
+
+def default_params(name: str, policies: Mapping[str, PolicySpec[Any]] = POLICIES) -> object:
+    """The parameters a policy gets when its YAML block names only ``type``."""
+    return policies[name].params_type()
+
+
+def build_policy(
+    name: str,
+    params: object,
+    backends: Sequence[BackendInfo],
+    policies: Mapping[str, PolicySpec[Any]] = POLICIES,
+) -> Policy:
+    """Instantiate the policy registered as ``name``; raises KeyError/TypeError on misuse."""
+    spec = policies[name]
+    if not isinstance(params, spec.params_type):
+        raise TypeError(f"policy {name!r} wants {spec.params_type.__name__}, got {params!r}")
+    return spec.factory(params, backends)

@@ -1,0 +1,104 @@
+"""Per-request latency objectives and how a request's objective is chosen.
+
+Theory of operation: an :class:`SLO` is two numbers in seconds, a time-to-first-token bound
+and a mean time-between-tokens bound (the paper's success criterion is mean TBT, which is
+what vLLM's benchmark calls TPOT; the config and the ``x-slo-tpot-ms`` header keep the TPOT
+name llm-d uses).  :func:`resolve_slo` picks a request's SLO from an :class:`SLOTable`,
+component by component, with this precedence (highest first):
+
+1. the request headers ``x-slo-ttft-ms`` / ``x-slo-tpot-ms`` (each overrides only its part);
+2. the named class given by ``x-slo-class``;
+3. the entry for the request's model;
+4. the table's default.
+
+A class name the table does not know is an error (the client asked for something that does
+not exist), as is a header value that is not a positive finite number of milliseconds;
+both raise :class:`SLOError`, which the proxy maps to HTTP 400 at its edge.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+
+__all__ = ["SLO", "SLOError", "SLOTable", "parse_slo_header_ms", "resolve_slo"]
+
+
+class SLOError(ValueError):
+    """A request asked for an SLO that cannot be honoured as written (bad header, unknown class)."""
+
+
+@dataclass(frozen=True, slots=True)
+class SLO:
+    """Latency objective of one request, in seconds."""
+
+    ttft_s: float
+    tbt_s: float
+
+    def __post_init__(self) -> None:
+        for name, value in (("ttft_s", self.ttft_s), ("tbt_s", self.tbt_s)):
+            if not (math.isfinite(value) and value > 0):
+                raise ValueError(f"SLO.{name} must be a positive finite number, got {value!r}")
+
+    @classmethod
+    def from_ms(cls, ttft_ms: float, tpot_ms: float) -> SLO:
+        return cls(ttft_ms / 1000.0, tpot_ms / 1000.0)
+
+
+def _frozen(mapping: Mapping[str, SLO]) -> Mapping[str, SLO]:
+    return MappingProxyType(dict(mapping))
+
+
+@dataclass(frozen=True, slots=True)
+class SLOTable:
+    """The configured objectives: a default, per-model entries and named classes."""
+
+    default: SLO
+    models: Mapping[str, SLO] = field(default_factory=dict)
+    classes: Mapping[str, SLO] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        # Read-only copies: a table handed to a policy cannot be changed behind its back.
+        object.__setattr__(self, "models", _frozen(self.models))
+        object.__setattr__(self, "classes", _frozen(self.classes))
+
+
+def parse_slo_header_ms(name: str, value: str | None) -> float | None:
+    """Parse an ``x-slo-*-ms`` header value: ``None`` when absent, else positive milliseconds."""
+    if value is None:
+        return None
+    try:
+        ms = float(value.strip())
+    except ValueError:
+        raise SLOError(f"header {name}: expected milliseconds, got {value!r}") from None
+    if not (math.isfinite(ms) and ms > 0):
+        raise SLOError(f"header {name}: expected a positive number of milliseconds, got {value!r}")
+    return ms
+
+
+def resolve_slo(
+    table: SLOTable,
+    model: str,
+    class_name: str | None = None,
+    header_ttft_ms: float | None = None,
+    header_tpot_ms: float | None = None,
+) -> SLO:
+    """The SLO of one request: headers > class > model > default, per component."""
+    if class_name is not None:
+        base = table.classes.get(class_name)
+        if base is None:
+            known = ", ".join(sorted(table.classes)) or "none configured"
+            raise SLOError(f"unknown SLO class {class_name!r} (known: {known})")
+    else:
+        base = table.models.get(model, table.default)
+    for name, ms in (("x-slo-ttft-ms", header_ttft_ms), ("x-slo-tpot-ms", header_tpot_ms)):
+        if ms is not None and not (math.isfinite(ms) and ms > 0):
+            raise SLOError(f"header {name}: expected a positive number of milliseconds, got {ms!r}")
+    if header_ttft_ms is None and header_tpot_ms is None:
+        return base
+    return SLO(
+        base.ttft_s if header_ttft_ms is None else header_ttft_ms / 1000.0,
+        base.tbt_s if header_tpot_ms is None else header_tpot_ms / 1000.0,
+    )
