@@ -13,10 +13,10 @@ Nothing here reads a clock, touches asyncio, or draws from a global RNG.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 
 
-class FinishReason(str, Enum):
+class FinishReason(StrEnum):
     STOP = "stop"  # EOS or a stop token id
     LENGTH = "length"  # max_tokens reached
     ABORT = "abort"
@@ -69,6 +69,8 @@ class StepResult:
     num_prefill_tokens: int = 0
     num_decode_seqs: int = 0
     preempted: tuple[str, ...] = ()
+    # Requests scheduled for the first time in this step (end of their queueing time).
+    newly_scheduled: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,194 @@
+"""Deterministic token generation: the next token is a pure function of the sequence so far.
+
+Theory of operation: every sequence carries a polynomial rolling hash of all its token ids,
+``h(t_1..t_n) = Σ (t_i + 1)·B^(n-i) mod (2^61 - 1)``, updated in O(1) per appended token
+(:func:`extend_hash`).  The same value at each block boundary is the chained block hash the
+KV cache uses for prefix caching (a block's key depends on the block and everything before it).
+
+To pick the next token the generator mixes ``h`` with a key made from the engine seed and the
+request's own seed (splitmix64) and reads decisions off disjoint bit fields:
+
+* EOS with probability ``eos_rate`` (not before ``min_tokens`` outputs, never with
+  ``ignore_eos``); stop token ids are likewise re-drawn before ``min_tokens`` outputs;
+* with a small probability the first byte of a multi-byte character (an emoji or an accented
+  letter), after which the following tokens are the character's remaining bytes, so streaming
+  clients see byte-level pieces of one character;
+* punctuation now and then, otherwise a ``" word"`` token.
+
+Whether a sequence is "inside" a multi-byte character is itself read off its tail (the
+``pending`` UTF-8 bytes), so the rule stays a function of the token sequence: a request
+continued elsewhere from the same prompt+generated ids, with the remaining ``max_tokens`` and
+``min_tokens``, produces exactly the same remaining tokens.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from .tokenizer import GenerationVocab
+
+HASH_MOD = (1 << 61) - 1
+HASH_BASE = 0x1C8C_5A3B_96F2_E4D1 % HASH_MOD
+_M64 = (1 << 64) - 1
+_U32 = 1 << 32
+
+# Characters emitted byte by byte.  2-, 3- and 4-byte UTF-8 forms.
+MULTIBYTE_CHARS: tuple[str, ...] = (
+    *"éüñçø",
+    *"—€→中日",
+    *(chr(c) for c in range(0x1F600, 0x1F650)),
+    *"🚀🎉🔥🌍",
+)
+
+
+def extend_hash(h: int, token_id: int) -> int:
+    """Rolling hash of a sequence after appending ``token_id``."""
+    return (h * HASH_BASE + token_id + 1) % HASH_MOD
+
+
+def sequence_hash(token_ids: Sequence[int]) -> int:
+    h = 0
+    for t in token_ids:
+        h = (h * HASH_BASE + t + 1) % HASH_MOD
+    return h
+
+
+def block_hashes(token_ids: Sequence[int], block_size: int) -> tuple[int, list[int]]:
+    """(hash of the whole sequence, hash at every full-block boundary)."""
+    h = 0
+    out: list[int] = []
+    n = 0
+    for t in token_ids:
+        h = (h * HASH_BASE + t + 1) % HASH_MOD
+        n += 1
+        if n == block_size:
+            out.append(h)
+            n = 0
+    return h, out
+
+
+def splitmix64(x: int) -> int:
+    z = (x + 0x9E3779B97F4A7C15) & _M64
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _M64
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _M64
+    return z ^ (z >> 31)
+
+
+def seed_key(engine_seed: int, request_seed: int | None) -> int:
+    """The key mixed into every draw of one request."""
+    key = splitmix64(engine_seed & _M64)
+    if request_seed is not None:
+        key = splitmix64(key ^ (request_seed & _M64) ^ 0x5EED)
+    return key
+
+
+def _utf8_length(lead: int) -> int:
+    if lead < 0x80:
+        return 1
+    if 0xC2 <= lead <= 0xDF:
+        return 2
+    if 0xE0 <= lead <= 0xEF:
+        return 3
+    if 0xF0 <= lead <= 0xF4:
+        return 4
+    return 0  # continuation byte or invalid lead
+
+
+def _continuation_range(partial: bytes) -> tuple[int, int]:
+    """Valid next byte range after an incomplete UTF-8 prefix (RFC 3629 table)."""
+    if len(partial) == 1:
+        lead = partial[0]
+        special = {0xE0: (0xA0, 0xBF), 0xED: (0x80, 0x9F), 0xF0: (0x90, 0xBF), 0xF4: (0x80, 0x8F)}
+        return special.get(lead, (0x80, 0xBF))
+    return 0x80, 0xBF
+
+
+def pending_utf8(tail_bytes: Sequence[int]) -> bytes:
+    """The incomplete UTF-8 character at the end of a byte-token tail, or b""."""
+    data = bytes(tail_bytes[-3:])
+    for start in range(len(data) - 1, -1, -1):
+        need = _utf8_length(data[start])
+        if need == 0:
+            continue  # a continuation byte: keep looking for its lead
+        rest = data[start:]
+        if need > len(rest) and all(0x80 <= b <= 0xBF for b in rest[1:]):
+            return rest
+        return b""
+    return b""
+
+
+class TokenGenerator:
+    """Chooses next tokens; holds only immutable tables (shared by all requests)."""
+
+    def __init__(self, vocab: GenerationVocab, eos_rate: float) -> None:
+        if not 0.0 <= eos_rate < 1.0:
+            raise ValueError("eos_rate must be in [0, 1)")
+        self.vocab = vocab
+        self.eos_token_id = vocab.eos_token_id
+        self._words = vocab.word_ids
+        self._n_words = len(vocab.word_ids)
+        self._punct = vocab.punct_ids
+        self._byte_base = vocab.byte_base
+        self._eos_thr = int(eos_rate * _U32)
+        self._mb_thr = self._eos_thr + int(0.01 * _U32)
+        self._punct_thr = self._mb_thr + int(0.08 * _U32)
+        self._mb_chars = tuple(c.encode() for c in MULTIBYTE_CHARS)
+        nexts: dict[bytes, set[int]] = {}
+        for enc in self._mb_chars:
+            for i in range(1, len(enc)):
+                nexts.setdefault(enc[:i], set()).add(enc[i])
+        self._next_bytes = {k: tuple(sorted(v)) for k, v in nexts.items()}
+
+    def is_byte_token(self, token_id: int) -> bool:
+        return self._byte_base <= token_id < self._byte_base + 256
+
+    def pending_from_tail(self, token_ids: Sequence[int]) -> bytes:
+        """Incomplete UTF-8 character at the end of ``token_ids`` (byte tokens only)."""
+        tail: list[int] = []
+        for tid in reversed(token_ids[-3:]):
+            if not self.is_byte_token(tid):
+                break
+            tail.append(tid - self._byte_base)
+        tail.reverse()
+        return pending_utf8(tail)
+
+    def next_token(
+        self, h: int, key: int, pending: bytes, allow_eos: bool, stop_ids: frozenset[int]
+    ) -> tuple[int, bytes]:
+        """(next token id, pending bytes after it).
+
+        ``allow_eos`` is False before ``min_tokens`` outputs and with ``ignore_eos``;
+        ``stop_ids`` are the stop token ids that must not be drawn now (before ``min_tokens``).
+        """
+        z = splitmix64(h ^ key)
+        if pending:
+            return self._continue_char(z, pending)
+        r = z & 0xFFFFFFFF
+        hi = z >> 32
+        if r < self._eos_thr:
+            if allow_eos:
+                return self.eos_token_id, b""
+        elif r < self._mb_thr:
+            enc = self._mb_chars[hi % len(self._mb_chars)]
+            return self._byte_base + enc[0], enc[:1]
+        elif r < self._punct_thr:
+            tok = self._punct[hi % len(self._punct)]
+            if tok not in stop_ids:
+                return tok, b""
+        idx = hi % self._n_words
+        tok = self._words[idx]
+        while tok in stop_ids:
+            idx = (idx + 1) % self._n_words
+            tok = self._words[idx]
+        return tok, b""
+
+    def _continue_char(self, z: int, pending: bytes) -> tuple[int, bytes]:
+        options = self._next_bytes.get(pending)
+        if options is not None:
+            b = options[(z >> 32) % len(options)]
+        else:
+            lo, hi = _continuation_range(pending)
+            b = lo + (z >> 32) % (hi - lo + 1)
+        partial = pending + bytes([b])
+        done = len(partial) >= _utf8_length(partial[0])
+        return self._byte_base + b, (b"" if done else partial)
