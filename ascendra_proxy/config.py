@@ -21,6 +21,7 @@ the core's own values (:meth:`ProxyConfig.backend_infos`, :meth:`ProxyConfig.slo
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 from collections.abc import Mapping
@@ -299,6 +300,13 @@ def _load_policy(data: object, path: str, policies: Mapping[str, PolicySpec[Any]
             join_path(path, "type"), f"unknown policy {describe(name)} (known: {known})"
         )
     spec = policies[name]
+    allowed = ["type", *(f.name for f in dataclasses.fields(spec.params_type))]
+    for key in data:
+        if key not in allowed:
+            where = join_path(path, key) if isinstance(key, str) else path
+            raise ConfigError(
+                where, f"unknown key for policy {name!r} (allowed: {', '.join(allowed)})"
+            )
     params = load(spec.params_type, {k: v for k, v in data.items() if k != "type"}, path)
     return PolicyConfig(type=name, params=params)
 

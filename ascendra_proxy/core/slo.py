@@ -23,7 +23,21 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
-__all__ = ["SLO", "SLOError", "SLOTable", "parse_slo_header_ms", "resolve_slo"]
+__all__ = [
+    "CLASS_HEADER",
+    "SLO",
+    "TPOT_HEADER",
+    "TTFT_HEADER",
+    "SLOError",
+    "SLOTable",
+    "parse_slo_header_ms",
+    "resolve_slo",
+]
+
+# Request headers (the names llm-d uses for the first two).
+TTFT_HEADER = "x-slo-ttft-ms"
+TPOT_HEADER = "x-slo-tpot-ms"
+CLASS_HEADER = "x-slo-class"
 
 
 class SLOError(ValueError):
@@ -65,6 +79,12 @@ class SLOTable:
         object.__setattr__(self, "classes", _frozen(self.classes))
 
 
+def _check_ms(name: str, ms: float) -> float:
+    if not (math.isfinite(ms) and ms > 0):
+        raise SLOError(f"header {name}: expected a positive number of milliseconds, got {ms!r}")
+    return ms
+
+
 def parse_slo_header_ms(name: str, value: str | None) -> float | None:
     """Parse an ``x-slo-*-ms`` header value: ``None`` when absent, else positive milliseconds."""
     if value is None:
@@ -73,9 +93,7 @@ def parse_slo_header_ms(name: str, value: str | None) -> float | None:
         ms = float(value.strip())
     except ValueError:
         raise SLOError(f"header {name}: expected milliseconds, got {value!r}") from None
-    if not (math.isfinite(ms) and ms > 0):
-        raise SLOError(f"header {name}: expected a positive number of milliseconds, got {value!r}")
-    return ms
+    return _check_ms(name, ms)
 
 
 def resolve_slo(
@@ -93,12 +111,12 @@ def resolve_slo(
             raise SLOError(f"unknown SLO class {class_name!r} (known: {known})")
     else:
         base = table.models.get(model, table.default)
-    for name, ms in (("x-slo-ttft-ms", header_ttft_ms), ("x-slo-tpot-ms", header_tpot_ms)):
-        if ms is not None and not (math.isfinite(ms) and ms > 0):
-            raise SLOError(f"header {name}: expected a positive number of milliseconds, got {ms!r}")
     if header_ttft_ms is None and header_tpot_ms is None:
         return base
-    return SLO(
-        base.ttft_s if header_ttft_ms is None else header_ttft_ms / 1000.0,
-        base.tbt_s if header_tpot_ms is None else header_tpot_ms / 1000.0,
-    )
+    ttft_s = base.ttft_s
+    if header_ttft_ms is not None:
+        ttft_s = _check_ms(TTFT_HEADER, header_ttft_ms) / 1000.0
+    tbt_s = base.tbt_s
+    if header_tpot_ms is not None:
+        tbt_s = _check_ms(TPOT_HEADER, header_tpot_ms) / 1000.0
+    return SLO(ttft_s, tbt_s)
