@@ -1,0 +1,147 @@
+"""The proxy application: ``create_app(config)`` wires everything, ``serve`` runs it.
+
+Theory of operation: ``create_app`` builds the aiohttp ``Application`` with typed keys, the
+error middleware (the only middleware: nothing runs per chunk), the body-size limit and the
+routes.  Everything that needs a running loop (connection pools, background monitors, the
+policy tick) is created in a cleanup context at startup and torn down in reverse order at
+shutdown: tick task cancelled, pending upstream aborts drained, monitor tasks cancelled and
+awaited, sessions closed.
+
+``serve`` runs the app under uvloop when it is installed, with ``handler_cancellation`` on:
+aiohttp then cancels a handler the moment its client disconnects, which is what lets the
+proxy abort the upstream request during a long prefill, when no byte is flowing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import AsyncIterator, Iterator
+
+from aiohttp import web
+
+from ascendra_proxy.config import ProxyConfig
+from ascendra_proxy.proxy import handlers
+from ascendra_proxy.proxy.auth import Auth
+from ascendra_proxy.proxy.errors import error_middleware
+from ascendra_proxy.proxy.gateway import Gateway
+from ascendra_proxy.proxy.keys import CONTEXT, GATEWAY, ProxyContext
+from ascendra_proxy.proxy.runtime import Backends
+from ascendra_proxy.proxy.telemetry import GaugeSample, Telemetry
+from ascendra_proxy.proxy.ticker import run_ticks
+
+log = logging.getLogger(__name__)
+
+
+def create_app(config: ProxyConfig) -> web.Application:
+    app = web.Application(
+        middlewares=[error_middleware], client_max_size=config.limits.max_body_bytes
+    )
+    app[CONTEXT] = ProxyContext(
+        cfg=config,
+        auth=Auth(config.auth.api_keys, config.auth.admin_key),
+        models=frozenset(config.models()),
+        slo_table=config.slo_table(),
+        max_body_bytes=config.limits.max_body_bytes,
+        started=handlers.unix_now(),
+    )
+    app.cleanup_ctx.append(_lifecycle)
+    app.router.add_post("/v1/completions", handlers.completions)
+    app.router.add_post("/v1/chat/completions", handlers.chat_completions)
+    app.router.add_get("/v1/models", handlers.models)
+    app.router.add_get("/health", handlers.health)
+    app.router.add_get("/ready", handlers.ready)
+    app.router.add_get("/metrics", handlers.metrics)
+    app.router.add_get("/admin/backends", handlers.admin_backends)
+    app.router.add_get("/admin/requests", handlers.admin_requests)
+    return app
+
+
+async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
+    cfg = app[CONTEXT].cfg
+    clock = asyncio.get_running_loop().time
+    backends = Backends.build(cfg, clock)
+    telemetry = Telemetry(backends.names())
+    gateway = Gateway(cfg, backends, cfg.make_policy(), telemetry, clock)
+    telemetry.gauges = lambda: _gauges(gateway)
+    app[GATEWAY] = gateway
+    backends.start_monitors()
+    ticks = asyncio.create_task(run_ticks(gateway), name="policy-tick")
+    try:
+        yield
+    finally:
+        ticks.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await ticks
+        await gateway.close()
+        await backends.close()
+
+
+def _gauges(gw: Gateway) -> Iterator[GaugeSample]:
+    now = gw.clock()
+    for r in gw.backends:
+        labels = {"backend": r.name}
+        yield GaugeSample(
+            "backend_inflight", "Requests in flight (proxy count)", labels, r.inflight
+        )
+        yield GaugeSample(
+            "backend_queued_prompt_tokens",
+            "Prompt tokens of requests without a first token",
+            labels,
+            r.queued_prompt_tokens,
+        )
+        yield GaugeSample(
+            "backend_healthy",
+            "1 if the breaker lets requests through",
+            labels,
+            float(r.breaker.available(now)),
+        )
+        age = r.monitor.load_age(now)
+        if age is not None:
+            yield GaugeSample("backend_scrape_age_seconds", "Age of scraped load", labels, age)
+    yield GaugeSample("proxy_queued_requests", "Requests held in the proxy queue", {}, gw.held)
+    yield GaugeSample(
+        "proxy_inflight_requests", "Admitted, unfinished requests", {}, len(gw.flights)
+    )
+
+
+async def start_server(
+    config: ProxyConfig, host: str, port: int
+) -> tuple[web.AppRunner, list[tuple[str, int]]]:
+    """Serve ``config`` on host:port (0: any free port); returns the runner and bound addresses."""
+    runner = web.AppRunner(create_app(config), handler_cancellation=True, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port, backlog=4096)
+    await site.start()
+    server = site._server
+    addrs = [s.getsockname()[:2] for s in getattr(server, "sockets", None) or ()]
+    return runner, addrs
+
+
+async def _serve_until_signalled(config: ProxyConfig, host: str, port: int) -> None:
+    runner, addrs = await start_server(config, host, port)
+    for h, p in addrs:
+        print(f"ascendra-proxy listening on http://{h}:{p}", flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        await runner.cleanup()
+
+
+def serve(config: ProxyConfig, host: str | None = None, port: int | None = None) -> None:
+    """Run the proxy until SIGINT/SIGTERM (uvloop when available)."""
+    host = config.listen.host if host is None else host
+    port = config.listen.port if port is None else port
+    main = _serve_until_signalled(config, host, port)
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(main)
+    else:
+        uvloop.run(main)

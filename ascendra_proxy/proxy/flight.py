@@ -1,0 +1,72 @@
+"""A flight: one admitted request's live plumbing next to its core ``RequestState``.
+
+Theory of operation: the core's ``RequestState`` is the policy-visible record (progress,
+deadlines, outcome).  The proxy needs more per request, kept here: the parsed client
+request, the current backend and upstream attempt, the backends that already failed it
+(``exclude``), decisions taken outside the request's own call path (``pending``: a tick
+``Assign`` or ``Move``; ``dropped``: a tick ``Drop``), the prompt tokens counted as queued
+on the current backend, and the last upstream error (for an honest 502 when every backend failed).
+
+``Signal`` is the wake-up for held requests: any change in capacity (an attempt ends, a
+request finishes, a tick assigns) calls ``notify``; waiters also re-check after ``at_most_s``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING
+
+from ascendra_proxy.backends.errors import UpstreamError
+from ascendra_proxy.core.decisions import Dispatch, Reject
+from ascendra_proxy.core.request import Outcome, RequestState
+from ascendra_proxy.proxy.validate import GenerationRequest
+
+if TYPE_CHECKING:
+    from ascendra_proxy.backends.upstream import UpstreamAttempt
+    from ascendra_proxy.proxy.runtime import BackendRuntime
+
+
+class Flight:
+    __slots__ = (
+        "attempt",
+        "backend",
+        "dropped",
+        "exclude",
+        "gen",
+        "last_error",
+        "outcome",
+        "pending",
+        "queued_tokens",
+        "state",
+    )
+
+    def __init__(self, state: RequestState, gen: GenerationRequest) -> None:
+        self.state = state
+        self.gen = gen
+        self.backend: BackendRuntime | None = None
+        self.attempt: UpstreamAttempt | None = None
+        self.exclude: set[str] = set()
+        self.pending: Dispatch | None = None
+        self.dropped: Reject | None = None
+        self.last_error: UpstreamError | None = None
+        self.queued_tokens = 0
+        self.outcome: Outcome | None = None
+
+
+class Signal:
+    """A broadcast wake-up: ``wait`` returns on the next ``notify`` or after ``timeout``."""
+
+    __slots__ = ("_waiter",)
+
+    def __init__(self) -> None:
+        self._waiter: asyncio.Future[None] | None = None
+
+    async def wait(self, at_most_s: float) -> None:
+        if self._waiter is None:
+            self._waiter = asyncio.get_running_loop().create_future()
+        await asyncio.wait((self._waiter,), timeout=at_most_s)
+
+    def notify(self) -> None:
+        waiter, self._waiter = self._waiter, None
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)

@@ -1,0 +1,299 @@
+"""The gateway: each admitted request's lifecycle from admission to its single ending.
+
+Theory of operation: ``serve`` admits a request (a core ``RequestState`` wrapped in a
+``Flight``), hands it to the stream pump or the unary path, and guarantees in ``finally``
+that the flight ends exactly once with an outcome (completed, client disconnected, backend
+failed, rejected, timed out): the core's ``finish`` is idempotent and only its first call
+counts, updates telemetry, calls ``policy.on_finish`` and wakes held requests.
+
+``acquire`` is the only way to an upstream attempt.  It asks the policy (``route``) with
+snapshots from ``LoadBook``; a ``Dispatch`` opens an ``UpstreamAttempt`` on that backend, a
+``Reject`` becomes an ``ApiError``, a ``Hold`` parks the request (counted against
+``limits.max_queued_requests``) until capacity changes or the next tick.  A backend that
+fails before answering (connect error, 5xx, circuit open, first-byte timeout) is fed to its
+breaker, excluded for this request, and the policy is asked again: retries happen here, and
+only here.  Upstream 4xx (``UpstreamRejected``) escapes to the edge unchanged.
+
+Policy decisions taken outside a request's own call path (``Policy.tick`` actions) reach a
+flight through ``flight.pending``: ``Assign`` releases a held request to a backend; ``Move``
+closes the current attempt so the pump asks for the next one, which is the pending dispatch;
+``Drop`` ends it.  The policy decides; this module only carries decisions out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+from aiohttp import web
+
+from ascendra_proxy.backends import errors as up
+from ascendra_proxy.backends.upstream import Budgets, UpstreamAttempt
+from ascendra_proxy.config import ProxyConfig
+from ascendra_proxy.core.contracts import Policy
+from ascendra_proxy.core.decisions import Dispatch, Hold, Reject
+from ascendra_proxy.core.request import Outcome, RequestState
+from ascendra_proxy.core.slo import SLO
+from ascendra_proxy.proxy.errors import ApiError
+from ascendra_proxy.proxy.flight import Flight, Signal
+from ascendra_proxy.proxy.load import LoadBook
+from ascendra_proxy.proxy.runtime import BackendRuntime, Backends
+from ascendra_proxy.proxy.telemetry import Telemetry
+from ascendra_proxy.proxy.validate import GenerationRequest
+
+log = logging.getLogger(__name__)
+
+HOLD_RECHECK_S = 0.05
+ABORT_DRAIN_S = 2.0
+
+
+class Gateway:
+    def __init__(
+        self,
+        cfg: ProxyConfig,
+        backends: Backends,
+        policy: Policy,
+        telemetry: Telemetry,
+        clock: Callable[[], float],
+    ) -> None:
+        self.cfg = cfg
+        self.backends = backends
+        self.policy = policy
+        self.telemetry = telemetry
+        self.clock = clock
+        self.load = LoadBook(backends, cfg.limits.max_inflight_per_backend)
+        self.flights: dict[str, Flight] = {}
+        self.held = 0
+        self.capacity = Signal()
+        self.budgets = Budgets(cfg.timeouts.first_byte_s, cfg.timeouts.idle_s, cfg.timeouts.total_s)
+        self._context = _context_limits(cfg)
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    def admit(self, gen: GenerationRequest, slo: SLO, slo_class: str | None) -> Flight:
+        now = self.clock()
+        max_tokens = gen.max_tokens
+        if max_tokens is None:
+            max_tokens = max(1, self._context.get(gen.model, 1) - gen.prompt_tokens)
+        state = RequestState(
+            id="req-" + secrets.token_hex(8),
+            model=gen.model,
+            prompt_tokens=gen.prompt_tokens,
+            max_tokens=max_tokens,
+            slo=slo,
+            arrival=now,
+            prompt_tokens_exact=gen.prompt_exact,
+            slo_class=slo_class,
+        )
+        flight = Flight(state, gen)
+        self.flights[state.id] = flight
+        return flight
+
+    async def serve(self, http: web.Request, flight: Flight) -> web.StreamResponse:
+        from ascendra_proxy.proxy.stream import StreamPump, serve_unary
+
+        outcome = Outcome.BACKEND_FAILED
+        try:
+            if flight.gen.stream:
+                resp = await StreamPump(self, flight, http).run()
+            else:
+                resp = await serve_unary(self, flight)
+            outcome = flight.outcome or Outcome.COMPLETED
+            return resp
+        except asyncio.CancelledError:
+            outcome = Outcome.CLIENT_DISCONNECTED
+            raise
+        except ApiError as exc:
+            outcome = Outcome.TIMED_OUT if exc.status == 504 else Outcome.REJECTED
+            raise
+        except up.UpstreamRejected:
+            outcome = Outcome.REJECTED
+            raise
+        finally:
+            self.finish(flight, outcome)
+
+    def finish(self, flight: Flight, outcome: Outcome) -> None:
+        """End the flight (first call wins); releases its attempt and wakes held requests."""
+        self.end_attempt(flight)
+        now = self.clock()
+        if not flight.state.finish(now, outcome):
+            return
+        self.flights.pop(flight.state.id, None)
+        self.telemetry.request_done(flight.state.model, outcome.value)
+        try:
+            self.policy.on_finish(flight.state, now)
+        finally:
+            self.capacity.notify()
+
+    # -- attempts -------------------------------------------------------------------------
+
+    async def acquire(self, flight: Flight) -> UpstreamAttempt:
+        """Route and open an upstream attempt, retrying elsewhere on pre-answer failures."""
+        while True:
+            dispatch = await self._route(flight)
+            backend = self.backends.get(dispatch.backend)
+            if backend is None:
+                raise ApiError(500, f"policy chose unknown backend {dispatch.backend!r}")
+            attempt = self._start(flight, backend, dispatch)
+            try:
+                if not backend.breaker.available(self.clock()):
+                    raise up.CircuitOpen(backend.name, "circuit breaker open")
+                await attempt.open()
+            except up.UpstreamUnavailable as exc:
+                self.attempt_failed(flight, exc)
+                continue
+            except up.UpstreamRejected:
+                backend.breaker.record_success()
+                self.end_attempt(flight, complete=True)
+                raise
+            backend.breaker.record_success()
+            if flight.pending is not None:  # the policy moved it while we were connecting
+                self.end_attempt(flight)
+                flight.state.on_requeue()
+                continue
+            return attempt
+
+    def _start(self, flight: Flight, backend: BackendRuntime, d: Dispatch) -> UpstreamAttempt:
+        state = flight.state
+        if flight.attempt is not None:
+            self.end_attempt(flight)
+        request = backend.adapter.prepare(
+            flight.gen.endpoint, flight.gen.body, state.id, d.priority
+        )
+        headers = backend.stream_headers if request.stream else backend.headers
+        attempt = UpstreamAttempt(
+            backend.name, backend.url, backend.session, request, headers, self.budgets
+        )
+        state.on_dispatch(self.clock(), backend.name)
+        flight.queued_tokens = 0 if state.started else state.prompt_tokens
+        backend.begin(flight.queued_tokens)
+        flight.backend, flight.attempt = backend, attempt
+        return attempt
+
+    def attempt_failed(self, flight: Flight, exc: up.UpstreamError) -> None:
+        """Account a failed attempt: breaker, telemetry, exclusion; the flight may retry."""
+        backend = flight.backend
+        if backend is not None:
+            if not isinstance(exc, up.CircuitOpen) and _is_backend_fault(exc):
+                backend.breaker.record_failure(self.clock())
+            self.telemetry.upstream_error(backend.name, exc.kind)
+            flight.exclude.add(backend.name)
+        flight.last_error = exc
+        self.end_attempt(flight)
+        if not flight.state.started and not flight.state.finished:
+            flight.state.on_requeue()
+
+    def end_attempt(self, flight: Flight, complete: bool = False) -> None:
+        """Release the current attempt; abort it upstream unless it completed."""
+        attempt, backend = flight.attempt, flight.backend
+        if attempt is None or backend is None:
+            return
+        flight.attempt = None
+        attempt.close()
+        backend.end(flight.queued_tokens)
+        flight.queued_tokens = 0
+        if not complete and backend.adapter.needs_abort_call:
+            self.spawn(
+                backend.adapter.abort(backend.session, backend.url, attempt.request.request_id)
+            )
+        self.capacity.notify()
+
+    def first_token(self, flight: Flight) -> None:
+        if flight.backend is not None and flight.queued_tokens:
+            flight.backend.first_token(flight.queued_tokens)
+            flight.queued_tokens = 0
+
+    # -- routing ----------------------------------------------------------------------------
+
+    async def _route(self, flight: Flight) -> Dispatch:
+        held = False
+        try:
+            while True:
+                if flight.dropped is not None:
+                    raise self._rejection(flight, flight.dropped)
+                if flight.pending is not None:
+                    dispatch, flight.pending = flight.pending, None
+                    return dispatch
+                now = self.clock()
+                decision = self.policy.route(
+                    flight.state, self.load.snapshots(now), now, frozenset(flight.exclude)
+                )
+                self.telemetry.decision(decision.reason)
+                if isinstance(decision, Dispatch):
+                    return decision
+                if isinstance(decision, Reject):
+                    raise self._rejection(flight, decision)
+                if not held:
+                    self._check_queue_room(decision)
+                    held = True
+                    self.held += 1
+                await self._wait_for_capacity(flight)
+        finally:
+            if held:
+                self.held -= 1
+
+    def _check_queue_room(self, hold: Hold) -> None:
+        if self.held >= self.cfg.limits.max_queued_requests:
+            raise ApiError(
+                429,
+                f"proxy queue is full ({self.held} requests waiting; {hold.reason})",
+                code="queue_full",
+            )
+
+    async def _wait_for_capacity(self, flight: Flight) -> None:
+        waited = self.clock() - flight.state.arrival
+        if waited >= self.cfg.timeouts.first_byte_s:
+            raise ApiError(504, "timed out waiting for a backend with room", code="queue_timeout")
+        tick = self.policy.tick_interval_s or HOLD_RECHECK_S
+        await self.capacity.wait(min(tick, HOLD_RECHECK_S))
+
+    def _rejection(self, flight: Flight, r: Reject) -> ApiError:
+        last = flight.last_error
+        if last is not None and r.status == 503:
+            return ApiError(502, f"every backend tried failed; last: {last}", code=last.kind)
+        return ApiError(
+            r.status, r.message, code=r.code, param="model" if r.status == 404 else None
+        )
+
+    # -- owned background work ----------------------------------------------------------
+
+    def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(_logged(coro))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def close(self) -> None:
+        """Let pending upstream aborts finish (bounded), then cancel what is left."""
+        if self._tasks:
+            _, pending = await asyncio.wait(list(self._tasks), timeout=ABORT_DRAIN_S)
+            for task in pending:
+                task.cancel()
+            for task in pending:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+
+
+def _is_backend_fault(exc: up.UpstreamError) -> bool:
+    if isinstance(exc, up.InStreamError):
+        return not exc.is_client_error
+    return isinstance(exc, up.UpstreamUnavailable | up.StreamBroken)
+
+
+def _context_limits(cfg: ProxyConfig) -> dict[str, int]:
+    limits: dict[str, int] = {}
+    for _, b in cfg.backends():
+        ctx = b.engine_settings.max_model_len
+        limits[b.model] = min(ctx, limits.get(b.model, ctx))
+    return limits
+
+
+async def _logged(coro: Coroutine[Any, Any, None]) -> None:
+    try:
+        await coro
+    except Exception as exc:  # an abort that fails must not crash anything; log it
+        log.warning("background upstream call failed: %s: %s", type(exc).__name__, exc)

@@ -1,0 +1,103 @@
+"""HTTP handlers: thin.  Parse and validate, resolve the SLO, hand over to the gateway.
+
+Theory of operation: no handler decides anything about routing or retries: generation
+handlers check the client key, read the body within the size limit, validate it
+(``proxy/validate.py``), resolve the request's SLO from config and headers (core
+``resolve_slo``: ``x-slo-ttft-ms``/``x-slo-tpot-ms`` > ``x-slo-class`` > model > default),
+admit it, and return whatever ``Gateway.serve`` returns.  Errors are raised as ``ApiError``
+and rendered once by ``proxy/errors.py``.
+"""
+
+from __future__ import annotations
+
+import time
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from ascendra_proxy.backends.base import Endpoint
+from ascendra_proxy.core.slo import SLO, SLOError, SLOTable, parse_slo_header_ms, resolve_slo
+from ascendra_proxy.proxy import admin
+from ascendra_proxy.proxy.errors import ApiError, bad_request
+from ascendra_proxy.proxy.keys import CONTEXT, GATEWAY
+from ascendra_proxy.proxy.validate import parse_body, validate
+
+
+async def completions(request: web.Request) -> web.StreamResponse:
+    return await _generate(request, Endpoint.COMPLETIONS)
+
+
+async def chat_completions(request: web.Request) -> web.StreamResponse:
+    return await _generate(request, Endpoint.CHAT)
+
+
+async def _generate(request: web.Request, endpoint: Endpoint) -> web.StreamResponse:
+    ctx = request.app[CONTEXT]
+    ctx.auth.check_client(request)
+    length = request.content_length
+    if length is not None and length > ctx.max_body_bytes:
+        raise ApiError(
+            413, f"request body too large (limit {ctx.max_body_bytes} bytes)", code="body_too_large"
+        )
+    raw = await request.read()
+    gen = validate(endpoint, parse_body(raw), ctx.models)
+    slo, slo_class = request_slo(ctx.slo_table, gen.model, request)
+    gateway = request.app[GATEWAY]
+    flight = gateway.admit(gen, slo, slo_class)
+    return await gateway.serve(request, flight)
+
+
+def request_slo(table: SLOTable, model: str, request: web.Request) -> tuple[SLO, str | None]:
+    headers = request.headers
+    try:
+        ttft = parse_slo_header_ms("x-slo-ttft-ms", headers.get("x-slo-ttft-ms"))
+        tpot = parse_slo_header_ms("x-slo-tpot-ms", headers.get("x-slo-tpot-ms"))
+        slo_class = headers.get("x-slo-class") or None
+        return resolve_slo(table, model, slo_class, ttft, tpot), slo_class
+    except SLOError as exc:
+        raise bad_request(str(exc), code="invalid_slo") from None
+
+
+async def models(request: web.Request) -> web.Response:
+    ctx = request.app[CONTEXT]
+    ctx.auth.check_client(request)
+    data = [
+        {"id": m, "object": "model", "created": ctx.started, "owned_by": "ascendra-proxy"}
+        for m in sorted(ctx.models)
+    ]
+    return web.json_response({"object": "list", "data": data})
+
+
+async def health(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+async def ready(request: web.Request) -> web.Response:
+    gateway = request.app[GATEWAY]
+    now = gateway.clock()
+    healthy = sum(1 for r in gateway.backends if r.breaker.available(now))
+    body = {"ready": healthy > 0, "healthy_backends": healthy, "backends": len(gateway.backends)}
+    if healthy == 0:
+        return web.json_response(body, status=503, headers={"Retry-After": "1"})
+    return web.json_response(body)
+
+
+async def metrics(request: web.Request) -> web.Response:
+    registry = request.app[GATEWAY].telemetry.registry
+    resp = web.Response(body=generate_latest(registry))
+    resp.headers["Content-Type"] = CONTENT_TYPE_LATEST
+    return resp
+
+
+async def admin_backends(request: web.Request) -> web.Response:
+    request.app[CONTEXT].auth.check_admin(request)
+    return admin.json_response(admin.backends_view(request.app[GATEWAY]))
+
+
+async def admin_requests(request: web.Request) -> web.Response:
+    request.app[CONTEXT].auth.check_admin(request)
+    return admin.json_response(admin.requests_view(request.app[GATEWAY]))
+
+
+def unix_now() -> int:
+    return int(time.time())

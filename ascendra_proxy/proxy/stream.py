@@ -1,0 +1,270 @@
+"""The stream pump: upstream SSE -> client SSE, counting tokens as they pass.
+
+Theory of operation: two objects per streaming request, deliberately separate.
+
+- ``ClientStream`` is what the client sees: one HTTP response (headers sent lazily, with the
+  first chunk that carries a token, so a backend failing before that is retried invisibly),
+  one identity (``id``, ``created``, ``model`` of the first upstream chunk), and the record of
+  everything sent (prompt token ids, generated token ids, text, finish reason, usage).
+- An ``UpstreamAttempt`` (``backends/upstream.py``) is one try on one backend.
+
+``StreamPump.run`` forwards attempt after attempt into the same client stream.  Per upstream
+read it decodes SSE events, parses each once (``ChunkReader``), counts *tokens* (never
+chunks), renders the client's bytes (the original bytes when nothing must be stripped), and
+writes everything of that read in one ``write``.  Token arrivals feed ``RequestState``
+(TTFT, every gap, mean TBT, all available online to the policy) and the histograms.
+
+When an attempt ends abnormally, ``_next_attempt`` is the one swap point: before the client
+saw anything, the gateway retries elsewhere (or follows a policy ``Move``); after that,
+``resume`` is asked for a continuation attempt.  Today ``resume`` returns None and the pump
+reports an OpenAI-shaped error event followed by ``data: [DONE]``; the Ascendra issue makes
+it build a token-exact continuation from ``ClientStream``'s record, and the loop carries on
+with the same client stream.  A client disconnect cancels the handler task (the app runs
+with ``handler_cancellation``), which unwinds through here into the gateway, where the
+attempt is closed (vLLM's abort) and, for SGLang, ``/abort_request`` is called.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from ascendra_proxy.backends import errors as up
+from ascendra_proxy.backends.chunks import ChunkEvent, ChunkReader
+from ascendra_proxy.backends.sse import DONE, SSEDecoder, SSEOverflow, frame
+from ascendra_proxy.backends.upstream import UpstreamAttempt
+from ascendra_proxy.core.request import Outcome
+from ascendra_proxy.proxy.errors import error_json
+from ascendra_proxy.proxy.flight import Flight
+from ascendra_proxy.proxy.gateway import Gateway
+
+SSE_HEADERS = {
+    "Content-Type": "text/event-stream; charset=utf-8",
+    "Cache-Control": "no-cache",
+    "X-Accel-Buffering": "no",
+}
+DONE_FRAME = frame(DONE)
+
+
+class ClientStream:
+    """The client-facing side of a stream, independent of which backend feeds it."""
+
+    __slots__ = (
+        "created",
+        "finish_reason",
+        "held",
+        "http",
+        "id",
+        "model",
+        "object",
+        "prompt_token_ids",
+        "resp",
+        "text",
+        "token_ids",
+        "usage",
+    )
+
+    def __init__(self, http: web.Request) -> None:
+        self.http = http
+        self.resp: web.StreamResponse | None = None
+        self.held: list[bytes] = []  # token-less chunks waiting for the first token
+        self.id: str | None = None
+        self.created: int | None = None
+        self.model: str | None = None
+        self.object: str | None = None
+        self.prompt_token_ids: list[int] | None = None
+        self.token_ids: list[int] = []
+        self.text: list[str] = []
+        self.finish_reason: str | None = None
+        self.usage: dict[str, Any] | None = None
+
+    @property
+    def started(self) -> bool:
+        return self.resp is not None
+
+    def absorb(self, ev: ChunkEvent) -> None:
+        if self.id is None:
+            obj = ev.obj
+            self.id, self.created = obj.get("id"), obj.get("created")
+            self.model, self.object = obj.get("model"), obj.get("object")
+        if ev.token_ids:
+            self.token_ids.extend(ev.token_ids)
+        if ev.text:
+            self.text.append(ev.text)
+        if ev.prompt_token_ids is not None and self.prompt_token_ids is None:
+            self.prompt_token_ids = ev.prompt_token_ids
+        if ev.finish_reason is not None:
+            self.finish_reason = ev.finish_reason
+        if ev.usage is not None:
+            self.usage = ev.usage
+
+    async def write(self, data: bytes) -> None:
+        resp = self.resp
+        if resp is None:
+            resp = self.resp = web.StreamResponse(status=200, headers=SSE_HEADERS)
+            await resp.prepare(self.http)
+            if self.held:
+                data = b"".join((*self.held, data))
+                self.held = []
+        await resp.write(data)
+
+    async def end(self) -> web.StreamResponse:
+        if self.resp is None:
+            await self.write(b"")
+        assert self.resp is not None
+        await self.resp.write_eof()
+        return self.resp
+
+
+class StreamPump:
+    def __init__(self, gw: Gateway, flight: Flight, http: web.Request) -> None:
+        self.gw = gw
+        self.flight = flight
+        self.client = ClientStream(http)
+
+    async def run(self) -> web.StreamResponse:
+        attempt = await self.gw.acquire(self.flight)
+        try:
+            while True:
+                try:
+                    await self._forward(attempt)
+                except up.UpstreamError as exc:
+                    nxt = await self._next_attempt(exc)
+                    if nxt is None:
+                        return await self._fail(exc)
+                    attempt = nxt
+                    continue
+                self.gw.end_attempt(self.flight, complete=True)
+                self.flight.outcome = Outcome.COMPLETED
+                return await self.client.end()
+        except ConnectionResetError:  # the client went away while we wrote
+            self.flight.outcome = Outcome.CLIENT_DISCONNECTED
+            return self.client.resp or web.Response(status=499)
+
+    async def _forward(self, attempt: UpstreamAttempt) -> None:
+        """Pump one attempt until [DONE] (returns) or failure (raises UpstreamError)."""
+        gw, client = self.gw, self.client
+        reader = ChunkReader(attempt.backend, attempt.request.asks)
+        feed, parse, render, absorb = SSEDecoder().feed, reader.parse, reader.render, client.absorb
+        clock, read = gw.clock, attempt.read
+        while True:
+            data = await read()
+            now = clock()
+            if not data:
+                if client.finish_reason is not None:
+                    await client.write(DONE_FRAME)  # engine forgot [DONE] after finishing
+                    return
+                raise up.StreamInterrupted(attempt.backend, "stream ended before [DONE]")
+            attempt.touch(now)
+            out: list[bytes] = []
+            tokens = 0
+            done = False
+            err: up.UpstreamError | None = None
+            try:
+                for payload in feed(data):
+                    if payload == DONE:
+                        out.append(DONE_FRAME)
+                        done = True
+                        break
+                    ev = parse(payload)
+                    absorb(ev)
+                    tokens += ev.tokens
+                    chunk = render(ev)
+                    if chunk is not None:
+                        out.append(chunk)
+            except SSEOverflow as exc:
+                err = up.UpstreamProtocolError(attempt.backend, str(exc))
+            except up.UpstreamError as exc:
+                err = exc
+            if tokens:
+                self._tokens(now, tokens, attempt.backend)
+            if out:
+                if client.resp is None and not self.flight.state.started and not done:
+                    client.held.extend(out)
+                else:
+                    await client.write(out[0] if len(out) == 1 else b"".join(out))
+            if err is not None:
+                raise err
+            if done:
+                return
+
+    def _tokens(self, now: float, n: int, backend: str) -> None:
+        state, tel = self.flight.state, self.gw.telemetry
+        prev = state.last_token_at
+        state.on_tokens(now, n)
+        tel.tokens[backend] += n
+        if prev is None:
+            self.gw.first_token(self.flight)
+            tel.ttft[backend].observe(now - state.arrival)
+            if self.client.prompt_token_ids is not None:
+                state.prompt_tokens = len(self.client.prompt_token_ids)
+                state.prompt_tokens_exact = True
+        else:
+            tel.gaps[backend].observe(now - prev)
+
+    async def _next_attempt(self, exc: up.UpstreamError) -> UpstreamAttempt | None:
+        """The swap point: which attempt (if any) continues this client stream."""
+        flight, gw = self.flight, self.gw
+        if flight.pending is not None or flight.dropped is not None:  # a policy action
+            gw.end_attempt(flight)
+            if flight.state.tokens == 0 and not flight.state.finished:
+                flight.state.on_requeue()
+        else:
+            gw.attempt_failed(flight, exc)
+        if self.client.started or flight.state.started:
+            return await self.resume(exc)
+        self.client.held.clear()
+        if isinstance(exc, up.InStreamError) and exc.is_client_error:
+            return None
+        return await gw.acquire(flight)
+
+    async def resume(self, exc: up.UpstreamError) -> UpstreamAttempt | None:
+        """Mid-stream recovery hook (token-exact continuation comes with the Ascendra policy)."""
+        return None
+
+    async def _fail(self, exc: up.UpstreamError) -> web.StreamResponse:
+        client = self.client
+        if isinstance(exc, up.InStreamError):
+            payload = exc.payload  # the engine's own OpenAI-shaped error, unchanged
+            outcome = Outcome.REJECTED if exc.is_client_error else Outcome.BACKEND_FAILED
+        else:
+            message = f"backend failed mid-stream: {exc.message}"
+            payload = error_json(message, "upstream_error", None, exc.kind)
+            timeout = isinstance(exc, up.StreamIdleTimeout | up.StreamTotalTimeout)
+            outcome = Outcome.TIMED_OUT if timeout else Outcome.BACKEND_FAILED
+        self.flight.outcome = outcome
+        await client.write(frame(payload) + DONE_FRAME)
+        return await client.end()
+
+
+async def serve_unary(gw: Gateway, flight: Flight) -> web.Response:
+    """A non-streaming request: retried until a backend answers, body forwarded as is."""
+    attempt = await gw.acquire(flight)
+    while True:
+        try:
+            body = await attempt.read_all()
+            break
+        except up.UpstreamError as exc:
+            gw.attempt_failed(flight, exc)
+            attempt = await gw.acquire(flight)
+    now = gw.clock()
+    tokens = _completion_tokens(body)
+    if tokens:
+        flight.state.on_tokens(now, tokens)
+        gw.first_token(flight)
+        gw.telemetry.tokens[attempt.backend] += tokens
+    content_type = attempt.content_type
+    gw.end_attempt(flight, complete=True)
+    flight.outcome = Outcome.COMPLETED
+    return web.Response(status=200, body=body, headers={"Content-Type": content_type})
+
+
+def _completion_tokens(body: bytes) -> int:
+    try:
+        usage = orjson.loads(body).get("usage")
+    except (orjson.JSONDecodeError, AttributeError):
+        return 0
+    n = usage.get("completion_tokens") if isinstance(usage, dict) else None
+    return n if type(n) is int and n > 0 else 0

@@ -1,0 +1,67 @@
+"""The policy tick: periodic review of every in-flight request, and carrying out its actions.
+
+Theory of operation: policies that declare ``tick_interval_s`` are called on that period with
+every unfinished request and fresh backend snapshots; baselines declare None and this loop
+never starts.  Actions name requests by id; one that finished in the meantime is skipped.
+
+- ``Assign``: a request held in the proxy queue gets its backend (late binding).
+- ``Move``: the current attempt is closed; the stream pump then takes the pending dispatch
+  as its next attempt.  Before the first token this is an offload (invisible to the client).
+  A mid-stream ``migrate`` needs the token-exact continuation of the Ascendra issue; until
+  ``StreamPump.resume`` implements it, such moves are refused and counted.
+- ``Drop``: the request ends with the policy's ``Reject``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from ascendra_proxy.core.decisions import Action, Assign, Drop, Move
+from ascendra_proxy.proxy.gateway import Gateway
+
+log = logging.getLogger(__name__)
+
+
+async def run_ticks(gw: Gateway) -> None:
+    interval = gw.policy.tick_interval_s
+    if interval is None:
+        return
+    while True:
+        await asyncio.sleep(interval)
+        now = gw.clock()
+        states = [f.state for f in gw.flights.values()]
+        try:
+            actions = gw.policy.tick(now, states, gw.load.snapshots(now))
+        except Exception:
+            log.exception("policy tick failed")
+            continue
+        for action in actions:
+            apply_action(gw, action)
+
+
+def apply_action(gw: Gateway, action: Action) -> bool:
+    """Carry out one action; False when it no longer applies (or is not supported yet)."""
+    flight = gw.flights.get(action.request_id)
+    if flight is None or flight.state.finished:
+        return False
+    if isinstance(action, Assign):
+        if flight.attempt is not None:
+            return False
+        flight.pending = action.dispatch
+        gw.telemetry.decision(action.dispatch.reason)
+    elif isinstance(action, Move):
+        if action.kind == "migrate" and flight.state.started:
+            gw.telemetry.decision("migrate_unsupported")
+            return False
+        flight.pending = action.dispatch
+        gw.telemetry.decision(action.dispatch.reason)
+        if flight.attempt is not None:
+            flight.attempt.close()
+    elif isinstance(action, Drop):
+        flight.dropped = action.reject
+        gw.telemetry.decision(action.reject.reason)
+        if flight.attempt is not None:
+            flight.attempt.close()
+    gw.capacity.notify()
+    return True
