@@ -73,6 +73,10 @@ class ListenConfig:
     host: str = "127.0.0.1"
     port: int = field(default=8000, metadata={"ge": 0, "le": 65535})  # 0: any free port
 
+    def validate(self) -> None:
+        if not self.host:
+            raise ConfigError("host", "must not be empty")
+
 
 @dataclass(frozen=True, slots=True)
 class EngineSettings:
@@ -190,6 +194,11 @@ class TimeoutsConfig:
     first_byte_s: float = field(default=600.0, metadata={"gt": 0})  # dispatch -> first byte
     idle_s: float = field(default=120.0, metadata={"gt": 0})  # longest silence mid-stream
     total_s: float = field(default=3600.0, metadata={"gt": 0})  # whole request
+
+    def validate(self) -> None:
+        for name in ("connect_s", "first_byte_s", "idle_s"):
+            if getattr(self, name) > self.total_s:
+                raise ConfigError(name, f"must not exceed total_s ({self.total_s:g})")
 
 
 @dataclass(frozen=True, slots=True)
@@ -367,10 +376,20 @@ def _check_pools(cfg: ProxyConfig) -> None:
                 raise ConfigError(f"{at}.url", "points at the proxy's own listen address")
 
 
+_LOOPBACK = {"127.0.0.1", "localhost", "::1"}
+_WILDCARD = {"0.0.0.0", "::"}
+
+
 def _points_at_listen(url: str, listen: ListenConfig) -> bool:
+    """True when a backend URL would reach the proxy itself (a forwarding loop)."""
     parts = urlsplit(url)
     port = parts.port or (443 if parts.scheme == "https" else 80)
-    return port == listen.port and parts.hostname == listen.host.lower()
+    if port != listen.port:
+        return False
+    host, own = (parts.hostname or "").lower(), listen.host.lower().strip("[]")
+    if own in _WILDCARD or own in _LOOPBACK:
+        return host == own or host in _LOOPBACK
+    return host == own
 
 
 def _check_references(cfg: ProxyConfig) -> None:

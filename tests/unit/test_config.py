@@ -19,7 +19,8 @@ from ascendra_proxy.config import ConfigError, ProxyConfig, load_config, parse_c
 from ascendra_proxy.core.backend import Role
 from ascendra_proxy.core.policies.least_loaded import LeastLoaded, LeastLoadedParams
 from ascendra_proxy.core.policies.registry import POLICIES, PolicySpec
-from ascendra_proxy.core.policies.round_robin import RoundRobin, RoundRobinParams
+from ascendra_proxy.core.policies.round_robin import RoundRobin, RoundRobinParams, make_round_robin
+from ascendra_proxy.core.policies.topology import hp_needs_lp
 from ascendra_proxy.core.slo import SLO
 
 REPO = Path(__file__).resolve().parents[2]
@@ -152,6 +153,11 @@ ERRORS = [
         "pools[0].backends[0].url",
         "proxy's own listen address",
     ),
+    (
+        with_("pools.0.backends.0.url", "http://localhost:8000/"),
+        "pools[0].backends[0].url",
+        "proxy's own listen address",
+    ),
     (with_("pools", []), "pools", "at least one pool"),
     (with_("pools", [{"name": "e", "role": "lp"}]), "pools", "no pool has any backends"),
     (with_("pools", None), "pools", "expected a list, got null"),
@@ -190,6 +196,8 @@ ERRORS = [
     ),
     (with_("policy", "round_robin"), "policy", "expected a mapping"),
     (with_("timeouts.idle_s", 0), "timeouts.idle_s", "greater than 0"),
+    (with_("timeouts.first_byte_s", 4000), "timeouts.first_byte_s", "must not exceed total_s"),
+    (with_("listen.host", ""), "listen.host", "must not be empty"),
     (with_("limits.max_inflight_per_backend", 0), "limits.max_inflight_per_backend", "at least 1"),
     (with_("limits.max_body_bytes", 1.5), "limits.max_body_bytes", "expected an integer"),
     (with_("auth.api_keys", "secret"), "auth.api_keys", "expected a list"),
@@ -273,21 +281,13 @@ def test_empty_pool_is_fine_when_another_has_backends() -> None:
 
 def test_policy_topology_rule_is_enforced() -> None:
     """A policy may refuse a layout (the ascendra policy: HP pools need an LP pool)."""
-
-    def needs_lp(params: object, backends: Any) -> str | None:
-        if any(b.role is Role.HP for b in backends) and not any(
-            b.role is Role.LP for b in backends
-        ):
-            return "an hp pool needs an lp pool"
-        return None
-
     fake = dict(POLICIES)
-    fake["lp_hp"] = PolicySpec("lp_hp", RoundRobinParams, lambda p, b: RoundRobin(), "t", needs_lp)
+    fake["lp_hp"] = PolicySpec("lp_hp", RoundRobinParams, make_round_robin, "t", hp_needs_lp)
     ok = with_("policy", {"type": "lp_hp"})
     assert parse_config(ok, env={}, policies=fake).policy.type == "lp_hp"
     bad = copy.deepcopy(ok)
     bad["pools"][0]["role"] = "mixed"
-    with pytest.raises(ConfigError, match=r"^policy.type: an hp pool needs an lp pool$"):
+    with pytest.raises(ConfigError, match=r"^policy.type: this policy needs an lp pool"):
         parse_config(bad, env={}, policies=fake)
 
 
