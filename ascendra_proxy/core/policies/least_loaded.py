@@ -25,7 +25,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from ascendra_proxy.core.backend import BackendInfo, BackendSnapshot
-from ascendra_proxy.core.decisions import Action, Decision, Dispatch
+from ascendra_proxy.core.decisions import Decision, Dispatch
+from ascendra_proxy.core.policies.base import RouteOnly
 from ascendra_proxy.core.policies.eligibility import eligible
 from ascendra_proxy.core.request import RequestState
 
@@ -54,9 +55,8 @@ def load_key(b: BackendSnapshot, max_scrape_age_s: float) -> tuple[float, float,
     )
 
 
-class LeastLoaded:
+class LeastLoaded(RouteOnly):
     name = "least_loaded"
-    tick_interval_s: float | None = None
 
     def __init__(self, params: LeastLoadedParams) -> None:
         self._max_age = params.max_scrape_age_s
@@ -75,14 +75,6 @@ class LeastLoaded:
         best = keys[0]
         runner_up = keys[1] if len(keys) > 1 else None
         return Dispatch(best[4], "least_loaded", detail=_why(best, runner_up))
-
-    def on_finish(self, req: RequestState, now: float) -> None:
-        return None
-
-    def tick(
-        self, now: float, requests: Sequence[RequestState], backends: Sequence[BackendSnapshot]
-    ) -> Sequence[Action]:
-        return ()
 
 
 _SIGNALS = ("inflight", "waiting", "running", "kv_usage", "name")

@@ -19,7 +19,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from ascendra_proxy.core.backend import BackendInfo, BackendSnapshot
-from ascendra_proxy.core.decisions import Action, Decision, Dispatch
+from ascendra_proxy.core.decisions import Decision, Dispatch
+from ascendra_proxy.core.policies.base import RouteOnly
 from ascendra_proxy.core.policies.eligibility import eligible
 from ascendra_proxy.core.request import RequestState
 
@@ -31,9 +32,8 @@ class RoundRobinParams:
     """round_robin takes no parameters."""
 
 
-class RoundRobin:
+class RoundRobin(RouteOnly):
     name = "round_robin"
-    tick_interval_s: float | None = None
 
     def __init__(self) -> None:
         self._last: dict[str, str] = {}  # model -> backend chosen last
@@ -51,21 +51,10 @@ class RoundRobin:
         order = [b.name for b in backends]
         last = self._last.get(req.model)
         start = order.index(last) + 1 if last in order else 0
-        names = {b.name for b in allowed}
-        for k in range(len(order)):
-            name = order[(start + k) % len(order)]
-            if name in names:
-                self._last[req.model] = name
-                return Dispatch(name, "round_robin")
-        raise AssertionError("unreachable: eligible backends are a subset of the order")
-
-    def on_finish(self, req: RequestState, now: float) -> None:
-        return None
-
-    def tick(
-        self, now: float, requests: Sequence[RequestState], backends: Sequence[BackendSnapshot]
-    ) -> Sequence[Action]:
-        return ()
+        names = {b.name for b in allowed}  # non-empty, a subset of ``order``
+        name = next(n for n in order[start:] + order[:start] if n in names)
+        self._last[req.model] = name
+        return Dispatch(name, "round_robin")
 
 
 def make_round_robin(params: RoundRobinParams, backends: Sequence[BackendInfo]) -> RoundRobin:
