@@ -1,12 +1,15 @@
 """Deterministic token generation: the next token is a pure function of the sequence so far.
 
 Theory of operation: every sequence carries a polynomial rolling hash of all its token ids,
-``h(t_1..t_n) = Σ (t_i + 1)·B^(n-i) mod (2^61 - 1)``, updated in O(1) per appended token
-(:func:`extend_hash`).  The same value at each block boundary is the chained block hash the
-KV cache uses for prefix caching (a block's key depends on the block and everything before it).
+``h(t_1..t_n) = Σ (t_i + 1)·B^(n-i) mod (2^61 - 1)``, updated in O(1) per appended token:
+``h' = (h·B + t + 1) mod (2^61 - 1)``.  The same value at each block boundary is the chained
+block hash the KV cache uses for prefix caching (a block's key depends on the block and
+everything before it).
 
-To pick the next token the generator mixes ``h`` with a key made from the engine seed and the
-request's own seed (splitmix64) and reads decisions off disjoint bit fields:
+To pick the next token the generator takes the unreduced product ``h·B`` (which it needs for
+the next hash anyway), whose middle bits are well mixed, and XORs two bit fields of it with a
+key made from the engine seed and the request's seed: a 32-bit field ``r`` decides the kind
+of token and a second field picks the token.  Kinds, by ``r``:
 
 * EOS with probability ``eos_rate`` (not before ``min_tokens`` outputs, never with
   ``ignore_eos``); stop token ids are likewise re-drawn before ``min_tokens`` outputs;
@@ -17,20 +20,24 @@ request's own seed (splitmix64) and reads decisions off disjoint bit fields:
 
 Whether a sequence is "inside" a multi-byte character is itself read off its tail (the
 ``pending`` UTF-8 bytes), so the rule stays a function of the token sequence: a request
-continued elsewhere from the same prompt+generated ids, with the remaining ``max_tokens`` and
-``min_tokens``, produces exactly the same remaining tokens.
+continued elsewhere (same engine seed and request seed) from the same prompt+generated ids,
+with the remaining ``max_tokens`` and ``min_tokens``, produces exactly the same remaining
+tokens.  The common path costs about twenty Python operations per token.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Protocol
 
 from .tokenizer import GenerationVocab
 
 HASH_MOD = (1 << 61) - 1
 HASH_BASE = 0x1C8C_5A3B_96F2_E4D1 % HASH_MOD
+_M32 = 0xFFFFFFFF
 _M64 = (1 << 64) - 1
 _U32 = 1 << 32
+_NO_IDS: frozenset[int] = frozenset()
 
 # Characters emitted byte by byte.  2-, 3- and 4-byte UTF-8 forms.
 MULTIBYTE_CHARS: tuple[str, ...] = (
@@ -41,16 +48,24 @@ MULTIBYTE_CHARS: tuple[str, ...] = (
 )
 
 
+class SeqState(Protocol):
+    """What :meth:`TokenGenerator.sample` reads and updates on a sequence."""
+
+    tokens: list[int]
+    hashes: list[int]
+    hash: int
+    key_r: int
+    key_w: int
+    pending: bytes
+    num_output: int
+    min_tokens: int
+    ignore_eos: bool
+    stop_ids: frozenset[int]
+
+
 def extend_hash(h: int, token_id: int) -> int:
     """Rolling hash of a sequence after appending ``token_id``."""
     return (h * HASH_BASE + token_id + 1) % HASH_MOD
-
-
-def sequence_hash(token_ids: Sequence[int]) -> int:
-    h = 0
-    for t in token_ids:
-        h = (h * HASH_BASE + t + 1) % HASH_MOD
-    return h
 
 
 def block_hashes(token_ids: Sequence[int], block_size: int) -> tuple[int, list[int]]:
@@ -74,12 +89,18 @@ def splitmix64(x: int) -> int:
     return z ^ (z >> 31)
 
 
-def seed_key(engine_seed: int, request_seed: int | None) -> int:
-    """The key mixed into every draw of one request."""
+def seed_keys(engine_seed: int, request_seed: int | None) -> tuple[int, int]:
+    """(key_r, key_w): the two keys XORed into every draw of one request."""
     key = splitmix64(engine_seed & _M64)
     if request_seed is not None:
         key = splitmix64(key ^ (request_seed & _M64) ^ 0x5EED)
-    return key
+    return key & _M32, key >> 36
+
+
+def draw(h: int, key_r: int, key_w: int) -> tuple[int, int]:
+    """(r, w) for a sequence of hash ``h``: r is 32 bits (token kind), w >= 0 picks the token."""
+    hb = h * HASH_BASE
+    return ((hb >> 61) ^ key_r) & _M32, (hb >> 93) ^ key_w
 
 
 def _utf8_length(lead: int) -> int:
@@ -120,11 +141,12 @@ def pending_utf8(tail_bytes: Sequence[int]) -> bytes:
 class TokenGenerator:
     """Chooses next tokens; holds only immutable tables (shared by all requests)."""
 
-    def __init__(self, vocab: GenerationVocab, eos_rate: float) -> None:
+    def __init__(self, vocab: GenerationVocab, eos_rate: float, block_size: int) -> None:
         if not 0.0 <= eos_rate < 1.0:
             raise ValueError("eos_rate must be in [0, 1)")
         self.vocab = vocab
         self.eos_token_id = vocab.eos_token_id
+        self._block_size = block_size
         self._words = vocab.word_ids
         self._n_words = len(vocab.word_ids)
         self._punct = vocab.punct_ids
@@ -152,43 +174,72 @@ class TokenGenerator:
         tail.reverse()
         return pending_utf8(tail)
 
+    def sample(self, seq: SeqState) -> int:
+        """Append the next token to ``seq`` (tokens, hash, block hashes, pending, count)."""
+        hb = seq.hash * HASH_BASE
+        r = ((hb >> 61) ^ seq.key_r) & _M32
+        if r < self._punct_thr or seq.pending or (seq.stop_ids and seq.num_output < seq.min_tokens):
+            early = seq.num_output < seq.min_tokens
+            allow_eos = not (early or seq.ignore_eos)
+            stop = seq.stop_ids if early else _NO_IDS
+            w = (hb >> 93) ^ seq.key_w
+            tok, seq.pending = self._choose(r, w, seq.pending, allow_eos, stop)
+        else:
+            tok = self._words[((hb >> 93) ^ seq.key_w) % self._n_words]
+        tokens = seq.tokens
+        tokens.append(tok)
+        h = (hb + tok + 1) % HASH_MOD
+        seq.hash = h
+        if len(tokens) % self._block_size == 0:
+            seq.hashes.append(h)
+        seq.num_output += 1
+        return tok
+
     def next_token(
-        self, h: int, key: int, pending: bytes, allow_eos: bool, stop_ids: frozenset[int]
+        self,
+        h: int,
+        keys: tuple[int, int],
+        pending: bytes = b"",
+        allow_eos: bool = True,
+        stop_ids: frozenset[int] = _NO_IDS,
     ) -> tuple[int, bytes]:
-        """(next token id, pending bytes after it).
+        """(next token id, pending bytes after it) for a sequence of hash ``h``.
 
         ``allow_eos`` is False before ``min_tokens`` outputs and with ``ignore_eos``;
         ``stop_ids`` are the stop token ids that must not be drawn now (before ``min_tokens``).
         """
-        z = splitmix64(h ^ key)
+        r, w = draw(h, *keys)
+        return self._choose(r, w, pending, allow_eos, stop_ids)
+
+    def _choose(
+        self, r: int, w: int, pending: bytes, allow_eos: bool, stop_ids: frozenset[int]
+    ) -> tuple[int, bytes]:
         if pending:
-            return self._continue_char(z, pending)
-        r = z & 0xFFFFFFFF
-        hi = z >> 32
+            return self._continue_char(w, pending)
         if r < self._eos_thr:
             if allow_eos:
                 return self.eos_token_id, b""
         elif r < self._mb_thr:
-            enc = self._mb_chars[hi % len(self._mb_chars)]
+            enc = self._mb_chars[w % len(self._mb_chars)]
             return self._byte_base + enc[0], enc[:1]
         elif r < self._punct_thr:
-            tok = self._punct[hi % len(self._punct)]
+            tok = self._punct[w % len(self._punct)]
             if tok not in stop_ids:
                 return tok, b""
-        idx = hi % self._n_words
+        idx = w % self._n_words
         tok = self._words[idx]
         while tok in stop_ids:
             idx = (idx + 1) % self._n_words
             tok = self._words[idx]
         return tok, b""
 
-    def _continue_char(self, z: int, pending: bytes) -> tuple[int, bytes]:
+    def _continue_char(self, w: int, pending: bytes) -> tuple[int, bytes]:
         options = self._next_bytes.get(pending)
         if options is not None:
-            b = options[(z >> 32) % len(options)]
+            b = options[w % len(options)]
         else:
             lo, hi = _continuation_range(pending)
-            b = lo + (z >> 32) % (hi - lo + 1)
+            b = lo + w % (hi - lo + 1)
         partial = pending + bytes([b])
         done = len(partial) >= _utf8_length(partial[0])
         return self._byte_base + b, (b"" if done else partial)

@@ -24,7 +24,7 @@ import math
 import random
 
 from .config import EngineConfig
-from .generation import TokenGenerator, block_hashes, extend_hash, seed_key
+from .generation import TokenGenerator, block_hashes, seed_keys
 from .kvcache import KVCache
 from .profile import LatencyProfile
 from .scheduler import Scheduler
@@ -32,7 +32,6 @@ from .sequence import Sequence, Status
 from .tokenizer import Tokenizer
 from .types import EngineRequest, EngineStats, FinishReason, StepResult, TokenOutput
 
-_EMPTY: frozenset[int] = frozenset()
 _STOP = FinishReason.STOP
 _LENGTH = FinishReason.LENGTH
 
@@ -62,7 +61,7 @@ class EngineModel:
         vocab = self.tokenizer.generation_vocab()
         if cfg.eos_token_id != vocab.eos_token_id:
             vocab = type(vocab)(vocab.word_ids, vocab.punct_ids, vocab.byte_base, cfg.eos_token_id)
-        self.generator = TokenGenerator(vocab, cfg.eos_rate)
+        self.generator = TokenGenerator(vocab, cfg.eos_rate, cfg.block_size)
         self._seqs: dict[str, Sequence] = {}
         self._order = 0
         self._rng = random.Random(seed)
@@ -86,11 +85,15 @@ class EngineModel:
             )
         if req.sampling.max_tokens < 1:
             raise ValueError("max_tokens must be at least 1")
-        key = seed_key(self.seed, req.sampling.seed)
+        keys = seed_keys(self.seed, req.sampling.seed)
         h, hashes = block_hashes(req.prompt_token_ids, self.config.block_size)
         pending = self.generator.pending_from_tail(req.prompt_token_ids)
         self._order += 1
-        seq = Sequence(req, self._order, key, h, hashes, pending)
+        cfg = self.config
+        assert cfg.eos_token_id is not None
+        seq = Sequence(
+            req, self._order, keys, cfg.max_model_len, cfg.eos_token_id, h, hashes, pending
+        )
         self._seqs[req.request_id] = seq
         self.scheduler.waiting.push(seq)
 
@@ -134,85 +137,77 @@ class EngineModel:
         """Form and execute one batch; see the module docstring."""
         self.last_step_time = now
         batch = self.scheduler.schedule()
+        preempted = tuple(s.request_id for s in batch.preempted)
         if not batch.scheduled:
-            return StepResult(
-                duration_s=0.0, outputs=(), preempted=tuple(s.request_id for s in batch.preempted)
-            )
+            return StepResult(duration_s=0.0, outputs=(), preempted=preempted)
         self.num_steps += 1
         outputs: list[TokenOutput] = []
         finished: list[Sequence] = []
         p_tokens = d_seqs = d_ctx = 0
         attn = 0.0
         bs = self.config.block_size
-        kv = self.kv
+        sample = self.generator.sample
+        register = self.kv.register_full_blocks
         for seq, n in batch.scheduled:
-            before = seq.num_computed
-            after = before + n
+            after = seq.num_computed + n
             seq.num_computed = after
-            if after == len(seq.tokens):
-                if n == 1:
-                    d_seqs += 1
-                    d_ctx += after
-                else:
-                    p_tokens += n
-                    attn += n * (before + n / 2)
-                if after // bs > seq.num_hashed_blocks:
-                    kv.register_full_blocks(seq)
-                out = self._sample(seq)
-                outputs.append(out)
-                if out.finish_reason is not None:
-                    finished.append(seq)
+            if after // bs > seq.num_hashed_blocks:
+                register(seq)
+            tokens = seq.tokens
+            if n == 1 and after == len(tokens):
+                d_seqs += 1
+                d_ctx += after
             else:
                 p_tokens += n
-                attn += n * (before + n / 2)
-                if after // bs > seq.num_hashed_blocks:
-                    kv.register_full_blocks(seq)
+                attn += n * (after - n / 2)  # n * (before + n/2)
+                if after != len(tokens):
+                    continue  # a prefill chunk: no output yet
+            tok = sample(seq)
+            if tok in seq.finish_ids or len(tokens) >= seq.limit:
+                out = self._final_output(seq, tok)
+                if out.finish_reason is not None:
+                    finished.append(seq)
+            elif seq.reported_first:
+                out = TokenOutput(seq.request_id, (tok,))
+            else:
+                out = TokenOutput(seq.request_id, (tok,), None, None, self._first_output(seq))
+            outputs.append(out)
+        self.generation_tokens_total += len(outputs)
         if finished:
             self._finish(finished)
+        return StepResult(
+            duration_s=self._duration(p_tokens, d_seqs, d_ctx, attn),
+            outputs=tuple(outputs),
+            num_prefill_tokens=p_tokens,
+            num_decode_seqs=d_seqs,
+            preempted=preempted,
+            newly_scheduled=tuple(s.request_id for s in batch.newly_scheduled),
+        )
+
+    def _duration(self, p_tokens: int, d_seqs: int, d_ctx: int, attn: float) -> float:
         duration = self.profile.step_time(p_tokens, d_seqs, d_ctx, attn)
         if self._jitter > 0.0:
             sigma = self._jitter
             duration *= math.exp(self._rng.gauss(0.0, sigma) - sigma * sigma / 2)
-        return StepResult(
-            duration_s=duration,
-            outputs=tuple(outputs),
-            num_prefill_tokens=p_tokens,
-            num_decode_seqs=d_seqs,
-            preempted=tuple(s.request_id for s in batch.preempted),
-            newly_scheduled=tuple(s.request_id for s in batch.newly_scheduled),
-        )
+        return duration
 
-    def _sample(self, seq: Sequence) -> TokenOutput:
-        """Append one generated token to ``seq`` and decide whether it finished."""
-        early = seq.num_output < seq.min_tokens
-        tok, seq.pending = self.generator.next_token(
-            seq.hash,
-            seq.key,
-            seq.pending,
-            not (early or seq.ignore_eos),
-            seq.stop_ids if early else _EMPTY,
-        )
-        tokens = seq.tokens
-        tokens.append(tok)
-        seq.hash = h = extend_hash(seq.hash, tok)
-        if len(tokens) % self.config.block_size == 0:
-            seq.hashes.append(h)
-        seq.num_output += 1
-        self.generation_tokens_total += 1
+    def _final_output(self, seq: Sequence, tok: int) -> TokenOutput:
+        """Output for a token that may end the request (EOS, stop id, or length)."""
         reason: FinishReason | None = None
         stop_id: int | None = None
-        if not early and tok == self.generator.eos_token_id and not seq.ignore_eos:
+        if seq.num_output > seq.min_tokens and tok in seq.finish_ids:
             reason = _STOP
-        elif not early and tok in seq.stop_ids:
-            reason, stop_id = _STOP, tok
-        elif seq.num_output >= seq.max_tokens or len(tokens) >= self.config.max_model_len:
+            if tok in seq.stop_ids:
+                stop_id = tok
+        elif len(seq.tokens) >= seq.limit:
             reason = _LENGTH
-        cached: int | None = None
-        if not seq.reported_first:
-            seq.reported_first = True
-            cached = seq.num_cached_tokens
-            self.prompt_tokens_total += seq.num_prompt
+        cached = None if seq.reported_first else self._first_output(seq)
         return TokenOutput(seq.request_id, (tok,), reason, stop_id, cached)
+
+    def _first_output(self, seq: Sequence) -> int:
+        seq.reported_first = True
+        self.prompt_tokens_total += seq.num_prompt
+        return seq.num_cached_tokens
 
     def _finish(self, finished: list[Sequence]) -> None:
         for seq in finished:

@@ -68,7 +68,7 @@ class Scheduler:
                 n = threshold
             if n > budget:
                 n = budget
-            if (seq.num_computed + n + bs - 1) // bs > len(seq.blocks) and not self.kv.grow(seq, n):
+            if seq.num_computed + n > len(seq.blocks) * bs and not self.kv.grow(seq, n):
                 budget, ok = self._make_room(batch, seq, n, budget)
                 if not ok:
                     break

@@ -27,10 +27,13 @@ class Sequence:
     __slots__ = (
         "arrival",
         "blocks",
+        "finish_ids",
         "hash",
         "hashes",
         "ignore_eos",
-        "key",
+        "key_r",
+        "key_w",
+        "limit",
         "max_tokens",
         "min_tokens",
         "num_cached_tokens",
@@ -54,7 +57,9 @@ class Sequence:
         self,
         req: EngineRequest,
         order: int,
-        key: int,
+        keys: tuple[int, int],
+        max_model_len: int,
+        eos_token_id: int,
         seq_hash: int,
         hashes: list[int],
         pending: bytes,
@@ -72,11 +77,16 @@ class Sequence:
         self.hash = seq_hash
         self.hashes = hashes
         self.pending = pending
-        self.key = key
+        self.key_r, self.key_w = keys
         self.max_tokens = s.max_tokens
         self.min_tokens = s.min_tokens
         self.ignore_eos = s.ignore_eos
         self.stop_ids = frozenset(s.stop_token_ids)
+        # Token ids that end the request (once min_tokens outputs exist).
+        eos = () if s.ignore_eos else (eos_token_id,)
+        self.finish_ids = self.stop_ids.union(eos)
+        # Finish by length once len(tokens) reaches this.
+        self.limit = min(self.num_prompt + s.max_tokens, max_model_len)
         self.num_output = 0
         self.status = Status.WAITING
         self.num_cached_tokens = -1  # set when first scheduled

@@ -45,9 +45,14 @@ class EngineRequest:
     priority: int = 0
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class TokenOutput:
-    """New tokens of one request from one step (empty while a prompt is still prefilling)."""
+    """New tokens of one request from one step.
+
+    A request whose prompt is still prefilling gets no TokenOutput in that step.  Treat as
+    immutable; not frozen only because a frozen dataclass costs 3x more to construct and the
+    engine makes one per running request per step.
+    """
 
     request_id: str
     new_token_ids: tuple[int, ...]
