@@ -38,7 +38,8 @@ def summary_lines(cfg: ProxyConfig) -> Iterator[str]:
     yield f"models    {', '.join(sorted(cfg.models()))}"
     yield "pools"
     for pool in cfg.pools:
-        yield f"  {pool.name} (role {pool.role}, {len(pool.backends)} backends)"
+        count = len(pool.backends)
+        yield f"  {pool.name} (role {pool.role}, {count} backend{'' if count == 1 else 's'})"
         for b in pool.backends:
             yield f"    {_backend(b)}"
     yield "slo (ttft / tpot)"

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import yaml
 
-from ascendra_proxy import config_cli
+from ascendra_proxy import config_cli, configload
 from ascendra_proxy.config import ConfigError, ProxyConfig, load_config, parse_config
 from ascendra_proxy.core.backend import Role
 from ascendra_proxy.core.policies.least_loaded import LeastLoaded, LeastLoadedParams
@@ -415,3 +415,63 @@ def config_cli_args(path: str) -> argparse.Namespace:
     parser = argparse.ArgumentParser()
     config_cli.add_arguments(parser)
     return parser.parse_args([path])
+
+
+# -- the generic loader on its own -----------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Inner:
+    level: typing.Literal[1, 2, "x"] = 1
+
+
+@dataclasses.dataclass(frozen=True)
+class Outer:
+    either: int | str = 0
+    inners: tuple[Inner, ...] = ()
+    table: dict[str, float] = dataclasses.field(default_factory=dict)
+    ratio: float = dataclasses.field(default=0.5, metadata={"ge": 0, "lt": 1})
+
+    def validate(self) -> None:
+        if self.either == "bad":
+            raise ValueError("either must not be 'bad'")
+
+
+LOADER_CASES = [
+    ({"either": 3}, Outer(either=3)),
+    ({"either": "s"}, Outer(either="s")),
+    ({"inners": [{"level": 2}, {"level": "x"}, {}]}, Outer(inners=(Inner(2), Inner("x"), Inner()))),
+    ({"table": {"a": 1, "b": 2.5}}, Outer(table={"a": 1.0, "b": 2.5})),
+    ({"ratio": 0}, Outer(ratio=0.0)),
+]
+
+
+@pytest.mark.parametrize(("data", "expected"), LOADER_CASES)
+def test_loader_builds(data: dict[str, Any], expected: Outer) -> None:
+    assert configload.load(Outer, data) == expected
+
+
+LOADER_ERRORS = [
+    ({"either": 1.5}, "either", "expected an integer, got 1.5 or expected a string"),
+    ({"either": "bad"}, "", "either must not be 'bad'"),
+    ({"inners": [{}, {"level": True}]}, "inners[1].level", "expected one of 1, 2, 'x', got True"),
+    ({"inners": [{"level": 1.0}]}, "inners[0].level", "expected one of"),
+    ({"table": {"a": "1"}}, "table.a", "expected a number"),
+    ({"table": {1: 1.0}}, "table", "keys must be strings"),
+    ({"ratio": 1}, "ratio", "must be less than 1"),
+    ({"ratio": -0.1}, "ratio", "must be at least 0"),
+    ({"ratio": None}, "ratio", "expected a number, got null"),
+    ({"x.y": 1}, "['x.y']", "unknown key"),
+]
+
+
+@pytest.mark.parametrize(("data", "path", "fragment"), LOADER_ERRORS)
+def test_loader_errors(data: dict[str, Any], path: str, fragment: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        configload.load(Outer, data, "")
+    assert (info.value.path, fragment in info.value.message) == (path, True), info.value
+
+
+def test_loader_refuses_unsupported_types() -> None:
+    with pytest.raises(TypeError, match="unsupported type"):
+        configload.load(list[int], [1])
