@@ -1,0 +1,47 @@
+# The README's two commands are `make demo` and `make test`; `make check` is the fast loop.
+# Everything a fresh machine needs (project venv, real vLLM, tiny model) is installed from here.
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+INSTALLED := $(VENV)/.ascendra-installed
+
+# pytest exits 5 when a selection collects no tests; that is not a failure here.
+PYTEST_OK = status=$$?; [ $$status -eq 0 ] || [ $$status -eq 5 ]
+
+.PHONY: help install engines check test demo engines-stop
+
+help:
+	@echo "make demo     proxy + emulated engines + load + report"
+	@echo "make test     install everything, then the whole suite (incl. real vLLM)"
+	@echo "make check    lint, format check, types, unit tests (fast)"
+	@echo "make install  project venv in $(VENV) with dev tools"
+	@echo "make engines  real vLLM (CPU) + tiny model via scripts/engines.sh"
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+# Re-install only when the package metadata changes.
+$(INSTALLED): pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --disable-pip-version-check -q -e '.[dev]'
+	touch $@
+
+install: $(INSTALLED)
+
+engines:
+	scripts/engines.sh install
+
+engines-stop:
+	scripts/engines.sh stop --all
+
+check: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+	$(BIN)/pytest -q tests/unit; $(PYTEST_OK)
+
+test: install engines
+	ASCENDRA_REQUIRE_REAL_VLLM=1 $(BIN)/pytest -q tests; $(PYTEST_OK)
+
+demo: install
+	$(BIN)/ascendra-proxy demo
