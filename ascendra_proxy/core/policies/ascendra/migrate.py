@@ -1,0 +1,150 @@
+"""Mid-stream migration [ours]: move a stream when it pays, or when its backend is down.
+
+Theory of operation.  Mean TBT is judged over the whole stream, so what matters is where
+the mean ends up.  For a streaming LP request with ``n`` tokens, first token at ``t1``,
+and a horizon of ``h = min(remaining max_tokens, migration.horizon_tokens)`` more tokens,
+the predictor gives the time those take if it **stays** (resident: its next token, then
+``h - 1`` more) and if it **moves** to a target (``overhead_s`` for the abort and new
+connection, a re-prefill of prompt + generated tokens minus the target's expected prefix
+hit behind the target's queue, then ``h - 1`` more)::
+
+    mean(x) = (now + t_x - t1) / (n - 1 + h)
+
+A stream is *heading over* its SLO when ``mean(stay) > tbt_slo``.  It moves iff some
+target has ``mean(move) <= tbt_slo`` (moving rescues it; a stream lost either way stays
+where it costs HP nothing) and ``t_stay - t_move >= min_benefit_s`` (the benefit exceeds
+the re-prefill cost by a margin).  The most endangered streams go first, at most
+``max_per_tick`` per tick and ``max_per_request`` per request; HP targets must accept a
+migration (:func:`~.hp.accepts_migration`), re-checked after each move.
+
+A stream on an **unhealthy** backend moves regardless, to the healthy target (HP that
+accepts, or any usable LP) with the least predicted time for the horizon.  A request on an
+unhealthy backend that has not started is moved like a fresh request would be routed.
+Moved streams get an engine priority of ``now`` (ahead of every queued deadline).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ascendra_proxy.core.decisions import Dispatch, Move
+from ascendra_proxy.core.policies.ascendra.actions import Reason
+from ascendra_proxy.core.policies.ascendra.ctx import Ctx
+from ascendra_proxy.core.policies.ascendra.hp import accepts_migration
+from ascendra_proxy.core.policies.ascendra.review import Review
+from ascendra_proxy.core.policies.ascendra.state import Track
+from ascendra_proxy.core.policies.ascendra.targets import Option, evaluate_targets
+from ascendra_proxy.core.policies.ascendra.view import BackendState
+from ascendra_proxy.core.request import RequestState
+
+__all__ = ["continuation_targets", "migrate_streams", "move_time", "rescue_down_streams"]
+
+
+def _accepting(ctx: Ctx, b: BackendState) -> bool:
+    mp = ctx.params.migration
+    return accepts_migration(b, mp.hp_running_frac, ctx.params.ticket.kv_free, ctx.max_age)
+
+
+def continuation_targets(
+    ctx: Ctx, req: RequestState, tr: Track, hp_only: bool
+) -> list[BackendState]:
+    """Where a continuation of ``req`` may go: accepting HP backends (and usable LP ones)."""
+    out = []
+    for b in ctx.states.values():
+        if not b.usable(req.model, tr.exclude) or b.name == req.backend:
+            continue
+        if (b.is_hp and _accepting(ctx, b)) or (b.is_lp and not hp_only):
+            out.append(b)
+    return out
+
+
+def move_time(o: Option, horizon: int, h: int, overhead_s: float) -> float:
+    """Seconds until ``h`` tokens arrived if the stream moves to ``o``."""
+    return overhead_s + o.ttft_s + o.next_k_s * (h - 1) / horizon
+
+
+def migrate_streams(ctx: Ctx, rv: Review) -> None:
+    """The TBT rule over the review's streaming rows."""
+    mp = ctx.params.migration
+    n0 = rv.n_unstarted
+    m = len(rv.reqs) - n0
+    if not mp.enabled or mp.max_per_tick == 0 or m == 0:
+        return
+    horizon = mp.horizon_tokens
+    reqs = rv.reqs[n0:]
+    tokens = np.fromiter((r.tokens for r in reqs), np.float64, m)
+    first = np.fromiter((r.first_token_at or ctx.now for r in reqs), np.float64, m)
+    h = np.minimum(np.fromiter((r.remaining_tokens for r in reqs), np.float64, m), horizon)
+    slo = np.fromiter((r.slo.tbt_s for r in reqs), np.float64, m)
+    t_stay = rv.ttft[n0:] + rv.next_k[n0:] * (h - 1) / horizon
+    proj = (ctx.now + t_stay - first) / np.maximum(tokens - 1 + h, 1)
+    over = np.flatnonzero(proj > slo)
+    if over.size == 0:
+        return
+    worst = over[np.argsort(-(proj[over] - slo[over]) / slo[over], kind="stable")]
+    chosen = [int(i) for i in worst[: 2 * mp.max_per_tick]]
+    items = [(reqs[i], rv.tracks[n0 + i]) for i in chosen]
+    options = evaluate_targets(
+        ctx, items, lambda r, t: continuation_targets(ctx, r, t, True), horizon
+    )
+    moved = 0
+    for i, opts in zip(chosen, options, strict=True):
+        if moved >= mp.max_per_tick:
+            return
+        r, tr = reqs[i], rv.tracks[n0 + i]
+        hi = int(h[i])
+        ok = [o for o in opts if _accepting(ctx, o.backend)]
+        if not ok:
+            continue
+        best = min(ok, key=lambda o: move_time(o, horizon, hi, mp.overhead_s))
+        t_move = move_time(best, horizon, hi, mp.overhead_s)
+        proj_move = (ctx.now + t_move - first[i]) / max(tokens[i] - 1 + hi, 1)
+        if proj_move > slo[i] or t_stay[i] - t_move < mp.min_benefit_s:
+            continue
+        detail = (
+            f"from={r.backend} mean_stay={proj[i]:.3f}s mean_move={proj_move:.3f}s "
+            f"gain={t_stay[i] - t_move:.3f}s"
+        )
+        _move(ctx, r, tr, best.backend, rv.where[n0 + i], Reason.MIGRATE_TBT, detail)
+        moved += 1
+
+
+def _move(
+    ctx: Ctx,
+    r: RequestState,
+    tr: Track,
+    target: BackendState,
+    source: BackendState | None,
+    reason: str,
+    detail: str,
+) -> None:
+    prio = ctx.priority(target, ctx.now)
+    ctx.send(r, tr, target, prio, source)
+    tr.migrations += 1
+    ctx.actions.append(Move(r.id, Dispatch(target.name, reason, prio, detail), "migrate"))
+
+
+def rescue_down_streams(ctx: Ctx, streams: list[tuple[RequestState, BackendState]]) -> None:
+    """Move every stream whose backend is unhealthy to the best healthy target."""
+    if not streams:
+        return
+    horizon = ctx.params.migration.horizon_tokens
+    items = [(r, ctx.tracks[r.id]) for r, _ in streams]
+    options = evaluate_targets(
+        ctx, items, lambda r, t: continuation_targets(ctx, r, t, False), horizon
+    )
+    for (r, src), opts in zip(streams, options, strict=True):
+        ok = [o for o in opts if o.backend.is_lp or _accepting(ctx, o.backend)]
+        if not ok:
+            continue
+        h = max(min(r.remaining_tokens, horizon), 1)
+        best = min(ok, key=lambda o: move_time(o, horizon, h, 0.0))
+        _move(
+            ctx,
+            r,
+            ctx.tracks[r.id],
+            best.backend,
+            src,
+            Reason.MIGRATE_BACKEND_DOWN,
+            f"from={src.name} unhealthy",
+        )

@@ -1,0 +1,162 @@
+"""The policy's working view of each backend during one decision (a route or a tick).
+
+Theory of operation.  A :class:`BackendState` joins three things: the driver's snapshot
+(health, the proxy's exact in-flight counts, scraped gauges with age), the static
+:class:`EngineFacts` from the config (profile, token budget, sequence limit, whether the
+engine runs priority scheduling), and the policy's own role for the backend (which may
+differ from the configured one under adaptive roles, and may be *draining*).  During a
+tick it also aggregates the requests on the backend (not-started ones in engine order,
+streaming count and context, observed token gaps) and it is updated as the tick emits
+actions, so that later decisions in the same tick see the load earlier ones added.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+from ascendra_proxy.core.backend import BackendInfo, BackendSnapshot, Role
+from ascendra_proxy.core.predict import BackendFeatures
+from ascendra_proxy.core.request import RequestState
+
+__all__ = ["DEFAULT_BUDGET", "DEFAULT_MAX_SEQS", "BackendState", "EngineFacts", "facts_from_info"]
+
+DEFAULT_MAX_SEQS = 256  # vLLM's default max_num_seqs
+DEFAULT_BUDGET = 2048  # vLLM's default max_num_batched_tokens (A100)
+
+
+@dataclass(frozen=True, slots=True)
+class EngineFacts:
+    """What the policy needs to know about the engine behind a backend (from the config)."""
+
+    profile: str = ""
+    max_num_seqs: int = DEFAULT_MAX_SEQS
+    max_num_batched_tokens: int = DEFAULT_BUDGET
+    priority_scheduling: bool = False
+    block_size: int = 16
+
+
+def facts_from_info(info: BackendInfo) -> EngineFacts:
+    """Engine facts from a BackendInfo.  Fields BackendInfo does not (yet) carry fall back
+    to vLLM defaults; ``profile`` and ``max_num_batched_tokens`` are read when present."""
+    profile = getattr(info, "profile", None)
+    budget = getattr(info, "max_num_batched_tokens", None)
+    block = getattr(info, "block_size", None)
+    return EngineFacts(
+        profile=profile if isinstance(profile, str) else "",
+        max_num_seqs=info.max_num_seqs or DEFAULT_MAX_SEQS,
+        max_num_batched_tokens=budget if isinstance(budget, int) else DEFAULT_BUDGET,
+        priority_scheduling=info.priority_scheduling,
+        block_size=block if isinstance(block, int) else 16,
+    )
+
+
+@dataclass(slots=True)
+class BackendState:
+    snap: BackendSnapshot
+    facts: EngineFacts
+    role: Role
+    draining: bool
+    inflight: int = 0
+    queued_tokens: int = 0  # prompt tokens dispatched and not started
+    unstarted: int = 0
+    streaming: int = 0
+    decode_context: int = 0
+    gap_sum: float = 0.0
+    gaps: int = 0
+    # not-started requests on it, in the order the engine will prefill them
+    queue: list[RequestState] = field(default_factory=list)
+
+    @classmethod
+    def of(
+        cls, snap: BackendSnapshot, facts: EngineFacts, role: Role, draining: bool
+    ) -> BackendState:
+        unstarted = 1 if snap.queued_prompt_tokens > 0 else 0  # refined by a tick's aggregation
+        return cls(snap, facts, role, draining, snap.inflight, snap.queued_prompt_tokens, unstarted)
+
+    @property
+    def name(self) -> str:
+        return self.snap.name
+
+    @property
+    def is_lp(self) -> bool:
+        return self.role is not Role.HP
+
+    @property
+    def is_hp(self) -> bool:
+        return self.role is Role.HP
+
+    @property
+    def max_num_seqs(self) -> int:
+        return self.snap.max_num_seqs or self.facts.max_num_seqs
+
+    def usable(self, model: str, exclude: frozenset[str] = frozenset()) -> bool:
+        """Healthy, serves ``model``, not draining, not excluded, under the proxy's cap."""
+        s = self.snap
+        return (
+            s.healthy
+            and s.model == model
+            and not self.draining
+            and s.name not in exclude
+            and (s.inflight_limit is None or self.inflight < s.inflight_limit)
+        )
+
+    def running(self, max_age_s: float) -> int:
+        """Sequences on the engine: the proxy's in-flight count or the fresh scrape, larger."""
+        scraped = self.snap.fresh_scraped(max_age_s)
+        if scraped is None or scraped.running is None:
+            return self.inflight
+        return max(self.inflight, scraped.running)
+
+    def kv_free(self, max_age_s: float) -> float | None:
+        scraped = self.snap.fresh_scraped(max_age_s)
+        if scraped is None or scraped.kv_usage is None:
+            return None
+        return 1.0 - scraped.kv_usage
+
+    def engine_waiting(self, max_age_s: float) -> int:
+        scraped = self.snap.fresh_scraped(max_age_s)
+        return 0 if scraped is None or scraped.waiting is None else scraped.waiting
+
+    def add(self, prompt_tokens: int, started: bool) -> None:
+        """Account for a request this decision sends here."""
+        self.inflight += 1
+        if not started:
+            self.unstarted += 1
+            self.queued_tokens += prompt_tokens
+
+    def features(self) -> BackendFeatures:
+        s = self.snap.scraped
+        return BackendFeatures(
+            name=self.name,
+            role=self.role.value,
+            profile=self.facts.profile,
+            inflight=self.inflight,
+            unstarted=self.unstarted,
+            unstarted_tokens=self.queued_tokens,
+            decode_seqs=self.streaming,
+            decode_context_tokens=self.decode_context,
+            running=None if s is None else s.running,
+            waiting=None if s is None else s.waiting,
+            kv_usage=None if s is None else s.kv_usage,
+            scrape_age_s=None if s is None else s.age_s,
+            recent_step_s=self.gap_sum / self.gaps if self.gaps else None,
+            max_num_seqs=self.max_num_seqs,
+            max_num_batched_tokens=self.facts.max_num_batched_tokens,
+        )
+
+
+def build_states(
+    snapshots: Sequence[BackendSnapshot],
+    facts: Mapping[str, EngineFacts],
+    roles: Mapping[str, Role],
+    draining: Mapping[str, Role],
+) -> dict[str, BackendState]:
+    """One state per snapshot, in snapshot order (which is the deterministic tie-break)."""
+    out: dict[str, BackendState] = {}
+    for snap in snapshots:
+        role = roles.get(snap.name, snap.role)
+        out[snap.name] = BackendState.of(
+            snap, facts.get(snap.name, EngineFacts()), role, snap.name in draining
+        )
+    return out
