@@ -190,6 +190,12 @@ def summarize(records: Sequence[RequestRecord], duration_s: float | None = None)
     summary.update(_dist("tpot", [r.tpot_s for r in done if r.tpot_s is not None]))
     summary.update(_dist("e2e", [r.e2e_s for r in done if r.e2e_s is not None]))
     summary.update(_dist("send_lag", [r.send_lag_s for r in records if r.send_lag_s is not None]))
+    errors = [
+        abs(r.prompt_tokens_reported - r.prompt_tokens)
+        for r in records
+        if r.prompt_tokens_reported is not None
+    ]
+    summary["prompt_tokens_max_error"] = max(errors) if errors else None
     summary["attainment_by_class"] = _by_class(records)
     return summary
 

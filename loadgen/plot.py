@@ -1,0 +1,185 @@
+"""PNG plots of results files (matplotlib, Agg backend, no display needed).
+
+Theory of operation: :func:`plot_files` loads run and sweep files and writes
+
+- ``attainment_vs_rate.png`` (sweeps only): SLO attainment against offered rate, one line
+  per file (its ``--label``: a system or policy), the 90% line, each capacity marked;
+- ``ttft_cdf.png`` and ``tbt_cdf.png``: CDFs of TTFT and of per-request mean TBT of completed
+  requests, one line per run (per sweep point, labelled ``label @ rate``), SLOs dashed;
+- ``timeline.png`` (first run, else the highest-rate point of the first sweep): above,
+  arrivals, first tokens and completions per time bin; below, one line per request from
+  arrival to end with its first token marked (green met its SLO, red missed), plus any
+  ``events`` the proxy or simulator recorded on requests (``{"t": s, "kind": "offload" |
+  "migration" | ...}``), drawn as they are present.
+
+Plots show what the files hold and skip what they lack; they never invent data.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from loadgen.results import load_results
+
+__all__ = ["plot_files"]
+
+MAX_TIMELINE_REQUESTS = 400
+EVENT_STYLE = {"offload": ("v", "tab:orange"), "migration": ("D", "tab:purple")}
+
+
+def plot_files(paths: Sequence[str], out_dir: str) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    docs = [(_label(p, d), d) for p in paths for d in [load_results(p)]]
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    written: list[Path] = []
+    sweeps = [(label, d) for label, d in docs if d["kind"] == "sweep"]
+    if sweeps:
+        written.append(_attainment(sweeps, out / "attainment_vs_rate.png"))
+    series = list(_series(docs))
+    if series:
+        written.append(_cdf(series, "ttft_s", "TTFT", "slo_ttft_s", out / "ttft_cdf.png"))
+        written.append(_cdf(series, "tbt_mean_s", "mean TBT", "slo_tbt_s", out / "tbt_cdf.png"))
+        label, requests = _timeline_source(docs)
+        written.append(_timeline(label, requests, out / "timeline.png"))
+    return written
+
+
+def _label(path: str, doc: dict[str, Any]) -> str:
+    return str(doc.get("config", {}).get("label") or Path(path).stem)
+
+
+def _series(docs: Sequence[tuple[str, dict[str, Any]]]) -> list[tuple[str, list[dict[str, Any]]]]:
+    out = []
+    for label, d in docs:
+        if d["kind"] == "run":
+            out.append((label, d.get("requests", [])))
+        else:
+            out.extend((f"{label} @ {p['rate']:g}/s", p.get("requests", [])) for p in d["points"])
+    return [(label, reqs) for label, reqs in out if reqs]
+
+
+def _timeline_source(docs: Sequence[tuple[str, dict[str, Any]]]) -> tuple[str, list[Any]]:
+    for label, d in docs:
+        if d["kind"] == "run" and d.get("requests"):
+            return label, d["requests"]
+    for label, d in docs:
+        points = [p for p in d.get("points", []) if p.get("requests")]
+        if points:
+            top = max(points, key=lambda p: p["rate"])
+            return f"{label} @ {top['rate']:g}/s", top["requests"]
+    return "", []
+
+
+def _attainment(sweeps: Sequence[tuple[str, dict[str, Any]]], path: Path) -> Path:
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for label, d in sweeps:
+        pts = sorted((p["rate"], p["summary"]["slo_attainment"]) for p in d["points"])
+        rates = [r for r, a in pts if a is not None]
+        att = [a * 100 for _, a in pts if a is not None]
+        (line,) = ax.plot(rates, att, marker="o", label=label)
+        cap = d.get("capacity_rps_at_90")
+        if cap is not None:
+            ax.axvline(cap, color=line.get_color(), linestyle=":", linewidth=1)
+            ax.annotate(f"{cap:.1f}", (cap, 91), color=line.get_color(), ha="left", fontsize=8)
+    ax.axhline(90, color="grey", linestyle="--", linewidth=1, label="90% target")
+    ax.set_xlabel("offered load (requests/s)")
+    ax.set_ylabel("SLO attainment (%)  [TTFT and mean TBT]")
+    ax.set_ylim(0, 102)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower left", fontsize=8)
+    ax.set_title("SLO attainment vs load (capacity = rate at 90%)")
+    return _save(fig, path)
+
+
+def _cdf(
+    series: Sequence[tuple[str, list[dict[str, Any]]]],
+    key: str,
+    name: str,
+    slo_key: str,
+    path: Path,
+) -> Path:
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    slos: set[float] = set()
+    for label, reqs in series:
+        vals = np.sort([r[key] for r in reqs if r["outcome"] == "completed" and r[key] is not None])
+        if vals.size == 0:
+            continue
+        ax.plot(vals * 1000, np.arange(1, vals.size + 1) / vals.size, label=label)
+        slos.update(r[slo_key] for r in reqs)
+    for slo in sorted(slos)[:4]:
+        ax.axvline(slo * 1000, color="grey", linestyle="--", linewidth=1)
+        ax.annotate(f"SLO {slo * 1000:g} ms", (slo * 1000, 0.03), fontsize=8, rotation=90)
+    ax.set_xlabel(f"{name} (ms)")
+    ax.set_ylabel("share of completed requests")
+    ax.set_ylim(0, 1.01)
+    ax.grid(alpha=0.3)
+    if len(series) <= 12:
+        ax.legend(loc="lower right", fontsize=8)
+    ax.set_title(f"{name} CDF")
+    return _save(fig, path)
+
+
+def _timeline(label: str, reqs: list[dict[str, Any]], path: Path) -> Path:
+    import matplotlib.pyplot as plt
+
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(9, 7), sharex=True, height_ratios=[1, 2])
+    arrivals = [r["arrival_s"] for r in reqs]
+    firsts = [r["arrival_s"] + r["ttft_s"] for r in reqs if r.get("ttft_s") is not None]
+    ends = [r["end_s"] for r in reqs if r.get("end_s") is not None]
+    horizon = max(arrivals + firsts + ends + [1e-3])
+    bins = np.linspace(0, horizon, min(60, max(5, len(reqs) // 5)) + 1)
+    width = bins[1] - bins[0]
+    for values, name in ((arrivals, "arrivals"), (firsts, "first tokens"), (ends, "ends")):
+        counts, _ = np.histogram(values, bins=bins)
+        top.step(bins[:-1], counts / width, where="post", label=name)
+    top.set_ylabel("per second")
+    top.legend(loc="upper right", fontsize=8)
+    top.grid(alpha=0.3)
+    _request_lines(bottom, reqs)
+    bottom.set_xlabel("time since run start (s)")
+    bottom.set_ylabel("request")
+    top.set_title(f"timeline: {label}")
+    return _save(fig, path)
+
+
+def _request_lines(ax: Any, reqs: list[dict[str, Any]]) -> None:
+    step = max(1, len(reqs) // MAX_TIMELINE_REQUESTS)
+    shown = sorted(reqs, key=lambda r: r["arrival_s"])[::step]
+    seen_kinds: set[str] = set()
+    for y, r in enumerate(shown):
+        start, end = r["arrival_s"], r.get("end_s")
+        if end is not None:
+            ax.plot([start, end], [y, y], color="lightgrey", linewidth=1)
+        if r.get("ttft_s") is not None:
+            color = "tab:green" if r.get("attained") else "tab:red"
+            ax.plot(start + r["ttft_s"], y, "|", color=color, markersize=4)
+        for ev in r.get("events") or []:
+            kind = str(ev.get("kind", "event"))
+            marker, color = EVENT_STYLE.get(kind, ("o", "black"))
+            label = kind if kind not in seen_kinds else None
+            seen_kinds.add(kind)
+            ax.plot(float(ev["t"]), y, marker, color=color, markersize=4, label=label)
+    ax.plot([], [], "|", color="tab:green", label="first token, SLO met")
+    ax.plot([], [], "|", color="tab:red", label="first token, SLO missed")
+    ax.legend(loc="upper left", fontsize=8)
+    ax.grid(alpha=0.3)
+
+
+def _save(fig: Any, path: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+    return path
