@@ -109,16 +109,13 @@ async def serve(cfg: EmulatorConfig) -> None:
 def run(args: argparse.Namespace) -> int:
     try:
         cfg = config_from_args(args)
-        from ascendra_proxy.emulator.server import build_context
-
-        build_context(cfg)  # validate profile and engine settings before binding the port
-    except ValueError as exc:
+        try:
+            import uvloop
+        except ImportError:
+            asyncio.run(serve(cfg))
+        else:
+            uvloop.run(serve(cfg))
+    except ValueError as exc:  # bad profile, engine settings or fault specs
         print(f"ascendra-proxy emulate: {exc}", file=sys.stderr)
         return 2
-    try:
-        import uvloop
-    except ImportError:
-        asyncio.run(serve(cfg))
-    else:
-        uvloop.run(serve(cfg))
     return 0

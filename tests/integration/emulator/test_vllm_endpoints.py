@@ -1,0 +1,146 @@
+"""vLLM flavour: error bodies, side endpoints and /metrics names."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+import openai
+import pytest
+from emu_helpers import FAST, get_json, metric, oai, post, scrape
+
+from ascendra_proxy.emulator.server import EmulatorConfig, RunningEmulator, run_emulator
+
+
+@pytest.fixture
+async def emu() -> AsyncIterator[RunningEmulator]:
+    cfg = EmulatorConfig(time_scale=FAST, model="m", max_model_len=512)
+    async with run_emulator(cfg) as running:
+        yield running
+
+
+def assert_error(status: int, body: Any, code: int, err_type: str, param: str | None = None) -> str:
+    assert status == code, body
+    assert set(body) == {"error"}
+    err = body["error"]
+    assert set(err) == {"message", "type", "param", "code"}
+    assert err["type"] == err_type and err["code"] == code and err["param"] == param
+    assert isinstance(err["message"], str) and err["message"]
+    return str(err["message"])
+
+
+BAD_REQUESTS = [
+    pytest.param(b"{not json", None, id="invalid-json"),
+    pytest.param({"max_tokens": 3}, None, id="missing-prompt"),
+    pytest.param({"prompt": "x", "max_tokens": "three"}, None, id="wrong-type"),
+    pytest.param({"prompt": 5}, None, id="prompt-wrong-type"),
+    pytest.param({"prompt": "x", "n": 2}, "n", id="n-2"),
+    pytest.param({"prompt": "x", "max_tokens": 5000}, "max_tokens", id="max-tokens-over-len"),
+    pytest.param({"prompt": "the " * 300, "max_tokens": 300}, "max_tokens", id="prompt-plus-max"),
+    pytest.param({"prompt": "x", "priority": 3}, None, id="priority-under-fcfs"),
+    pytest.param(
+        {"prompt": "x", "stream_options": {"include_usage": True}},
+        None,
+        id="stream-options-without-stream",
+    ),
+    pytest.param({"prompt": [999999]}, None, id="token-out-of-vocab"),
+    pytest.param({"prompt": "x", "max_tokens": 4, "min_tokens": 9}, None, id="min-over-max"),
+]
+
+
+@pytest.mark.parametrize(("body", "param"), BAD_REQUESTS)
+async def test_bad_completion_requests_get_vllm_400(
+    emu: RunningEmulator, body: Any, param: str | None
+) -> None:
+    status, resp = await post(emu.url + "/v1/completions", body)
+    assert_error(status, resp, 400, "BadRequestError", param)
+
+
+async def test_error_messages_match_vllm_wording(emu: RunningEmulator) -> None:
+    status, body = await post(emu.url + "/v1/completions", {"prompt": "x", "max_tokens": 5000})
+    msg = assert_error(status, body, 400, "BadRequestError", "max_tokens")
+    assert msg.startswith("max_tokens=5000 cannot be greater than max_model_len=512.")
+    status, body = await post(emu.url + "/v1/completions", {"max_tokens": 3})
+    assert "'type': 'missing'" in assert_error(status, body, 400, "BadRequestError")
+
+
+async def test_unknown_model_is_a_404(emu: RunningEmulator) -> None:
+    status, body = await post(emu.url + "/v1/completions", {"prompt": "x", "model": "nope"})
+    msg = assert_error(status, body, 404, "NotFoundError", "model")
+    assert msg == "The model `nope` does not exist. Valid aliases: m."
+    with pytest.raises(openai.NotFoundError):
+        await oai(emu).completions.create(model="nope", prompt="x")
+
+
+async def test_chat_errors(emu: RunningEmulator) -> None:
+    url = emu.url + "/v1/chat/completions"
+    status, body = await post(url, {"model": "m"})
+    assert_error(status, body, 400, "BadRequestError")
+    status, body = await post(
+        url,
+        {"messages": [{"role": "user", "content": "x"}], "continue_final_message": True},
+    )
+    assert_error(status, body, 400, "BadRequestError")
+
+
+async def test_openai_sdk_raises_bad_request(emu: RunningEmulator) -> None:
+    with pytest.raises(openai.BadRequestError) as info:
+        await oai(emu).completions.create(model="m", prompt="x", max_tokens=100000)
+    assert info.value.status_code == 400
+
+
+async def test_unknown_route_is_fastapi_404(emu: RunningEmulator) -> None:
+    status, body = await post(emu.url + "/v1/nothing", {})
+    assert status == 404 and body == {"detail": "Not Found"}
+
+
+async def test_models_health_version(emu: RunningEmulator) -> None:
+    status, body = await get_json(emu.url + "/v1/models")
+    assert status == 200 and body["object"] == "list"
+    card = body["data"][0]
+    assert card["id"] == "m" and card["owned_by"] == "vllm" and card["max_model_len"] == 512
+    async with aiohttp.ClientSession() as session, session.get(emu.url + "/health") as resp:
+        assert resp.status == 200
+    status, body = await get_json(emu.url + "/version")
+    assert body == {"version": "0.32.0"}
+
+
+async def test_tokenize_detokenize_round_trip(emu: RunningEmulator) -> None:
+    status, body = await post(emu.url + "/tokenize", {"prompt": "the world é"})
+    assert status == 200 and body["count"] == len(body["tokens"]) and body["max_model_len"] == 512
+    assert body["tokens"][0] == 0
+    status, back = await post(emu.url + "/detokenize", {"tokens": body["tokens"][1:]})
+    assert back == {"prompt": "the world é"}
+    messages = [{"role": "user", "content": "hi"}]
+    status, chat = await post(emu.url + "/tokenize", {"messages": messages})
+    resp = await oai(emu).chat.completions.create(model="m", messages=messages, max_tokens=1)  # type: ignore[arg-type]
+    assert resp.usage is not None and resp.usage.prompt_tokens == chat["count"]
+
+
+async def test_metrics_names_and_labels(emu: RunningEmulator) -> None:
+    await post(emu.url + "/v1/completions", {"prompt": "the", "max_tokens": 4, "ignore_eos": True})
+    text = await scrape(emu)
+    labels = {"model_name": "m", "engine": "0"}
+    for name in (
+        "vllm:num_requests_running",
+        "vllm:num_requests_waiting",
+        "vllm:kv_cache_usage_perc",
+        "vllm:prefix_cache_queries_total",
+        "vllm:prefix_cache_hits_total",
+        "vllm:num_preemptions_total",
+        "vllm:prompt_tokens_total",
+        "vllm:generation_tokens_total",
+        "vllm:time_to_first_token_seconds_count",
+        "vllm:inter_token_latency_seconds_count",
+        "vllm:e2e_request_latency_seconds_count",
+    ):
+        metric(text, name, **labels)
+    assert metric(text, "vllm:generation_tokens_total", **labels) == 4
+    assert metric(text, "vllm:request_success_total", finished_reason="length", **labels) == 1
+    assert metric(text, "vllm:time_to_first_token_seconds_count", **labels) == 1
+    assert metric(text, "vllm:inter_token_latency_seconds_count", **labels) == 3
+    assert 'vllm:time_to_first_token_seconds_bucket{engine="0",le="0.001"' in text
+    info = metric(text, "vllm:cache_config_info", block_size="16", enable_prefix_caching="True")
+    assert info == 1.0
+    assert 'num_gpu_blocks="27000"' in text
