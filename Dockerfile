@@ -6,23 +6,24 @@
 #   docker run --rm --entrypoint loadgen ascendra-proxy:local run --url http://proxy:8000 ...
 #
 # Two stages: the build stage resolves nothing (every runtime dependency is pinned in
-# requirements.lock, the wheel build backend in deploy/build-constraints.txt) and installs
+# requirements.lock, the wheel build backend in deploy/build-requirements.lock) and installs
 # into a virtualenv; the runtime stage copies that virtualenv onto a clean base and runs as
 # an unprivileged user.  Regenerate the lock with deploy/lock.sh.
 
 ARG PYTHON_IMAGE=python:3.11-slim
 
 FROM ${PYTHON_IMAGE} AS build
-ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1 PIP_CONSTRAINT=/tmp/build-constraints.txt
+ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1
 RUN python -m venv /opt/ascendra
-COPY requirements.lock deploy/build-constraints.txt /tmp/
-RUN /opt/ascendra/bin/pip install --no-deps -r /tmp/requirements.lock
+COPY requirements.lock deploy/build-requirements.lock /tmp/
+RUN /opt/ascendra/bin/pip install --no-deps -r /tmp/requirements.lock \
+ && /opt/ascendra/bin/pip install -r /tmp/build-requirements.lock
 COPY pyproject.toml README.md* /src/
 COPY ascendra_proxy /src/ascendra_proxy
 COPY loadgen /src/loadgen
-RUN /opt/ascendra/bin/pip install --no-deps /src \
+RUN /opt/ascendra/bin/pip install --no-deps --no-build-isolation /src \
  && /opt/ascendra/bin/pip check \
- && /opt/ascendra/bin/pip uninstall -q -y pip setuptools \
+ && /opt/ascendra/bin/pip uninstall -q -y pip setuptools wheel \
  && find /opt/ascendra -name __pycache__ -prune -exec rm -rf {} +
 
 FROM ${PYTHON_IMAGE}
@@ -37,7 +38,8 @@ COPY configs /etc/ascendra
 ENV PATH=/opt/ascendra/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
-    ASCENDRA_HEALTH_URL=http://127.0.0.1:8000/health
+    ASCENDRA_HEALTH_URL=http://127.0.0.1:8000/health \
+    ASCENDRA_PROFILE_PATH=/etc/ascendra/profiles
 USER ascendra
 WORKDIR /home/ascendra
 EXPOSE 8000
