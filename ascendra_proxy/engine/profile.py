@@ -33,7 +33,7 @@ import bisect
 import math
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import MISSING, dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -155,10 +155,11 @@ def _take(data: Mapping[str, Any], cls: type[Any], where: str) -> Any:
         ):
             raise ProfileError(f"{where}.{key}: expected a positive integer")
         kwargs[key] = value
-    try:
-        return cls(**kwargs)
-    except TypeError as exc:
-        raise ProfileError(f"{where}: {exc}") from None
+    required = [f.name for f in fields(cls) if f.default is MISSING]
+    missing = [name for name in required if name not in kwargs]
+    if missing:
+        raise ProfileError(f"{where}.{missing[0]}: missing")
+    return cls(**kwargs)
 
 
 def _linear_table(value: Any, where: str) -> tuple[tuple[int, float], ...]:
@@ -188,14 +189,14 @@ def parse_profile(data: Any, source: str = "<profile>") -> LatencyProfile:
     for key in ("name", "step_ms", "kv_cache"):
         if key not in data:
             raise ProfileError(f"{source}: {key}: missing")
-    coeffs = _take(data["step_ms"], StepCoefficients, f"{source}: step_ms")
-    defaults = _take(data.get("engine_defaults", {}), EngineDefaults, f"{source}: engine_defaults")
     kv = data["kv_cache"]
     if not isinstance(kv, Mapping) or set(kv) != {"capacity_tokens"}:
         raise ProfileError(f"{source}: kv_cache: expected exactly the key capacity_tokens")
     capacity = kv["capacity_tokens"]
     if isinstance(capacity, bool) or not isinstance(capacity, int) or capacity <= 0:
         raise ProfileError(f"{source}: kv_cache.capacity_tokens: expected a positive integer")
+    coeffs = _take(data["step_ms"], StepCoefficients, f"{source}: step_ms")
+    defaults = _take(data.get("engine_defaults", {}), EngineDefaults, f"{source}: engine_defaults")
     frontend = data.get("frontend_ms", 0.0)
     if isinstance(frontend, bool) or not isinstance(frontend, int | float) or frontend < 0:
         raise ProfileError(f"{source}: frontend_ms: expected a number >= 0")

@@ -9,6 +9,9 @@ builds the same vocabulary in the same order.
 
 from __future__ import annotations
 
+import itertools
+from collections.abc import Iterator
+
 NUM_WORDS = 4096
 
 _COMMON = """
@@ -34,24 +37,22 @@ _CONSONANTS = "bcdfghjklmnprstvwz"
 _VOWELS = "aeiou"
 
 
-def _pseudo_words() -> list[str]:
+def _pseudo_words() -> Iterator[str]:
     syllables = [c + v for c in _CONSONANTS for v in _VOWELS]
-    out: list[str] = []
     for first in syllables:
         for second in syllables:
-            out.append(first + second)
+            yield first + second
     for first in syllables:
         for second in syllables:
             for third in _CONSONANTS:
-                out.append(first + second + third)
-    return out
+                yield first + second + third
 
 
 def build_word_list(num_words: int = NUM_WORDS) -> list[str]:
     """The first ``num_words`` distinct words: common English, then pseudo-words."""
     seen: set[str] = set()
     words: list[str] = []
-    for word in _COMMON.split() + _pseudo_words():
+    for word in itertools.chain(_COMMON.split(), _pseudo_words()):
         if word not in seen:
             seen.add(word)
             words.append(word)
