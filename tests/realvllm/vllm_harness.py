@@ -1,0 +1,204 @@
+"""Harness for tests against a real vLLM (and the emulator standing in for it).
+
+Theory of operation
+-------------------
+``scripts/engines.sh`` owns installing, starting and stopping vLLM; :class:`VllmLauncher`
+only drives it. It starts named instances on free loopback ports and stops every one it
+started on ``close``. Names carry the pytest process id, so several test runs on one machine
+never share or stop each other's servers. A :class:`Target` is whatever vLLM-compatible
+server a test talks to (real or emulated); the wire helpers below (``sse``, ``scrape``,
+``metric``, ``wait_metric``) work on either.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+REPO = Path(__file__).resolve().parents[2]
+ENGINES_SH = REPO / "scripts" / "engines.sh"
+MODEL_NAME = "tiny"
+REQUIRE_ENV = "ASCENDRA_REQUIRE_REAL_VLLM"
+START_TIMEOUT_S = 240
+LONG_TOKENS = 1500  # a stream this long keeps a slot busy for seconds (tiny model, 4 at once)
+
+Json = dict[str, Any]
+Metrics = dict[tuple[str, frozenset[tuple[str, str]]], float]
+
+
+@dataclass(frozen=True)
+class VllmOptions:
+    """How to start one instance; maps onto ``engines.sh start`` flags."""
+
+    policy: str = "priority"
+    max_num_seqs: int = 4
+    kv_bytes: int = 256 * 1024 * 1024
+    cpus: str = "0"
+    block_size: int = 32  # engines.sh always passes --block-size 32
+    extra_args: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class VllmServer:
+    """A running real vLLM: where it is and how it was started."""
+
+    name: str
+    base_url: str
+    model: str
+    options: VllmOptions
+    log_path: Path
+
+
+@dataclass(frozen=True)
+class Target:
+    """A vLLM-compatible server under test: the real one or the emulator."""
+
+    kind: str  # "real" | "emulator"
+    base_url: str
+    model: str
+    max_num_seqs: int
+    block_size: int
+    long_tokens: int  # max_tokens for a request that should keep a slot busy for seconds
+
+
+def engines_dir() -> Path:
+    default = Path.home() / ".cache" / "ascendra-proxy" / "engines"
+    return Path(os.environ.get("ASCENDRA_ENGINES_DIR", default))
+
+
+def engines(*args: str, timeout: float) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["bash", str(ENGINES_SH), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def require_installed() -> None:
+    """Skip (or fail, under ``ASCENDRA_REQUIRE_REAL_VLLM=1``) when vLLM is not installed."""
+    if engines("status", timeout=30).returncode == 0:
+        return
+    reason = (
+        "real vLLM is not installed (run `make engines`, i.e. scripts/engines.sh install); "
+        f"engines dir {engines_dir()}"
+    )
+    if os.environ.get(REQUIRE_ENV) == "1":
+        pytest.fail(f"{REQUIRE_ENV}=1 but {reason}", pytrace=False)
+    pytest.skip(reason)
+
+
+@dataclass
+class VllmLauncher:
+    """Starts named vLLM instances through ``engines.sh`` and stops them on ``close``."""
+
+    prefix: str
+    started: dict[str, VllmServer] = field(default_factory=dict)
+
+    def start(self, label: str, options: VllmOptions) -> VllmServer:
+        name = f"{self.prefix}-{label}"
+        if name in self.started:
+            return self.started[name]
+        args = [
+            "start",
+            "--name",
+            name,
+            "--port",
+            "0",
+            "--policy",
+            options.policy,
+            "--kv-bytes",
+            str(options.kv_bytes),
+            "--cpus",
+            options.cpus,
+            "--max-num-seqs",
+            str(options.max_num_seqs),
+            "--timeout",
+            str(START_TIMEOUT_S),
+        ]
+        if options.extra_args:
+            args += ["--", *options.extra_args]
+        proc = engines(*args, timeout=START_TIMEOUT_S + 60)
+        if proc.returncode != 0:
+            engines("stop", "--name", name, timeout=60)
+            pytest.fail(f"real vLLM {name!r} did not start:\n{proc.stderr[-3000:]}", pytrace=False)
+        url = proc.stdout.strip().splitlines()[-1]
+        log_path = engines_dir() / "run" / f"{name}.log"
+        server = VllmServer(name, url, MODEL_NAME, options, log_path)
+        self.started[name] = server
+        return server
+
+    def close(self) -> None:
+        for name in list(self.started):
+            engines("stop", "--name", name, timeout=90)
+            del self.started[name]
+
+
+# ---------------------------------------------------------------- wire helpers
+
+
+async def sse(client: httpx.AsyncClient, url: str, payload: Json) -> list[Json]:
+    """POST a streaming request; return its JSON events, checking the ``[DONE]`` ending."""
+    events: list[Json] = []
+    done = False
+    async with client.stream("POST", url, json=payload | {"stream": True}) as resp:
+        assert resp.status_code == 200, await resp.aread()
+        assert resp.headers["content-type"].startswith("text/event-stream")
+        async for line in resp.aiter_lines():
+            if not line:
+                continue
+            assert line.startswith("data: "), line
+            assert not done, "data after [DONE]"
+            if line == "data: [DONE]":
+                done = True
+            else:
+                events.append(orjson.loads(line[6:]))
+    assert done, "stream ended without [DONE]"
+    return events
+
+
+async def scrape(client: httpx.AsyncClient, base_url: str) -> Metrics:
+    """Every sample of ``/metrics``, keyed by (sample name, label set)."""
+    resp = await client.get(base_url + "/metrics")
+    assert resp.status_code == 200
+    out: Metrics = {}
+    for family in text_string_to_metric_families(resp.text):
+        for s in family.samples:
+            out[(s.name, frozenset(s.labels.items()))] = s.value
+    return out
+
+
+def metric(metrics: Metrics, name: str, **labels: str) -> float:
+    """Sum of the samples called ``name`` whose labels include ``labels``."""
+    want = set(labels.items())
+    return sum(v for (n, lab), v in metrics.items() if n == name and want <= lab)
+
+
+async def wait_metric(
+    client: httpx.AsyncClient,
+    base_url: str,
+    name: str,
+    ok: Callable[[float], bool],
+    within_s: float = 10.0,
+) -> float:
+    """Poll ``/metrics`` until ``ok(value of name)``; fail after ``within_s`` seconds."""
+    deadline = time.monotonic() + within_s
+    while True:
+        value = metric(await scrape(client, base_url), name)
+        if ok(value):
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{name} = {value} after {within_s} s")
+        await asyncio.sleep(0.05)
