@@ -132,6 +132,10 @@ class EngineModel:
     def num_computed_tokens(self, request_id: str) -> int:
         return self._seqs[request_id].num_computed
 
+    def reset_prefix_cache(self) -> bool:
+        """Forget all cached blocks (vLLM's /reset_prefix_cache); False while blocks are used."""
+        return self.kv.reset_prefix_cache()
+
     # -------------------------------------------------------------------- step
     def step(self, now: float) -> StepResult:
         """Form and execute one batch; see the module docstring."""
@@ -141,6 +145,23 @@ class EngineModel:
         if not batch.scheduled:
             return StepResult(duration_s=0.0, outputs=(), preempted=preempted)
         self.num_steps += 1
+        outputs, finished, shape = self._execute(batch.scheduled)
+        self.generation_tokens_total += len(outputs)
+        if finished:
+            self._finish(finished)
+        return StepResult(
+            duration_s=self._duration(*shape),
+            outputs=tuple(outputs),
+            num_prefill_tokens=shape[0],
+            num_decode_seqs=shape[1],
+            preempted=preempted,
+            newly_scheduled=tuple(s.request_id for s in batch.newly_scheduled),
+        )
+
+    def _execute(
+        self, scheduled: list[tuple[Sequence, int]]
+    ) -> tuple[list[TokenOutput], list[Sequence], tuple[int, int, int, float]]:
+        """Advance every scheduled sequence; (outputs, finished, (P, D, C, A))."""
         outputs: list[TokenOutput] = []
         finished: list[Sequence] = []
         p_tokens = d_seqs = d_ctx = 0
@@ -148,7 +169,7 @@ class EngineModel:
         bs = self.config.block_size
         sample = self.generator.sample
         register = self.kv.register_full_blocks
-        for seq, n in batch.scheduled:
+        for seq, n in scheduled:
             after = seq.num_computed + n
             seq.num_computed = after
             if after // bs > seq.num_hashed_blocks:
@@ -172,17 +193,7 @@ class EngineModel:
             else:
                 out = TokenOutput(seq.request_id, (tok,), None, None, self._first_output(seq))
             outputs.append(out)
-        self.generation_tokens_total += len(outputs)
-        if finished:
-            self._finish(finished)
-        return StepResult(
-            duration_s=self._duration(p_tokens, d_seqs, d_ctx, attn),
-            outputs=tuple(outputs),
-            num_prefill_tokens=p_tokens,
-            num_decode_seqs=d_seqs,
-            preempted=preempted,
-            newly_scheduled=tuple(s.request_id for s in batch.newly_scheduled),
-        )
+        return outputs, finished, (p_tokens, d_seqs, d_ctx, attn)
 
     def _duration(self, p_tokens: int, d_seqs: int, d_ctx: int, attn: float) -> float:
         duration = self.profile.step_time(p_tokens, d_seqs, d_ctx, attn)

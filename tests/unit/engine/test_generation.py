@@ -13,6 +13,7 @@ from ascendra_proxy.engine import (
     StepResult,
     Tokenizer,
 )
+from ascendra_proxy.engine.generation import block_hashes, extend_hash, seed_keys
 
 from .conftest import make_engine, prompt_ids, request, run_to_completion
 
@@ -171,3 +172,22 @@ def test_prompt_ending_inside_a_character_is_completed(
     assert all(tokenizer.byte_base + 0x80 <= t < tokenizer.byte_base + 0xC0 for t in tokens)
     whole = tokenizer.decode(rocket[:2] + tokens)
     assert len(whole) == 1 and "\ufffd" not in whole
+
+
+def test_next_token_is_a_pure_function_of_the_sequence(
+    a100: LatencyProfile, tokenizer: Tokenizer
+) -> None:
+    engine = make_engine(a100, tokenizer)
+    prompt = prompt_ids(tokenizer, 25)
+    engine.add_request(request("r", prompt, 300))
+    generated = run_to_completion(engine)[0]["r"]
+    keys = seed_keys(engine.seed, None)
+    h = block_hashes(prompt, 16)[0]
+    seq = list(prompt)
+    for tok in generated:
+        pending = engine.generator.pending_from_tail(seq)
+        expect, _ = engine.generator.next_token(h, keys, pending, allow_eos=False)
+        assert tok == expect
+        seq.append(tok)
+        h = extend_hash(h, tok)
+    assert h == block_hashes(seq, 16)[0]

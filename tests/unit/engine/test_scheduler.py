@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from ascendra_proxy.engine import EngineModel, FinishReason, LatencyProfile, StepResult, Tokenizer
+from ascendra_proxy.engine import (
+    EngineConfig,
+    EngineModel,
+    FinishReason,
+    LatencyProfile,
+    StepResult,
+    Tokenizer,
+)
 
 from .conftest import make_engine, prompt_ids, request, run_to_completion
 
@@ -223,3 +230,32 @@ def test_stats_report_queue_and_kv_usage(a100: LatencyProfile, tokenizer: Tokeni
     assert stats.kv_usage == pytest.approx(10 / 100)  # 160 computed tokens; 161st not yet
     assert (stats.num_total_blocks, stats.block_size) == (100, 16)
     assert (stats.prompt_tokens_total, stats.generation_tokens_total) == (160, 1)
+
+
+def test_jitter_is_seeded_multiplicative_noise(a100: LatencyProfile, tokenizer: Tokenizer) -> None:
+    def durations(jitter: float, seed: int) -> list[float]:
+        engine = EngineModel(EngineConfig(jitter=jitter), a100, seed=seed, tokenizer=tokenizer)
+        engine.add_request(request("r", prompt_ids(tokenizer, 100), max_tokens=400))
+        return [r.duration_s for r in run_to_completion(engine)[1]]
+
+    plain = durations(0.0, 1)
+    noisy = durations(0.2, 1)
+    assert durations(0.2, 1) == noisy
+    assert durations(0.2, 2) != noisy
+    ratios = [n / p for n, p in zip(noisy, plain, strict=True)]
+    assert len(set(ratios)) > 100
+    assert 0.95 < sum(ratios) / len(ratios) < 1.05
+
+
+def test_idle_step_and_prefix_cache_reset(a100: LatencyProfile, tokenizer: Tokenizer) -> None:
+    engine = make_engine(a100, tokenizer)
+    idle = engine.step(0.0)
+    assert (idle.duration_s, idle.outputs) == (0.0, ())
+    prompt = prompt_ids(tokenizer, 64)
+    engine.add_request(request("a", prompt, max_tokens=1))
+    run_to_completion(engine)
+    assert engine.stats().extra["num_cached_blocks"] == 4
+    assert engine.reset_prefix_cache()
+    engine.add_request(request("b", prompt, max_tokens=1))
+    _, steps = run_to_completion(engine)
+    assert steps[0].outputs[0].num_cached_tokens == 0
