@@ -12,7 +12,10 @@ prompt is evicted before its (more shareable) beginning.  A prefix lookup walks 
 block hashes until the first miss; hit blocks are shared (reference count +1) and leave the
 free queue if they were in it.  Like vLLM, at most ``num_tokens - 1`` tokens can hit (the last
 token must be computed to produce logits).  Counters are in tokens: ``queries`` grows by the
-request's token count and ``hits`` by the cached tokens, once per successful admission.
+request's token count and ``hits`` by the cached tokens, once per successful admission; as in
+recent vLLM, lookups by requests resuming after preemption are counted separately
+(``preempted_queries`` / ``preempted_hits``).  (vLLM counts a lookup each time it examines a
+waiting request, even when the allocation then fails; we count admitted requests only.)
 """
 
 from __future__ import annotations
@@ -34,6 +37,8 @@ class KVCache:
         self._free: OrderedDict[int, None] = OrderedDict.fromkeys(range(num_blocks))
         self.queries = 0
         self.hits = 0
+        self.preempted_queries = 0  # lookups by requests resuming after preemption
+        self.preempted_hits = 0
 
     @property
     def num_free_blocks(self) -> int:
@@ -87,9 +92,16 @@ class KVCache:
         seq.num_computed = num_hit * bs
         self._take(seq.blocks, need)
         if self.enable_prefix_caching:
-            self.queries += len(seq.tokens)
-            self.hits += num_hit * bs
+            self._count_lookup(seq, num_hit * bs)
         return True
+
+    def _count_lookup(self, seq: Sequence, hit_tokens: int) -> None:
+        if seq.num_preemptions == 0:
+            self.queries += len(seq.tokens)
+            self.hits += hit_tokens
+        else:
+            self.preempted_queries += len(seq.tokens)
+            self.preempted_hits += hit_tokens
 
     def grow(self, seq: Sequence, num_new_tokens: int) -> bool:
         """Make room for ``num_new_tokens`` more computed tokens; False if out of blocks."""

@@ -246,5 +246,7 @@ class EngineModel:
                 "num_free_blocks": float(kv.num_free_blocks),
                 "num_cached_blocks": float(kv.num_cached_blocks),
                 "num_steps": float(self.num_steps),
+                "prefix_cache_preempted_queries": float(kv.preempted_queries),
+                "prefix_cache_preempted_hits": float(kv.preempted_hits),
             },
         )

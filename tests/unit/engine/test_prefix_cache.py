@@ -116,3 +116,17 @@ def test_disabled_prefix_caching_never_hits(a100: LatencyProfile, tokenizer: Tok
         assert first_output_cached(steps, rid) == 0
     stats = engine.stats()
     assert (stats.prefix_cache_queries, stats.prefix_cache_hits) == (0, 0)
+
+
+def test_resumed_requests_hit_their_own_blocks_and_count_separately(
+    a100: LatencyProfile, tokenizer: Tokenizer
+) -> None:
+    engine = make_engine(a100, tokenizer, num_gpu_blocks=8, max_model_len=128)
+    for rid in ("a", "b"):
+        engine.add_request(request(rid, prompt_ids(tokenizer, 40, ord(rid)), 40))
+    run_to_completion(engine)
+    stats = engine.stats()
+    assert stats.num_preemptions >= 1
+    assert (stats.prefix_cache_queries, stats.prefix_cache_hits) == (80, 0)
+    assert stats.extra["prefix_cache_preempted_queries"] > 0
+    assert stats.extra["prefix_cache_preempted_hits"] > 0
