@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import math
 import random
+from dataclasses import replace
 
 from .config import EngineConfig
 from .generation import TokenGenerator, block_hashes, seed_keys
@@ -58,9 +59,7 @@ class EngineModel:
             )
         self.kv = KVCache(cfg.num_gpu_blocks, cfg.block_size, cfg.enable_prefix_caching)
         self.scheduler = Scheduler(cfg, self.kv)
-        vocab = self.tokenizer.generation_vocab()
-        if cfg.eos_token_id != vocab.eos_token_id:
-            vocab = type(vocab)(vocab.word_ids, vocab.punct_ids, vocab.byte_base, cfg.eos_token_id)
+        vocab = replace(self.tokenizer.generation_vocab(), eos_token_id=cfg.eos_token_id)
         self.generator = TokenGenerator(vocab, cfg.eos_rate, cfg.block_size)
         self._seqs: dict[str, Sequence] = {}
         self._order = 0
