@@ -58,11 +58,10 @@ class Scheduler:
         threshold = self.config.long_prefill_token_threshold
         bs = self.kv.block_size
         scheduled = batch.scheduled
-        for seq in list(self.running):
-            if budget <= 0:
-                break
-            if seq.status is not Status.RUNNING:
-                continue  # preempted earlier in this pass
+        running = self.running
+        i = 0
+        while i < len(running) and budget > 0:
+            seq = running[i]
             n = len(seq.tokens) - seq.num_computed
             if threshold and n > threshold:
                 n = threshold
@@ -72,8 +71,10 @@ class Scheduler:
                 budget, ok = self._make_room(batch, seq, n, budget)
                 if not ok:
                     break
+                i = running.index(seq)  # victims before it may have left the list
             scheduled.append((seq, n))
             budget -= n
+            i += 1
         return budget
 
     def _make_room(self, batch: Batch, seq: Sequence, n: int, budget: int) -> tuple[int, bool]:
