@@ -119,7 +119,15 @@ def _cdf(
         slos.update(r[slo_key] for r in reqs)
     for slo in sorted(slos)[:4]:
         ax.axvline(slo * 1000, color="grey", linestyle="--", linewidth=1)
-        ax.annotate(f"SLO {slo * 1000:g} ms", (slo * 1000, 0.03), fontsize=8, rotation=90)
+        ax.annotate(
+            f"SLO {slo * 1000:g} ms ",
+            (slo * 1000, 0.98),
+            fontsize=8,
+            rotation=90,
+            ha="right",
+            va="top",
+            color="grey",
+        )
     ax.set_xlabel(f"{name} (ms)")
     ax.set_ylabel("share of completed requests")
     ax.set_ylim(0, 1.01)
@@ -140,7 +148,17 @@ def _timeline(label: str, reqs: list[dict[str, Any]], path: Path) -> Path:
     horizon = max(arrivals + firsts + ends + [1e-3])
     bins = np.linspace(0, horizon, min(60, max(5, len(reqs) // 5)) + 1)
     width = bins[1] - bins[0]
-    for values, name in ((arrivals, "arrivals"), (firsts, "first tokens"), (ends, "ends")):
+    series: list[tuple[list[float], str]] = [
+        (arrivals, "arrivals"),
+        (firsts, "first tokens"),
+        (ends, "ends"),
+    ]
+    events: dict[str, list[float]] = {}
+    for r in reqs:
+        for ev in r.get("events") or []:
+            events.setdefault(f"{ev.get('kind', 'event')}s", []).append(float(ev["t"]))
+    series += [(times, kind) for kind, times in sorted(events.items())]
+    for values, name in series:
         counts, _ = np.histogram(values, bins=bins)
         top.step(bins[:-1], counts / width, where="post", label=name)
     top.set_ylabel("per second")
@@ -159,17 +177,23 @@ def _request_lines(ax: Any, reqs: list[dict[str, Any]]) -> None:
     seen_kinds: set[str] = set()
     for y, r in enumerate(shown):
         start, end = r["arrival_s"], r.get("end_s")
-        if end is not None:
-            ax.plot([start, end], [y, y], color="lightgrey", linewidth=1)
-        if r.get("ttft_s") is not None:
+        first = start + r["ttft_s"] if r.get("ttft_s") is not None else None
+        wait_end = first if first is not None else end
+        if wait_end is not None:
+            ax.plot([start, wait_end], [y, y], color="tab:orange", alpha=0.35, linewidth=1)
+        if first is not None and end is not None:
+            ax.plot([first, end], [y, y], color="grey", alpha=0.5, linewidth=1)
+        if first is not None:
             color = "tab:green" if r.get("attained") else "tab:red"
-            ax.plot(start + r["ttft_s"], y, "|", color=color, markersize=4)
+            ax.plot(first, y, "|", color=color, markersize=4)
         for ev in r.get("events") or []:
             kind = str(ev.get("kind", "event"))
             marker, color = EVENT_STYLE.get(kind, ("o", "black"))
             label = kind if kind not in seen_kinds else None
             seen_kinds.add(kind)
             ax.plot(float(ev["t"]), y, marker, color=color, markersize=4, label=label)
+    ax.plot([], [], color="tab:orange", alpha=0.35, label="waiting for first token")
+    ax.plot([], [], color="grey", alpha=0.5, label="streaming")
     ax.plot([], [], "|", color="tab:green", label="first token, SLO met")
     ax.plot([], [], "|", color="tab:red", label="first token, SLO missed")
     ax.legend(loc="upper left", fontsize=8)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -187,6 +188,14 @@ class _Run:
         self.t0 = 0.0
 
     async def run(self, stop: asyncio.Event) -> RunResult:
+        gc.collect()
+        gc.freeze()  # long-lived objects (modules, prompts) out of the collector's way
+        try:
+            return await self._run(stop)
+        finally:
+            gc.unfreeze()
+
+    async def _run(self, stop: asyncio.Event) -> RunResult:
         self.t0 = time.perf_counter()
         ticker = asyncio.create_task(self._tick()) if self.options.progress else None
         scheduler = asyncio.create_task(self._schedule())
@@ -209,8 +218,9 @@ class _Run:
     async def _schedule(self) -> None:
         for k, item in enumerate(self.prepared.items):
             delay = item.arrival_s - (time.perf_counter() - self.t0)
-            if delay > 0:
+            while delay > 0:  # timers may fire a little early; never send before the arrival
                 await asyncio.sleep(delay)
+                delay = item.arrival_s - (time.perf_counter() - self.t0)
             task = asyncio.create_task(self._one(k))
             self.sent[k] = True
             self.inflight.add(task)
