@@ -259,3 +259,19 @@ def test_idle_step_and_prefix_cache_reset(a100: LatencyProfile, tokenizer: Token
     engine.add_request(request("b", prompt, max_tokens=1))
     _, steps = run_to_completion(engine)
     assert steps[0].outputs[0].num_cached_tokens == 0
+
+
+def test_a_long_prefill_stretches_the_inter_token_time_of_running_decodes(
+    a100: LatencyProfile, tokenizer: Tokenizer
+) -> None:
+    engine = make_engine(a100, tokenizer)
+    for i in range(32):
+        engine.add_request(request(f"d{i}", prompt_ids(tokenizer, 200, i), max_tokens=100))
+    while engine.step(0.0).num_prefill_tokens:
+        pass  # 6400 prompt tokens take four steps
+    calm = [engine.step(0.0).duration_s for _ in range(5)]
+    engine.add_request(request("big", prompt_ids(tokenizer, 6000, 99), max_tokens=5))
+    busy = [engine.step(0.0) for _ in range(3)]
+    assert [(r.num_decode_seqs, len(r.outputs)) for r in busy] == [(32, 32), (32, 32), (32, 33)]
+    assert [r.num_prefill_tokens for r in busy] == [2016, 2016, 1968]
+    assert min(r.duration_s for r in busy) > 5 * max(calm)
