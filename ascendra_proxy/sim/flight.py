@@ -1,0 +1,98 @@
+"""One simulated request: its core state, its client-side record, and its current attempt.
+
+Theory of operation: a :class:`Flight` is the simulator's counterpart of the live proxy's
+``proxy/flight.py`` Flight.  Its :class:`SimRequestState` is the policy-visible record (the
+core's ``RequestState`` plus the prompt's block hashes, which the Ascendra policy reads for
+prefix affinity); its ``record`` is what the client measures (a loadgen
+:class:`~loadgen.metrics.RequestRecord`, times shifted by the client hop); its ``prompt_ids``
+and ``generated`` token ids make a token-exact continuation possible (prompt + generated,
+with the remaining ``max_tokens``).  An :class:`Attempt` is one try on one engine; once
+closed, whatever it still produces is dropped.
+
+:class:`PromptIds` makes the prompt token ids: deterministic per request index and seed,
+drawn from the engine tokenizer's word vocabulary after a BOS, with the first
+``prefix_tokens`` shared by every request of the same prefix group.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ascendra_proxy.core.request import RequestState
+from ascendra_proxy.engine import EngineRequest, Tokenizer
+from ascendra_proxy.sim.backend import SimBackend
+from loadgen.metrics import RequestRecord
+from loadgen.workloads import WorkItem, rng_for
+
+__all__ = ["Attempt", "Flight", "PromptIds", "SimRequestState"]
+
+
+@dataclass(slots=True)
+class SimRequestState(RequestState):
+    """The core request state plus the prompt's block hashes (read by the Ascendra policy)."""
+
+    prefix_hashes: tuple[int, ...] = ()
+
+
+@dataclass(slots=True)
+class Attempt:
+    engine_id: str
+    backend: SimBackend
+    request: EngineRequest
+    queued_tokens: int  # prompt tokens counted as queued on the backend until a first token
+    open: bool = True
+
+
+@dataclass(slots=True)
+class Flight:
+    state: SimRequestState
+    item: WorkItem
+    record: RequestRecord
+    prompt_ids: list[int]
+    generated: list[int] = field(default_factory=list)
+    attempt: Attempt | None = None
+    attempts: int = 0
+    warms: int = 0
+    exclude: set[str] = field(default_factory=set)
+    route: list[str] = field(default_factory=list)  # backends in dispatch order
+    events: list[dict[str, Any]] = field(default_factory=list)
+    held: bool = False
+
+    @property
+    def id(self) -> str:
+        return self.state.id
+
+    @property
+    def remaining(self) -> int:
+        return self.item.output_tokens - len(self.generated)
+
+
+class PromptIds:
+    """Deterministic prompt token ids per work item (see the module docstring)."""
+
+    def __init__(self, tokenizer: Tokenizer, seed: int) -> None:
+        vocab = tokenizer.generation_vocab()
+        self._words = np.asarray(vocab.word_ids, dtype=np.int64)
+        self._bos = tokenizer.bos_token_id
+        self._seed = seed
+        self._prefixes: dict[int, list[int]] = {}
+
+    def _draw(self, aspect: str, n: int) -> list[int]:
+        idx = rng_for(self._seed, aspect).integers(len(self._words), size=max(n, 0))
+        out: list[int] = self._words[idx].tolist()
+        return out
+
+    def for_item(self, item: WorkItem) -> list[int]:
+        head: list[int] = [self._bos]
+        shared = item.prefix_tokens if item.prefix_group is not None else 0
+        if shared:
+            group = item.prefix_group
+            assert group is not None
+            if group not in self._prefixes:
+                self._prefixes[group] = self._draw(f"prefix-{group}", shared - 1)
+            head += self._prefixes[group]
+        own = item.prompt_tokens - len(head)
+        return head + self._draw(f"prompt-{item.index}", own)

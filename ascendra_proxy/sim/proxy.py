@@ -1,0 +1,316 @@
+"""The simulated proxy: owns the requests, asks the policy, and carries out what it decides.
+
+Theory of operation: this is ``proxy/gateway.py`` + ``proxy/ticker.py`` in virtual time, with
+the same policy object and the same bookkeeping, minus HTTP.
+
+* **Admission and routing.**  A request reaching the proxy becomes a :class:`Flight` and is
+  routed at once (``policy.route`` with fresh snapshots).  ``Dispatch`` opens an attempt on
+  that backend (``RequestState.on_dispatch``, the backend's exact counts grow, the engine
+  request leaves after the network hop); ``Reject`` ends it; ``Hold`` parks it (at most
+  ``limits.max_queued_requests``).  Held requests ask again whenever capacity changes (an
+  attempt ends, a request finishes, a tick acts: the live gateway's ``Signal``) and at least
+  every ``min(tick, 50 ms)``, in the order they were held.
+* **The monitor tick** calls ``policy.tick`` with every unfinished request and applies each
+  action as the live ticker does: ``Assign`` binds a held request (ignored if it already has
+  an attempt), ``Move`` closes the current attempt (the engine frees it ``abort_s`` later)
+  and dispatches again - before the first token an offload, after it a token-exact
+  continuation (prompt ids + generated ids, remaining ``max_tokens``) - ``Drop`` ends the
+  request, ``Warm`` sends the prompt to a backend as a one-token request whose output is
+  discarded, ``SetRole`` is mirrored in the role timeline.  Actions naming a request that
+  finished meanwhile are skipped and counted.
+* **Tokens.**  Outputs from an engine step reach the proxy one hop after the step ended; an
+  output of a closed attempt is dropped (that is what makes a continuation token-exact:
+  the proxy's record, not the old engine, decides what was sent).  The first token releases
+  the prompt's queued-token count; the final one completes the request.
+* **Ending** is single: ``RequestState.finish`` returns False on every later call, the
+  policy's ``on_finish`` runs once, and the client-side record gets its end and outcome.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from ascendra_proxy.config import ProxyConfig
+from ascendra_proxy.core.backend import BackendSnapshot
+from ascendra_proxy.core.contracts import Policy
+from ascendra_proxy.core.decisions import Assign, Dispatch, Drop, Move, Reject
+from ascendra_proxy.core.policies.ascendra.actions import SetRole, Warm
+from ascendra_proxy.core.request import Outcome
+from ascendra_proxy.engine import EngineRequest, SamplingSpec, TokenOutput
+from ascendra_proxy.sim.backend import SimBackend
+from ascendra_proxy.sim.events import EventQueue, Kind
+from ascendra_proxy.sim.flight import Attempt, Flight
+from ascendra_proxy.sim.setup import SimSettings
+from loadgen.metrics import Outcome as RecordOutcome
+
+__all__ = ["HOLD_RECHECK_S", "SimError", "SimProxy", "Tally"]
+
+HOLD_RECHECK_S = 0.05  # the live gateway's HOLD_RECHECK_S
+
+
+class SimError(RuntimeError):
+    """The policy asked for something impossible (a bug in the policy, not a runtime state)."""
+
+
+@dataclass(slots=True)
+class Tally:
+    """Counts of what the policy decided, by reason (deterministic, JSON-ready)."""
+
+    decisions: Counter[str] = field(default_factory=Counter)
+    offloads: Counter[str] = field(default_factory=Counter)
+    migrations: Counter[str] = field(default_factory=Counter)
+    warms: Counter[str] = field(default_factory=Counter)
+    drops: Counter[str] = field(default_factory=Counter)
+    skipped: Counter[str] = field(default_factory=Counter)
+    roles: list[dict[str, Any]] = field(default_factory=list)
+
+
+class SimProxy:
+    def __init__(
+        self,
+        cfg: ProxyConfig,
+        policy: Policy,
+        backends: Sequence[SimBackend],
+        settings: SimSettings,
+        queue: EventQueue,
+        on_end: Callable[[Flight], None],
+    ) -> None:
+        self.policy = policy
+        self.backends = {b.name: b for b in backends}
+        self._order = list(backends)
+        self._settings = settings
+        self._queue = queue
+        self._on_end = on_end
+        self._limit = cfg.limits.max_inflight_per_backend
+        self._max_queued = cfg.limits.max_queued_requests
+        self._recheck_every = min(policy.tick_interval_s or HOLD_RECHECK_S, HOLD_RECHECK_S)
+        self._recheck_at: float | None = None
+        self._engine_ids: dict[str, tuple[Flight, Attempt]] = {}
+        self.flights: dict[str, Flight] = {}  # unfinished, in admission order
+        self.held: dict[str, Flight] = {}  # parked by a Hold, in the order they were held
+        self.tally = Tally()
+
+    def snapshots(self, now: float) -> list[BackendSnapshot]:
+        return [b.snapshot(now, self._limit) for b in self._order]
+
+    # -- routing ------------------------------------------------------------------------
+
+    def admit(self, now: float, f: Flight) -> None:
+        self.flights[f.id] = f
+        self._route(now, f, None)
+
+    def _route(self, now: float, f: Flight, snaps: list[BackendSnapshot] | None) -> bool:
+        """Ask the policy about ``f``; True when that changed any backend's load."""
+        snaps = self.snapshots(now) if snaps is None else snaps
+        d = self.policy.route(f.state, snaps, now, frozenset(f.exclude))
+        if isinstance(d, Dispatch):
+            self._unhold(f)
+            self.tally.decisions[d.reason] += 1
+            self.dispatch(now, f, d)
+            return True
+        if isinstance(d, Reject):
+            self._unhold(f)
+            self.tally.decisions[d.reason] += 1
+            self.end(now, f, Outcome.REJECTED, f"{d.status} {d.code}: {d.message}")
+            return True
+        if not f.held:
+            if len(self.held) >= self._max_queued:
+                self.end(now, f, Outcome.REJECTED, "429 queue_full")
+                return True
+            f.held = True
+            self.held[f.id] = f
+            self.tally.decisions[d.reason] += 1
+            self._arm_recheck(now + self._recheck_every)
+        return False
+
+    def _unhold(self, f: Flight) -> None:
+        if f.held:
+            f.held = False
+            del self.held[f.id]
+
+    def _arm_recheck(self, t: float) -> None:
+        if self._recheck_at is None or t < self._recheck_at:
+            self._recheck_at = t
+            self._queue.push(t, Kind.RECHECK, t)
+
+    def notify(self, now: float) -> None:
+        """Capacity changed: held requests ask again (coalesced per instant)."""
+        if self.held:
+            self._arm_recheck(now)
+
+    def on_recheck(self, now: float, armed_for: float) -> None:
+        if armed_for != self._recheck_at:
+            return  # superseded by an earlier recheck
+        self._recheck_at = None
+        snaps: list[BackendSnapshot] | None = None
+        for f in list(self.held.values()):
+            if not f.held:
+                continue
+            if snaps is None:
+                snaps = self.snapshots(now)
+            if self._route(now, f, snaps):
+                snaps = None
+        if self.held:
+            self._arm_recheck(now + self._recheck_every)
+
+    # -- attempts -------------------------------------------------------------------------
+
+    def dispatch(self, now: float, f: Flight, d: Dispatch) -> None:
+        b = self.backends.get(d.backend)
+        if b is None:
+            raise SimError(f"policy chose unknown backend {d.backend!r} for {f.id}")
+        self._close(now, f, abort=True)
+        st = f.state
+        st.on_dispatch(now, b.name)
+        queued = 0 if st.started else st.prompt_tokens
+        b.begin(queued)
+        f.attempts += 1
+        engine_id = f"{f.id}#{f.attempts}"
+        ids = f.prompt_ids + f.generated if f.generated else f.prompt_ids
+        rem = f.remaining
+        spec = SamplingSpec(max_tokens=rem, min_tokens=rem, ignore_eos=True, seed=f.item.index)
+        req = EngineRequest(engine_id, ids, spec, arrival_time=now, priority=d.priority or 0)
+        a = Attempt(engine_id, b, req, queued)
+        f.attempt = a
+        f.route.append(b.name)
+        self._engine_ids[engine_id] = (f, a)
+        self._queue.push(now + self._settings.network_s + b.frontend_s, Kind.ENGINE_ADD, a)
+
+    def _close(self, now: float, f: Flight, abort: bool) -> None:
+        a = f.attempt
+        if a is None:
+            return
+        f.attempt = None
+        a.open = False
+        a.backend.end(a.queued_tokens)
+        a.queued_tokens = 0
+        del self._engine_ids[a.engine_id]
+        if abort:
+            self._queue.push(now + self._settings.abort_s, Kind.ENGINE_ABORT, a)
+        self.notify(now)
+
+    def on_outputs(self, now: float, outputs: Sequence[TokenOutput]) -> None:
+        ids = self._engine_ids
+        client = self._settings.client_network_s
+        for out in outputs:
+            entry = ids.get(out.request_id)
+            if entry is None:
+                continue  # a closed attempt or a warm-up
+            f, a = entry
+            n = len(out.new_token_ids)
+            f.state.on_tokens(now, n)
+            f.generated.extend(out.new_token_ids)
+            f.record.add_chunk(now + client, n)
+            if a.queued_tokens:
+                a.backend.first_token(a.queued_tokens)
+                a.queued_tokens = 0
+            if out.finish_reason is not None:
+                self._close(now, f, abort=False)
+                self.end(now, f, Outcome.COMPLETED)
+
+    def on_rejected(self, now: float, a: Attempt, message: str) -> None:
+        """The engine answered 400 (context length): the request fails, as in the proxy."""
+        entry = self._engine_ids.get(a.engine_id)
+        if entry is None:
+            return
+        f = entry[0]
+        self._close(now, f, abort=False)
+        self.end(now, f, Outcome.REJECTED, f"400 {message}")
+
+    def end(self, now: float, f: Flight, outcome: Outcome, error: str | None = None) -> None:
+        self._close(now, f, abort=True)
+        self._unhold(f)
+        if not f.state.finish(now, outcome):
+            return
+        del self.flights[f.id]
+        rec = f.record
+        rec.end_s = now + self._settings.client_network_s
+        if outcome is Outcome.COMPLETED:
+            rec.outcome = RecordOutcome.COMPLETED
+        elif outcome is Outcome.CLIENT_DISCONNECTED:
+            rec.outcome = RecordOutcome.DISCONNECTED
+        else:
+            rec.outcome = RecordOutcome.FAILED
+        rec.error = error
+        if f.events:
+            rec.events = f.events
+        self.policy.on_finish(f.state, now)
+        self.notify(now)
+        self._on_end(f)
+
+    # -- the monitor tick -----------------------------------------------------------------
+
+    def tick(self, now: float) -> None:
+        states = [f.state for f in self.flights.values()]
+        for action in self.policy.tick(now, states, self.snapshots(now)):
+            self.apply(now, action)
+
+    def apply(self, now: float, action: object) -> None:
+        if isinstance(action, SetRole):
+            self.tally.decisions[action.reason] += 1
+            self.tally.roles.append(
+                {
+                    "t": round(now, 6),
+                    "backend": action.backend,
+                    "role": action.role.value,
+                    "draining": action.draining,
+                    "reason": action.reason,
+                }
+            )
+            return
+        rid = getattr(action, "request_id", None)
+        f = self.flights.get(rid) if isinstance(rid, str) else None
+        if f is None:
+            self.tally.skipped[f"{type(action).__name__}:finished"] += 1
+            return
+        if isinstance(action, Assign):
+            if f.attempt is not None:
+                self.tally.skipped["Assign:dispatched"] += 1
+                return
+            self._unhold(f)
+            self.tally.decisions[action.dispatch.reason] += 1
+            self.dispatch(now, f, action.dispatch)
+        elif isinstance(action, Move):
+            self._move(now, f, action)
+        elif isinstance(action, Drop):
+            self.tally.drops[action.reject.reason] += 1
+            self.end(now, f, Outcome.REJECTED, f"{action.reject.status} {action.reject.code}")
+        elif isinstance(action, Warm):
+            self._warm(now, f, action)
+        else:
+            self.tally.skipped[f"{type(action).__name__}:unsupported"] += 1
+
+    def _move(self, now: float, f: Flight, m: Move) -> None:
+        d = m.dispatch
+        kind = "offload" if m.kind == "offload" else "migration"
+        (self.tally.offloads if kind == "offload" else self.tally.migrations)[d.reason] += 1
+        self.tally.decisions[d.reason] += 1
+        src = f.attempt.backend.name if f.attempt is not None else None
+        f.events.append(
+            {
+                "t": round(now, 6),
+                "kind": kind,
+                "from": src,
+                "to": d.backend,
+                "reason": d.reason,
+                "tokens": len(f.generated),
+            }
+        )
+        self._unhold(f)
+        self.dispatch(now, f, d)
+
+    def _warm(self, now: float, f: Flight, w: Warm) -> None:
+        b = self.backends.get(w.backend)
+        if b is None:
+            raise SimError(f"policy warmed unknown backend {w.backend!r}")
+        f.warms += 1
+        self.tally.warms[w.reason] += 1
+        engine_id = f"{f.id}#warm{f.warms}"
+        spec = SamplingSpec(max_tokens=1, ignore_eos=True, seed=f.item.index)
+        req = EngineRequest(engine_id, f.prompt_ids, spec, arrival_time=now)
+        f.events.append({"t": round(now, 6), "kind": "warm", "to": b.name, "reason": w.reason})
+        warm = Attempt(engine_id, b, req, 0)
+        self._queue.push(now + self._settings.network_s + b.frontend_s, Kind.ENGINE_ADD, warm)
