@@ -135,7 +135,8 @@ def build_workload(spec: WorkloadSpec) -> list[WorkItem]:
     classes = spec.slo_classes
     if not classes:
         raise ValueError("a workload needs at least one SLO class")
-    slo_idx = rng_for(spec.seed, "slo").choice(len(classes), size=n, p=[c.share for c in classes])
+    shares = np.array([c.share for c in classes]) / sum(c.share for c in classes)
+    slo_idx = rng_for(spec.seed, "slo").choice(len(classes), size=n, p=shares)
     groups: Sequence[int | None] = [None] * n
     prefix_tokens = 0
     if spec.prefix is not None:
