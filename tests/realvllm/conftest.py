@@ -21,12 +21,12 @@ from collections.abc import AsyncIterator, Iterator
 
 import pytest
 from vllm_harness import (
-    LONG_TOKENS,
-    MODEL_NAME,
     Target,
     VllmLauncher,
     VllmOptions,
     VllmServer,
+    emulated_target,
+    real_target,
     require_installed,
 )
 
@@ -55,30 +55,9 @@ def real_vllm_second(vllm_launcher: VllmLauncher) -> VllmServer:
 
 @pytest.fixture(params=[pytest.param("real", marks=pytest.mark.realvllm), "emulator"])
 async def target(request: pytest.FixtureRequest) -> AsyncIterator[Target]:
-    options = VllmOptions()
+    """The default real vLLM, then the emulator configured like it."""
     if request.param == "real":
-        server: VllmServer = request.getfixturevalue("real_vllm")
-        yield Target(
-            "real",
-            server.base_url,
-            server.model,
-            options.max_num_seqs,
-            options.block_size,
-            LONG_TOKENS,
-        )
+        yield real_target(request.getfixturevalue("real_vllm"))
         return
-    from ascendra_proxy.emulator.server import EmulatorConfig, run_emulator
-
-    cfg = EmulatorConfig(
-        flavor="vllm",
-        profile="cpu-tiny",
-        model=MODEL_NAME,
-        scheduling_policy="priority",
-        max_num_seqs=options.max_num_seqs,
-        block_size=options.block_size,
-        max_model_len=4096,
-    )
-    async with run_emulator(cfg) as emu:
-        yield Target(
-            "emulator", emu.url, MODEL_NAME, options.max_num_seqs, options.block_size, LONG_TOKENS
-        )
+    async with emulated_target(VllmOptions()) as emulated:
+        yield emulated

@@ -13,10 +13,11 @@ server a test talks to (real or emulated); the wire helpers below (``sse``, ``sc
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -140,10 +141,41 @@ class VllmLauncher:
         self.started[name] = server
         return server
 
+    def stop(self, server: VllmServer) -> None:
+        engines("stop", "--name", server.name, timeout=90)
+        self.started.pop(server.name, None)
+
     def close(self) -> None:
-        for name in list(self.started):
-            engines("stop", "--name", name, timeout=90)
-            del self.started[name]
+        for server in list(self.started.values()):
+            self.stop(server)
+
+
+def real_target(server: VllmServer) -> Target:
+    opts = server.options
+    return Target(
+        "real", server.base_url, server.model, opts.max_num_seqs, opts.block_size, LONG_TOKENS
+    )
+
+
+@contextlib.asynccontextmanager
+async def emulated_target(options: VllmOptions) -> AsyncIterator[Target]:
+    """The in-process emulator (vLLM flavour, ``cpu-tiny`` profile) configured like a real
+    instance started with ``options``."""
+    from ascendra_proxy.emulator.server import EmulatorConfig, run_emulator
+
+    cfg = EmulatorConfig(
+        flavor="vllm",
+        profile="cpu-tiny",
+        model=MODEL_NAME,
+        scheduling_policy="priority" if options.policy == "priority" else "fcfs",
+        max_num_seqs=options.max_num_seqs,
+        block_size=options.block_size,
+        max_model_len=4096,
+    )
+    async with run_emulator(cfg) as emu:
+        yield Target(
+            "emulator", emu.url, MODEL_NAME, options.max_num_seqs, options.block_size, LONG_TOKENS
+        )
 
 
 # ---------------------------------------------------------------- wire helpers
