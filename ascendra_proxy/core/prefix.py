@@ -10,6 +10,12 @@ fixed number of blocks per backend (least recently used first out, like the engi
 eviction), and answers "how many leading blocks of this prompt did we send there?".  That
 is an *expected* hit: the engine may have evicted earlier.  Only ints are hashed, so the
 hashes are the same in every process (no string hash randomisation).
+
+Because hash ``i`` stands for the whole prefix up to block ``i``, the index keeps only
+*checkpoints*: every ``stride``-th block hash and the last one of each prompt.  A hit is the
+longest recorded checkpoint, so it is exact to ``stride`` blocks (128 tokens with 16-token
+blocks and the default stride 8), while recording and looking up cost ``1/stride`` of a
+per-block record (this runs for every dispatch and every offload candidate).
 """
 
 from __future__ import annotations
@@ -17,7 +23,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Sequence
 
-__all__ = ["PrefixIndex", "block_hashes"]
+__all__ = ["Checkpoints", "PrefixIndex", "block_hashes"]
 
 _SEED = 0x5EED
 
@@ -33,21 +39,34 @@ def block_hashes(token_ids: Sequence[int], block_size: int) -> tuple[int, ...]:
     return tuple(out)
 
 
-class PrefixIndex:
-    """Per backend, an LRU set of block hashes the proxy sent there (bounded)."""
+Checkpoints = tuple[tuple[int, int], ...]  # (blocks covered, chained hash)
 
-    def __init__(self, max_blocks_per_backend: int) -> None:
-        if max_blocks_per_backend < 1:
-            raise ValueError("max_blocks_per_backend must be >= 1")
-        self._cap = max_blocks_per_backend
+
+class PrefixIndex:
+    """Per backend, an LRU set of prefix checkpoints the proxy sent there (bounded)."""
+
+    def __init__(self, max_blocks_per_backend: int, stride: int = 8) -> None:
+        if max_blocks_per_backend < 1 or stride < 1:
+            raise ValueError("max_blocks_per_backend and stride must be >= 1")
+        self._cap = max(1, max_blocks_per_backend // stride)
+        self._stride = stride
         self._blocks: dict[str, OrderedDict[int, None]] = {}
 
-    def record(self, backend: str, hashes: Sequence[int]) -> None:
-        """Remember that a prompt with these block hashes was sent to ``backend``."""
-        if not hashes:
+    def checkpoints(self, hashes: Sequence[int]) -> Checkpoints:
+        """A prompt's checkpoints: every stride-th block hash and the last one (compute once
+        per prompt, then pass them to :meth:`record` and :meth:`hit_blocks`)."""
+        n, k = len(hashes), self._stride
+        points = [(i + 1, hashes[i]) for i in range(k - 1, n, k)]
+        if n % k:
+            points.append((n, hashes[-1]))
+        return tuple(points)
+
+    def record(self, backend: str, points: Checkpoints) -> None:
+        """Remember that a prompt with these checkpoints was sent to ``backend``."""
+        if not points:
             return
         lru = self._blocks.setdefault(backend, OrderedDict())
-        for h in hashes:
+        for _, h in points:
             if h in lru:
                 lru.move_to_end(h)
             else:
@@ -55,22 +74,23 @@ class PrefixIndex:
         while len(lru) > self._cap:
             lru.popitem(last=False)
 
-    def hit_blocks(self, backend: str, hashes: Sequence[int]) -> int:
-        """Leading blocks of ``hashes`` recorded for ``backend``."""
+    def hit_blocks(self, backend: str, points: Checkpoints) -> int:
+        """Leading blocks covered by the longest of ``points`` recorded for ``backend``."""
         lru = self._blocks.get(backend)
         if not lru:
             return 0
-        n = 0
-        for h in hashes:
+        hit = 0
+        for covered, h in points:
             if h not in lru:
                 break
-            n += 1
-        return n
+            hit = covered
+        return hit
 
     def forget(self, backend: str) -> None:
         """Drop everything recorded for ``backend`` (it restarted or failed)."""
         self._blocks.pop(backend, None)
 
     def size(self, backend: str) -> int:
+        """Checkpoints recorded for ``backend``."""
         lru = self._blocks.get(backend)
         return 0 if lru is None else len(lru)

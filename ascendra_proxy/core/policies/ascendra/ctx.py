@@ -60,10 +60,12 @@ class Ctx:
         target: BackendState,
         priority: int | None,
         source: BackendState | None = None,
+        hit_tokens: int | None = None,
     ) -> None:
-        """Account for ``req`` going to ``target`` (from ``source``, if it was on one)."""
+        """Account for ``req`` going to ``target`` (from ``source``, if it was on one);
+        ``hit_tokens`` is the expected prefix hit there when the caller already knows it."""
         started = req.tokens > 0
-        tr.cached_tokens = self.hit_tokens(target, tr)
+        tr.cached_tokens = self.hit_tokens(target, tr) if hit_tokens is None else hit_tokens
         tr.priority = priority
         self.prefix.record(target.name, tr.prefix)
         work = req.prompt_tokens + req.tokens

@@ -75,6 +75,9 @@ class MigrationParams:
     max_per_tick: int = field(default=8, metadata={"ge": 0})
     # HP takes a migrated stream while running < this * max_num_seqs               [ours]
     hp_running_frac: float = field(default=0.75, metadata={"gt": 0, "le": 1})
+    # Streams reviewed per tick, in rotation (bounds the tick's cost; with 1,000 streams
+    # and 20 ms ticks each stream is looked at every ~160 ms)                         [ours]
+    review_per_tick: int = field(default=128, metadata={"ge": 1})
 
 
 @dataclass(frozen=True, slots=True)

@@ -85,6 +85,7 @@ class AscendraPolicy:
         self._prefix = PrefixIndex(params.prefix_blocks_per_backend)
         self._clock: PriorityClock | None = None
         self._seq = 0
+        self._stream_cursor = 0
         self._role_ctl = (
             RoleController(params.adaptive, params.ticket, params.max_scrape_age_s)
             if params.roles == "adaptive"
@@ -144,7 +145,7 @@ class AscendraPolicy:
             )
         rescue_down_streams(ctx, inp.streams_down)
         self._rescue_not_started(ctx, inp)
-        rv = collect(ctx, inp.reqs, inp.streams_lp)
+        rv = collect(ctx, inp.reqs, self._rotate(ctx, inp.streams_lp))
         offload_and_warm(ctx, rv)
         migrate_streams(ctx, rv)
         assign_held(ctx, inp.reqs)
@@ -205,6 +206,26 @@ class AscendraPolicy:
             self._analytical,
         )
 
+    def _rotate(
+        self, ctx: Ctx, streams: list[RequestState]
+    ) -> list[tuple[RequestState, BackendState]]:
+        """The next ``review_per_tick`` LP streams (continuing where the last tick stopped)
+        that may still migrate: under the per-request cap, with enough tokens left."""
+        mp = self._p.migration
+        k, n = mp.review_per_tick, len(streams)
+        if n > k:
+            start = self._stream_cursor % n
+            self._stream_cursor = start + k
+            streams = (streams[start:] + streams[:start])[:k]
+        tracks, states = ctx.tracks, ctx.states
+        return [
+            (r, states[r.backend])
+            for r in streams
+            if r.backend is not None
+            and r.max_tokens - r.tokens >= mp.min_remaining_tokens
+            and tracks[r.id].migrations < mp.max_per_request
+        ]
+
     def _track(self, req: RequestState) -> Track:
         tr = self._tracks.get(req.id)
         if tr is not None:
@@ -214,9 +235,8 @@ class AscendraPolicy:
             f.profile, req.prompt_tokens, f.max_num_batched_tokens
         )
         self._seq += 1
-        tr = Track(
-            req.id, req.model, latest_start(req.ttft_deadline, est), est, self._seq, _prefix_of(req)
-        )
+        points = self._prefix.checkpoints(_prefix_of(req))
+        tr = Track(req.id, req.model, latest_start(req.ttft_deadline, est), est, self._seq, points)
         self._tracks[req.id] = tr
         return tr
 

@@ -32,16 +32,15 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ascendra_proxy.core.deadline import offload_margin
 from ascendra_proxy.core.decisions import Dispatch, Move
 from ascendra_proxy.core.policies.ascendra.actions import Reason, Warm
 from ascendra_proxy.core.policies.ascendra.ctx import Ctx
 from ascendra_proxy.core.policies.ascendra.hp import accepts_migration, pick
 from ascendra_proxy.core.policies.ascendra.lp import least_queued
 from ascendra_proxy.core.policies.ascendra.state import Track
-from ascendra_proxy.core.policies.ascendra.targets import Option, Rows, evaluate_targets
+from ascendra_proxy.core.policies.ascendra.targets import Option, evaluate_targets
 from ascendra_proxy.core.policies.ascendra.view import BackendState
-from ascendra_proxy.core.predict import FloatArray
+from ascendra_proxy.core.predict import FloatArray, QueryBatch
 from ascendra_proxy.core.request import RequestState
 
 __all__ = ["Review", "collect", "hp_candidates", "offload_and_warm"]
@@ -49,37 +48,49 @@ __all__ = ["Review", "collect", "hp_candidates", "offload_and_warm"]
 
 @dataclass(slots=True)
 class Review:
-    """The tick's first batch of questions and their answers."""
+    """The tick's first batch of questions (one row per request) and their answers.
 
-    rows: Rows = field(default_factory=Rows)
+    Rows ``[0, n_held)`` are held requests, ``[n_held, n_unstarted)`` not-started requests
+    on LP backends, the rest streaming requests (resident on their backend)."""
+
     reqs: list[RequestState] = field(default_factory=list)
     tracks: list[Track] = field(default_factory=list)
     where: list[BackendState] = field(default_factory=list)  # backend asked about
-    held: list[bool] = field(default_factory=list)  # True: row is a held request
-    n_unstarted: int = 0  # rows [0, n_unstarted) are held/not started; the rest streaming
+    ahead: list[float] = field(default_factory=list)
+    cached: list[float] = field(default_factory=list)
+    n_held: int = 0
+    n_unstarted: int = 0
     ttft: FloatArray = field(default_factory=lambda: np.zeros(0))
     next_k: FloatArray = field(default_factory=lambda: np.zeros(0))
 
-    def add(
-        self,
-        req: RequestState,
-        tr: Track,
-        b: BackendState,
-        index: int,
-        ctx: Ctx,
-        ahead: float,
-        cached: float,
-        resident: bool,
-        held: bool,
-    ) -> None:
-        self.rows.add(index, req, ctx.now, ahead, cached, resident)
-        self.reqs.append(req)
-        self.tracks.append(tr)
-        self.where.append(b)
-        self.held.append(held)
+    def ask(self, ctx: Ctx) -> None:
+        """One predictor call for every row."""
+        n = len(self.reqs)
+        if n == 0:
+            return
+        index = {name: i for i, name in enumerate(ctx.states)}
+        reqs = self.reqs
+        resident = np.zeros(n, dtype=np.bool_)
+        resident[self.n_unstarted :] = True
+        batch = QueryBatch(
+            backends=tuple(b.features() for b in ctx.states.values()),
+            backend_index=np.fromiter((index[b.name] for b in self.where), np.int64, n),
+            prompt_tokens=np.fromiter((r.prompt_tokens for r in reqs), np.float64, n),
+            generated_tokens=np.fromiter((r.tokens for r in reqs), np.float64, n),
+            waited_s=ctx.now - np.fromiter((r.arrival for r in reqs), np.float64, n),
+            queued_ahead_tokens=np.asarray(self.ahead, dtype=np.float64),
+            cached_tokens=np.asarray(self.cached, dtype=np.float64),
+            resident=resident,
+            horizon_tokens=ctx.params.migration.horizon_tokens,
+        )
+        pred = ctx.predictor.predict(batch)
+        self.ttft, self.next_k = pred.ttft_s, pred.next_k_s
 
 
 def _engine_order(b: BackendState, ctx: Ctx) -> list[RequestState]:
+    if len(b.queue) < 2:
+        return b.queue
+
     def key(r: RequestState) -> tuple[int, float]:
         tr = ctx.tracks.get(r.id)
         prio = tr.priority if tr is not None and tr.priority is not None else 0
@@ -94,32 +105,34 @@ def collect(
 ) -> Review:
     """Build and answer the tick's review batch (one predictor call)."""
     rv = Review()
-    feats_index = {name: i for i, name in enumerate(ctx.states)}
-    _collect_held(ctx, reqs, rv, feats_index)
+    _collect_held(ctx, reqs, rv)
+    rv.n_held = len(rv.reqs)
+    tracks = ctx.tracks
     for b in ctx.states.values():
         if not (b.is_lp and b.snap.healthy):
             continue
         ahead = 0.0
         for r in _engine_order(b, ctx):
-            tr = ctx.tracks[r.id]
-            if tr.offloaded:  # already moved once: it stays where it is
-                ahead += max(r.prompt_tokens - tr.cached_tokens, 0)
-                continue
-            rv.add(r, tr, b, feats_index[b.name], ctx, ahead, tr.cached_tokens, False, False)
+            tr = tracks[r.id]
+            if not tr.offloaded:  # an offloaded request stays where it is
+                rv.reqs.append(r)
+                rv.tracks.append(tr)
+                rv.where.append(b)
+                rv.ahead.append(ahead)
+                rv.cached.append(tr.cached_tokens)
             ahead += max(r.prompt_tokens - tr.cached_tokens, 0)
     rv.n_unstarted = len(rv.reqs)
-    for r, b in streams:
-        rv.add(r, ctx.tracks[r.id], b, feats_index[b.name], ctx, 0.0, 0.0, True, False)
-    if len(rv.reqs):
-        feats = tuple(b.features() for b in ctx.states.values())
-        pred = ctx.predictor.predict(rv.rows.batch(feats, ctx.params.migration.horizon_tokens))
-        rv.ttft, rv.next_k = pred.ttft_s, pred.next_k_s
+    rv.reqs.extend(r for r, _ in streams)
+    rv.tracks.extend(tracks[r.id] for r, _ in streams)
+    rv.where.extend(b for _, b in streams)
+    zeros = [0.0] * len(streams)
+    rv.ahead.extend(zeros)
+    rv.cached.extend(zeros)
+    rv.ask(ctx)
     return rv
 
 
-def _collect_held(
-    ctx: Ctx, reqs: Mapping[str, RequestState], rv: Review, index: Mapping[str, int]
-) -> None:
+def _collect_held(ctx: Ctx, reqs: Mapping[str, RequestState], rv: Review) -> None:
     lp_by_model: dict[str, list[BackendState]] = {}
     for b in ctx.states.values():
         if b.is_lp and b.snap.healthy and not b.draining:
@@ -131,8 +144,11 @@ def _collect_held(
         if r is None or tr is None or r.model not in best:
             continue
         b = best[r.model]
-        ahead = b.queued_tokens + spread[r.model] / len(lp_by_model[r.model])
-        rv.add(r, tr, b, index[b.name], ctx, ahead, 0.0, False, True)
+        rv.reqs.append(r)
+        rv.tracks.append(tr)
+        rv.where.append(b)
+        rv.ahead.append(b.queued_tokens + spread[r.model] / len(lp_by_model[r.model]))
+        rv.cached.append(0.0)
         spread[r.model] += r.prompt_tokens
 
 
@@ -146,15 +162,13 @@ def hp_candidates(ctx: Ctx) -> dict[str, list[BackendState]]:
 
 
 def _at_risk(ctx: Ctx, rv: Review) -> tuple[FloatArray, FloatArray]:
-    """(deadline - now - margin) and the TTFT estimate the offload rule uses, per row."""
+    """(deadline - now - Δ) and the TTFT estimate the offload rule uses, per row."""
     n = rv.n_unstarted
     op = ctx.params.offload
-    deadlines = np.fromiter((r.arrival + r.slo.ttft_s for r in rv.reqs[:n]), np.float64, n)
-    margins = np.fromiter(
-        (offload_margin(r.slo.ttft_s, op.margin_s, op.margin_max_frac) for r in rv.reqs[:n]),
-        np.float64,
-        n,
-    )
+    reqs = rv.reqs
+    slo = np.fromiter((r.slo.ttft_s for r in reqs[:n]), np.float64, n)
+    arrival = np.fromiter((r.arrival for r in reqs[:n]), np.float64, n)
+    margins = np.minimum(op.margin_s, op.margin_max_frac * slo)  # deadline.offload_margin
     if op.rule == "predicted":
         est = rv.ttft[:n]
     else:
@@ -167,7 +181,7 @@ def _at_risk(ctx: Ctx, rv: Review) -> tuple[FloatArray, FloatArray]:
             np.float64,
             n,
         )
-    return deadlines - ctx.now - margins, est
+    return arrival + slo - ctx.now - margins, est
 
 
 def offload_and_warm(ctx: Ctx, rv: Review) -> None:
@@ -178,13 +192,13 @@ def offload_and_warm(ctx: Ctx, rv: Review) -> None:
     room, est = _at_risk(ctx, rv)
     offload = est > room
     hp = hp_candidates(ctx)
-    idx = [i for i in np.flatnonzero(offload) if rv.reqs[i].model in hp]
+    idx = [i for i in np.flatnonzero(offload).tolist() if rv.reqs[i].model in hp]
     warm: list[int] = []
     wp = ctx.params.warming
     if wp.enabled:
         slack = room - est
         warm_mask = (~offload) & (slack < wp.lead_s)
-        for i in np.flatnonzero(warm_mask):
+        for i in np.flatnonzero(warm_mask).tolist():
             tr, r = rv.tracks[i], rv.reqs[i]
             if (
                 tr.warmed is None
@@ -192,7 +206,7 @@ def offload_and_warm(ctx: Ctx, rv: Review) -> None:
                 and r.prompt_tokens >= wp.min_prompt_tokens
                 and r.model in hp
             ):
-                warm.append(int(i))
+                warm.append(i)
     items = [(rv.reqs[i], rv.tracks[i]) for i in idx + warm]
     options = evaluate_targets(
         ctx,
@@ -200,7 +214,7 @@ def offload_and_warm(ctx: Ctx, rv: Review) -> None:
         lambda r, t: [b for b in hp[r.model] if b.name not in t.exclude],
         ctx.params.migration.horizon_tokens,
     )
-    _offload(ctx, rv, [int(i) for i in idx], options[: len(idx)])
+    _offload(ctx, rv, idx, options[: len(idx)])
     _warm(ctx, rv, warm, options[len(idx) :])
 
 
@@ -219,16 +233,20 @@ def _offload(ctx: Ctx, rv: Review, idx: list[int], options: list[list[Option]]) 
         if infeasible and not ctx.params.offload.infeasible:
             continue
         r, tr = rv.reqs[i], rv.tracks[i]
-        k = pick(
-            [o.backend for o in opts],
-            [o.ttft_s + added.get(o.backend.name, 0.0) for o in opts],
-            [o.hit_tokens for o in opts],
+        k = (
+            0
+            if len(opts) == 1
+            else pick(
+                [o.backend for o in opts],
+                [o.ttft_s + added.get(o.backend.name, 0.0) for o in opts],
+                [o.hit_tokens for o in opts],
+            )
         )
         target = opts[k].backend
         added[target.name] = added.get(target.name, 0.0) + tr.est_prefill
         prio = ctx.priority(target, tr.key, infeasible)
-        src = None if rv.held[i] else rv.where[i]
-        ctx.send(r, tr, target, prio, src)
+        src = None if i < rv.n_held else rv.where[i]
+        ctx.send(r, tr, target, prio, src, opts[k].hit_tokens)
         tr.offloaded = True
         detail = (
             f"from={src.name if src else 'queue'} waited={now - r.arrival:.3f}s "

@@ -18,6 +18,8 @@ import bisect
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from ascendra_proxy.core.prefix import Checkpoints
+
 __all__ = ["HeldQueue", "Track"]
 
 
@@ -28,7 +30,7 @@ class Track:
     key: float  # latest start: ttft deadline - est_prefill (smaller runs first)
     est_prefill: float
     seq: int  # routing order, breaks ties
-    prefix: tuple[int, ...] = ()
+    prefix: Checkpoints = ()  # prompt prefix checkpoints (see core.prefix)
     exclude: frozenset[str] = frozenset()
     cached_tokens: int = 0  # expected prefix hit on the current backend
     priority: int | None = None  # engine priority of the current dispatch

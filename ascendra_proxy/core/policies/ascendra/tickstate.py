@@ -5,10 +5,9 @@ are the truth about phase and backend.  :func:`aggregate` walks them once and
 
 * fills each backend state with the proxy's view of its load: not-started requests (count,
   prompt tokens, and the list the review orders), streaming count and context, observed
-  token gaps;
-* sorts requests into what the tick reviews: streams that may migrate (on healthy LP
-  backends, under the per-request migration cap, with enough tokens left), streams and
-  not-started requests on unhealthy backends (to rescue);
+  token gaps (one lean loop that only sorts requests into lists, then sums per backend);
+* sorts requests into what the tick reviews: streams on healthy LP backends (migration
+  candidates), streams and not-started requests on unhealthy backends (to rescue);
 * reconciles the policy's state: every QUEUED request is in the held queue (a request the
   driver re-queued after a failure is adopted), nothing else is; tracks of requests the
   driver no longer lists are dropped (``on_finish`` is the normal path; this is the safety
@@ -32,7 +31,7 @@ __all__ = ["TickInputs", "aggregate"]
 @dataclass(slots=True)
 class TickInputs:
     reqs: dict[str, RequestState] = field(default_factory=dict)
-    streams_lp: list[tuple[RequestState, BackendState]] = field(default_factory=list)
+    streams_lp: list[RequestState] = field(default_factory=list)  # on healthy LP backends
     streams_down: list[tuple[RequestState, BackendState]] = field(default_factory=list)
     unstarted_down: list[tuple[RequestState, BackendState]] = field(default_factory=list)
     held_by_model: dict[str, int] = field(default_factory=dict)
@@ -45,48 +44,52 @@ def aggregate(
     mp: MigrationParams,
 ) -> TickInputs:
     inp = TickInputs()
-    states, held = ctx.states, ctx.held
-    for st in states.values():
-        st.unstarted, st.queued_tokens = 0, 0
-    queued = 0
+    reqs, tracks, get_state = inp.reqs, ctx.tracks, ctx.states.get
+    queued: list[RequestState] = []
     queued_phase, dispatched, finished = Phase.QUEUED, Phase.DISPATCHED, Phase.FINISHED
-    for r in requests:
+    for r in requests:  # the hot loop: keep it lean
         ph = r.phase
         if ph is finished:
             continue
-        inp.reqs[r.id] = r
-        tr = track(r)
+        rid = r.id
+        reqs[rid] = r
+        if rid not in tracks:
+            track(r)
         if ph is queued_phase:
-            queued += 1
-            held.push(tr)
-            inp.held_by_model[r.model] = inp.held_by_model.get(r.model, 0) + 1
+            queued.append(r)
             continue
-        b = states.get(r.backend) if r.backend is not None else None
+        b = get_state(r.backend) if r.backend is not None else None
         if b is None:
             continue
         if ph is dispatched:
-            b.unstarted += 1
-            b.queued_tokens += r.prompt_tokens
-            if b.snap.healthy:
-                b.queue.append(r)
-            else:
-                inp.unstarted_down.append((r, b))
-            continue
-        b.streaming += 1
-        b.decode_context += r.prompt_tokens + r.tokens
-        if r.gaps:
-            b.gap_sum += r.gap_sum
-            b.gaps += r.gaps
-        if not b.snap.healthy:
-            inp.streams_down.append((r, b))
-        elif (
-            b.is_lp
-            and tr.migrations < mp.max_per_request
-            and r.remaining_tokens >= mp.min_remaining_tokens
-        ):
-            inp.streams_lp.append((r, b))
-    _reconcile(ctx, inp, queued)
+            b.queue.append(r)
+        else:
+            b.streams.append(r)
+    for b in ctx.states.values():
+        _fill(b, inp)
+    held = ctx.held
+    for r in queued:
+        held.push(tracks[r.id])
+        inp.held_by_model[r.model] = inp.held_by_model.get(r.model, 0) + 1
+    _reconcile(ctx, inp, len(queued))
     return inp
+
+
+def _fill(b: BackendState, inp: TickInputs) -> None:
+    """Per-backend sums from its request lists, and what the tick must look at there."""
+    q, s = b.queue, b.streams
+    b.unstarted = len(q)
+    b.queued_tokens = sum(r.prompt_tokens for r in q)
+    b.streaming = len(s)
+    b.decode_context = sum(r.prompt_tokens + r.tokens for r in s)
+    b.gaps = sum(r.gaps for r in s)
+    b.gap_sum = sum(r.gap_sum for r in s)
+    if not b.snap.healthy:
+        inp.unstarted_down.extend((r, b) for r in q)
+        inp.streams_down.extend((r, b) for r in s)
+        b.queue = []
+    elif b.is_lp:
+        inp.streams_lp.extend(s)
 
 
 def _reconcile(ctx: Ctx, inp: TickInputs, queued: int) -> None:

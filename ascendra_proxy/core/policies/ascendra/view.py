@@ -53,6 +53,7 @@ def facts_from_info(info: BackendInfo) -> EngineFacts:
 
 @dataclass(slots=True)
 class BackendState:
+    name: str
     snap: BackendSnapshot
     facts: EngineFacts
     role: Role
@@ -64,19 +65,25 @@ class BackendState:
     decode_context: int = 0
     gap_sum: float = 0.0
     gaps: int = 0
-    # not-started requests on it, in the order the engine will prefill them
+    # not-started requests on it (the review sorts them into engine order), streaming ones
     queue: list[RequestState] = field(default_factory=list)
+    streams: list[RequestState] = field(default_factory=list)
 
     @classmethod
     def of(
         cls, snap: BackendSnapshot, facts: EngineFacts, role: Role, draining: bool
     ) -> BackendState:
         unstarted = 1 if snap.queued_prompt_tokens > 0 else 0  # refined by a tick's aggregation
-        return cls(snap, facts, role, draining, snap.inflight, snap.queued_prompt_tokens, unstarted)
-
-    @property
-    def name(self) -> str:
-        return self.snap.name
+        return cls(
+            snap.name,
+            snap,
+            facts,
+            role,
+            draining,
+            snap.inflight,
+            snap.queued_prompt_tokens,
+            unstarted,
+        )
 
     @property
     def is_lp(self) -> bool:
