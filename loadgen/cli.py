@@ -18,14 +18,14 @@ import os
 import signal
 import sys
 from collections.abc import Awaitable, Callable, Iterator, Sequence
-from typing import Any, TypeVar
+from typing import Any
 
 from loadgen.arrivals import ArrivalSpec
 from loadgen.client import Target, base_url, discover_model, make_session
 from loadgen.lengths import load_named_workloads, parse_length_spec
 from loadgen.report import format_summary, format_sweep
 from loadgen.results import write_json
-from loadgen.runner import RunOptions, make_counter, measure
+from loadgen.runner import RunOptions, make_counter, measure, run_async
 from loadgen.sweep import SweepPoint, parse_rates, point_document, run_sweep, sweep_document
 from loadgen.workloads import (
     DisconnectSpec,
@@ -35,8 +35,6 @@ from loadgen.workloads import (
     build_workload,
     parse_slo_mix,
 )
-
-T = TypeVar("T")
 
 
 class UsageError(Exception):
@@ -236,7 +234,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(format_summary(point["summary"], title=f"loadgen run -> {args.out}"))
         return 130 if result.interrupted else 0
 
-    return _run_async(_session_main(args, body))
+    return run_async(_session_main(args, body))
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
@@ -272,7 +270,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         print(format_sweep(done, doc))
         return 130 if stop.is_set() else 0
 
-    return _run_async(_session_main(args, body))
+    return run_async(_session_main(args, body))
 
 
 def cmd_plot(args: argparse.Namespace) -> int:
@@ -281,17 +279,6 @@ def cmd_plot(args: argparse.Namespace) -> int:
     for path in plot_files(args.results, args.out):
         print(path)
     return 0
-
-
-def _run_async(coro: Awaitable[T]) -> T:
-    try:
-        import uvloop
-
-        factory: Callable[[], asyncio.AbstractEventLoop] | None = uvloop.new_event_loop
-    except ImportError:
-        factory = None
-    with asyncio.Runner(loop_factory=factory) as runner:
-        return runner.run(coro)  # type: ignore[arg-type]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
