@@ -20,6 +20,8 @@ import sys
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from typing import Any
 
+import aiohttp
+
 from loadgen.arrivals import ArrivalSpec
 from loadgen.client import Target, base_url, discover_model, make_session
 from loadgen.lengths import load_named_workloads, parse_length_spec
@@ -44,7 +46,7 @@ class UsageError(Exception):
 SYNTHETIC = ("synthetic", "fixed", "uniform", "lognormal")
 
 
-def _add_target_args(p: argparse.ArgumentParser) -> None:
+def add_target_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("target")
     g.add_argument("--url", required=True, help="server base URL, with or without /v1")
     g.add_argument("--model", help="model name (default: the first one /v1/models lists)")
@@ -63,7 +65,8 @@ def _add_target_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--out", required=True, help="results JSON file")
 
 
-def _add_workload_args(p: argparse.ArgumentParser, *, sweep: bool) -> None:
+def add_workload_args(p: argparse.ArgumentParser, *, sweep: bool) -> None:
+    """The workload options :func:`workload_spec` reads (``--rates`` when ``sweep``)."""
     g = p.add_argument_group("workload")
     src = g.add_mutually_exclusive_group(required=True)
     src.add_argument("--trace", help="CSV with arrived_at,num_prefill_tokens,num_decode_tokens")
@@ -96,12 +99,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="loadgen", description="SLO goodput load generator")
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="one load point: summary table and results JSON")
-    _add_target_args(run)
-    _add_workload_args(run, sweep=False)
+    add_target_args(run)
+    add_workload_args(run, sweep=False)
     run.set_defaults(func=cmd_run)
     sweep = sub.add_parser("sweep", help="several rates and the capacity at 90%% attainment")
-    _add_target_args(sweep)
-    _add_workload_args(sweep, sweep=True)
+    add_target_args(sweep)
+    add_workload_args(sweep, sweep=True)
     sweep.set_defaults(func=cmd_sweep)
     plot = sub.add_parser("plot", help="PNG plots from results files")
     plot.add_argument("results", nargs="+", help="run or sweep JSON files")
@@ -228,6 +231,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         )
         run = SweepPoint(args.rate or 0.0, result.records, result.duration_s, result.interrupted)
         point = point_document(run)
+        point["rate"] = args.rate  # None for a trace at its own pace
         point["summary"]["not_sent"] = result.not_sent
         doc = {"kind": "run", "config": _config(args, target, spec), **point}
         write_json(args.out, doc)
@@ -290,6 +294,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UsageError as exc:
         print(f"loadgen {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except (aiohttp.ClientError, OSError, RuntimeError) as exc:
+        print(f"loadgen {args.command}: error: {exc}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -35,6 +35,8 @@ def _num(v: Any, digits: int = 2) -> str:
 
 def format_summary(s: Mapping[str, Any], title: str = "") -> str:
     lines = [title] if title else []
+    if s.get("interrupted"):
+        lines.append(f"INTERRUPTED: partial results; {s.get('not_sent', 0)} requests never sent")
     lines.append(
         f"requests {s['total']}: completed {s['completed']}, failed {s['failed']}, "
         f"disconnected {s['disconnected']}, unfinished {s['unfinished']} "
