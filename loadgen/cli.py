@@ -76,7 +76,11 @@ def add_workload_args(p: argparse.ArgumentParser, *, sweep: bool) -> None:
         "--prompt-len", help="N | fixed:N | uniform:LO:HI | lognormal:MEDIAN:SIGMA[:MAX]"
     )
     g.add_argument("--output-len", help="same forms as --prompt-len")
+    g.add_argument("--max-prompt-len", type=int, help="clip prompt lengths to this")
+    g.add_argument("--max-output-len", type=int, help="clip output lengths to this")
     g.add_argument("--num-requests", type=int, help="requests per run (default: whole trace)")
+    g.add_argument("--max-prompt-len", type=int, help="clip prompt lengths (model context)")
+    g.add_argument("--max-output-len", type=int, help="clip output lengths")
     g.add_argument("--arrivals", choices=("poisson", "gamma", "constant", "trace"))
     if sweep:
         g.add_argument("--rates", required=True, help="comma-separated req/s, e.g. 10,14,18")
@@ -154,6 +158,9 @@ def workload_spec(args: argparse.Namespace, rate: float | None) -> WorkloadSpec:
         prefix=prefix,
         disconnect=disconnect,
         seed=args.seed,
+        # getattr: other front ends (the simulator) reuse this with their own option sets
+        max_prompt_tokens=getattr(args, "max_prompt_len", None),
+        max_output_tokens=getattr(args, "max_output_len", None),
     )
 
 

@@ -12,7 +12,8 @@ Lengths come from a trace (rows in file order, the first ``n``), a named fitted 
 (``azure-conv``, ``azure-code``; see :mod:`loadgen.lengths`), or command-line specs.  In a
 shared-prefix workload each request picks one of ``groups`` system prompts uniformly; its
 prompt is the ``prefix_tokens``-token shared prompt followed by its own sampled length, so
-``prompt_tokens`` is the total.  SLO classes are drawn by share from ``slo_classes``.  A share
+``prompt_tokens`` is the total.  Optional caps clip sampled lengths (to fit a model's
+context).  SLO classes are drawn by share from ``slo_classes``.  A share
 of requests disconnects ``disconnect_after_s`` after being sent (an exact count, placed at
 random).
 """
@@ -116,6 +117,8 @@ class WorkloadSpec:
     prefix: PrefixSpec | None = None
     disconnect: DisconnectSpec | None = None
     seed: int = 0
+    max_prompt_tokens: int | None = None  # caps (before the shared prefix is added)
+    max_output_tokens: int | None = None
 
     def with_rate(self, rate: float) -> WorkloadSpec:
         return replace(self, arrivals=self.arrivals.with_rate(rate))
@@ -131,6 +134,10 @@ def build_workload(spec: WorkloadSpec) -> list[WorkItem]:
     if n < 1:
         raise ValueError(f"a workload needs at least one request, got {n}")
     trace_times, prompts, outputs = _lengths(spec)
+    if spec.max_prompt_tokens is not None:
+        prompts = np.minimum(prompts, spec.max_prompt_tokens)
+    if spec.max_output_tokens is not None:
+        outputs = np.minimum(outputs, spec.max_output_tokens)
     arrivals = make_arrivals(spec.arrivals, n, rng_for(spec.seed, "arrivals"), trace_times)
     classes = spec.slo_classes
     if not classes:

@@ -108,3 +108,11 @@ def test_named_workload_and_errors() -> None:
         build_workload(spec(workload="nope", prompt_len=None))
     with pytest.raises(ValueError, match="at least one SLO class"):
         build_workload(spec(slo_classes=()))
+
+
+def test_caps_clip_lengths_before_the_prefix() -> None:
+    items = build_workload(
+        spec(max_prompt_tokens=100, max_output_tokens=7, prefix=PrefixSpec(groups=1, tokens=20))
+    )
+    assert max(x.prompt_tokens for x in items) == 120
+    assert max(x.output_tokens for x in items) == 7
