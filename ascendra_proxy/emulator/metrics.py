@@ -14,12 +14,20 @@ Bucket boundaries are the engines' own.  Client disconnects are not counted in
 
 from __future__ import annotations
 
+import time
+from bisect import bisect_left
 from collections.abc import Callable, Iterator
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.registry import Collector
+from prometheus_client.samples import Sample
 
 from ascendra_proxy.emulator.stream import RequestStream
 from ascendra_proxy.engine.types import EngineStats, StepResult
@@ -176,6 +184,48 @@ def one_two_five_buckets(limit: int) -> tuple[float, ...]:
         exponent += 1
 
 
+class LatencyHistogram:
+    """A lock-free histogram for the per-token hot path (one bisect and two adds)."""
+
+    __slots__ = ("bounds", "counts", "created", "doc", "name", "total")
+
+    def __init__(self, name: str, doc: str, bounds: tuple[float, ...]) -> None:
+        self.name = name
+        self.doc = doc
+        self.bounds = bounds
+        self.counts = [0] * (len(bounds) + 1)
+        self.total = 0.0
+        self.created = time.time()
+
+    def observe(self, value: float) -> None:
+        self.counts[bisect_left(self.bounds, value)] += 1
+        self.total += value
+
+    def family(self, labels: dict[str, str]) -> Metric:
+        family = HistogramMetricFamily(self.name, self.doc, labels=list(labels))
+        cumulative, buckets = 0, []
+        for bound, count in zip((*self.bounds, float("inf")), self.counts, strict=True):
+            cumulative += count
+            buckets.append((_le(bound), float(cumulative)))
+        family.add_metric(list(labels.values()), buckets, self.total)
+        family.samples.append(Sample(self.name + "_created", dict(labels), self.created))
+        return family
+
+
+def _le(bound: float) -> str:
+    return "+Inf" if bound == float("inf") else repr(float(bound))
+
+
+class _HistogramCollector(Collector):
+    def __init__(self, histograms: list[LatencyHistogram], labels: dict[str, str]) -> None:
+        self._histograms = histograms
+        self._labels = labels
+
+    def collect(self) -> Iterator[Metric]:
+        for histogram in self._histograms:
+            yield histogram.family(self._labels)
+
+
 class ServerMetrics:
     """Latency histograms and counters shared by the flavours (names differ per flavour)."""
 
@@ -188,16 +238,17 @@ class ServerMetrics:
     ) -> None:
         self.registry = registry
         self.labels = labels
-        names = list(labels)
         ttft, itl, e2e = buckets
-
-        def hist(name: str, doc: str, bounds: tuple[float, ...]) -> Any:
-            metric = Histogram(f"{prefix}:{name}", doc, names, buckets=bounds, registry=registry)
-            return metric.labels(**labels)
-
-        self._ttft = hist("time_to_first_token_seconds", "Time to first token.", ttft)
-        self._itl = hist("inter_token_latency_seconds", "Time between output tokens.", itl)
-        self._e2e = hist("e2e_request_latency_seconds", "End-to-end request latency.", e2e)
+        self._ttft = LatencyHistogram(
+            f"{prefix}:time_to_first_token_seconds", "Time to first token.", ttft
+        )
+        self._itl = LatencyHistogram(
+            f"{prefix}:inter_token_latency_seconds", "Time between output tokens.", itl
+        )
+        self._e2e = LatencyHistogram(
+            f"{prefix}:e2e_request_latency_seconds", "End-to-end request latency.", e2e
+        )
+        registry.register(_HistogramCollector([self._ttft, self._itl, self._e2e], labels))
 
     def on_tokens(self, stream: RequestStream, now: float, num_tokens: int) -> None:
         if stream.first_token_at is None:

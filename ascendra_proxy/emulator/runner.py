@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import logging
 from collections.abc import Callable
 from typing import Protocol
 
@@ -26,6 +27,7 @@ from ascendra_proxy.emulator.stream import CONTINUE, STOPPED, RequestStream
 from ascendra_proxy.engine.types import EngineRequest, EngineStats, StepResult
 
 MAX_LAG_S = 0.25
+log = logging.getLogger(__name__)
 
 
 class Engine(Protocol):
@@ -120,6 +122,15 @@ class StepLoop:
 
     # ----- the loop -----
     async def _run(self) -> None:
+        while True:
+            try:
+                await self._run_steps()
+            except Exception:  # a bug must not leave every client hanging forever
+                log.exception("emulator step loop failed; closing every open stream")
+                self.crash()
+                await asyncio.sleep(0.01)
+
+    async def _run_steps(self) -> None:
         loop = asyncio.get_running_loop()
         anchor: float | None = None
         modelled = 0.0
@@ -157,7 +168,14 @@ class StepLoop:
             if stream is None:
                 continue
             num_tokens += len(out.new_token_ids)
-            status = stream.deliver(out, now)
+            try:
+                status = stream.deliver(out, now)
+            except Exception:
+                log.exception("delivering to stream %s failed; closing it", out.request_id)
+                del streams[out.request_id]
+                self.engine.abort(out.request_id)
+                stream.crash()
+                continue
             if status != CONTINUE:
                 del streams[out.request_id]
                 if status == STOPPED:

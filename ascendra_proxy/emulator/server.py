@@ -35,6 +35,7 @@ from aiohttp import web
 
 from ascendra_proxy.emulator import sglang_api, vllm_api
 from ascendra_proxy.emulator.config import VLLM_VERSION, EmulatorConfig, engine_config
+from ascendra_proxy.emulator.detok import PieceTable
 from ascendra_proxy.emulator.errors import (
     APIError,
     ConnectionDropped,
@@ -100,6 +101,7 @@ def build_context(cfg: EmulatorConfig) -> ServerContext:
         model=model,
         max_model_len=econf.max_model_len,
         tokenizer=tokenizer,
+        pieces=PieceTable(tokenizer),
         loop=loop,
         metrics=metrics,
         faults=faults,

@@ -3,8 +3,8 @@
 Theory of operation: a flavour's handler parses its body into :class:`GenParams` and calls
 :meth:`ServerContext.start`, which applies the injected error rate, checks the context length,
 creates the :class:`RequestStream` and submits the engine request to the step loop.  The
-handler then either streams (:func:`pump_sse`: one write per wake-up with every chunk queued
-since the last one) or collects (:func:`collect`) the deltas.
+handler then either streams (:func:`pump_sse`: each delta rendered and written to the socket
+from the step loop, one HTTP chunk per step) or collects (:func:`collect`) the deltas.
 
 Client hang-ups: the app runs with ``handler_cancellation=True``, so aiohttp cancels the
 handler task as soon as the connection drops, also while the prompt is still prefilling and
@@ -21,16 +21,18 @@ import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import cast
 
 from aiohttp import web
 
+from ascendra_proxy.emulator.detok import PieceTable, StreamDecoder
 from ascendra_proxy.emulator.errors import APIError, ConnectionDropped
 from ascendra_proxy.emulator.faults import FaultInjector
 from ascendra_proxy.emulator.metrics import ServerMetrics
 from ascendra_proxy.emulator.params import GenParams
 from ascendra_proxy.emulator.runner import StepLoop
 from ascendra_proxy.emulator.stream import Crashed, Delta, RequestStream, StopStrings
-from ascendra_proxy.engine.tokenizer import IncrementalDetokenizer, Tokenizer
+from ascendra_proxy.engine.tokenizer import Tokenizer
 from ascendra_proxy.engine.types import EngineRequest, SamplingSpec
 
 SSE_HEADERS = {"Content-Type": "text/event-stream; charset=utf-8", "Cache-Control": "no-cache"}
@@ -45,6 +47,7 @@ class ServerContext:
     model: str
     max_model_len: int
     tokenizer: Tokenizer
+    pieces: PieceTable
     loop: StepLoop
     metrics: ServerMetrics
     faults: FaultInjector
@@ -74,7 +77,7 @@ class ServerContext:
         stream = RequestStream(
             engine_id,
             len(params.prompt_ids),
-            IncrementalDetokenizer(self.tokenizer),
+            StreamDecoder(self.pieces),
             StopStrings(params.stop, params.include_stop_str_in_output),
             params.min_tokens,
             arrival=asyncio.get_running_loop().time(),
@@ -148,23 +151,62 @@ async def pump_sse(
     render: Callable[[list[Delta]], bytes],
     tail: Callable[[], bytes],
 ) -> web.StreamResponse:
-    """Stream ``stream`` as SSE: ``render`` each batch of deltas, then ``tail`` at the end."""
+    """Stream ``stream`` as SSE: ``render`` every delta, then ``tail`` at the end.
+
+    After the headers, each delta's chunk is written straight to the transport as one HTTP/1.1
+    chunk from the step loop (see :meth:`RequestStream.attach`); aiohttp writes the tail and
+    the terminating chunk.  HTTP/1.0 clients get the queued path (no chunked encoding there).
+    """
     resp = web.StreamResponse(headers=SSE_HEADERS)
+    direct = request.version >= (1, 1)
+    if direct:
+        resp.enable_chunked_encoding()
     try:
         await resp.prepare(request)
-        while True:
-            batch = await stream.next_batch()
-            data = render(batch)
-            if batch[-1].finish_reason is not None:
-                await resp.write(data + tail())
-                break
-            await resp.write(data)
+        if direct and request.transport is not None:
+            stream.attach(_chunk_writer(request.transport, render))
+            await stream.wait_end()
+            await resp.write(tail())
+        else:
+            await _queued_pump(resp, stream, render, tail)
+        await resp.write_eof()
     except Crashed:
         await _crash_connection(request, resp)
-    except (asyncio.CancelledError, ConnectionError):
+    except ConnectionError:  # the client went away between two writes
+        ctx.client_gone(stream)
+    except asyncio.CancelledError:  # the client went away (handler_cancellation)
         ctx.client_gone(stream)
         raise
     return resp
+
+
+def _chunk_writer(
+    base: asyncio.BaseTransport, render: Callable[[list[Delta]], bytes]
+) -> Callable[[Delta], None]:
+    transport = cast(asyncio.WriteTransport, base)  # uvloop's transports are not subclasses
+
+    def write(delta: Delta) -> None:
+        if transport.is_closing():
+            return
+        data = render([delta])
+        transport.write(b"%x\r\n%b\r\n" % (len(data), data))
+
+    return write
+
+
+async def _queued_pump(
+    resp: web.StreamResponse,
+    stream: RequestStream,
+    render: Callable[[list[Delta]], bytes],
+    tail: Callable[[], bytes],
+) -> None:
+    while True:
+        batch = await stream.next_batch()
+        data = render(batch)
+        if batch[-1].finish_reason is not None:
+            await resp.write(data + tail())
+            return
+        await resp.write(data)
 
 
 async def collect(request: web.Request, ctx: ServerContext, stream: RequestStream) -> list[Delta]:

@@ -1,12 +1,14 @@
-"""Per-request output streams between the step loop and the HTTP handlers.
+r"""Per-request output streams between the step loop and the HTTP handlers.
 
 Theory of operation: the step loop calls :meth:`RequestStream.deliver` with each step's
 :class:`TokenOutput` of the request.  ``deliver`` detokenizes incrementally, applies stop
 strings the way vLLM's detokenizer does (text held back by ``len(longest stop) - 1`` characters,
 checked only once more than ``min_tokens`` tokens exist, output truncated before the match),
-records timing, appends one :class:`Delta` per step and wakes the handler.  The handler awaits
-:meth:`RequestStream.next_batch`, which returns every delta queued since its last call, so a
-slow writer sends several chunks in one write and the step loop never waits for a socket.
+records timing and produces one :class:`Delta` per step.  A streaming handler
+:meth:`~RequestStream.attach`\ es a sink that renders and writes each delta at once from the
+step loop (no task wake-up per token) and only awaits :meth:`~RequestStream.wait_end`; a
+non-streaming handler awaits :meth:`~RequestStream.next_batch`, which returns every delta queued
+since its last call.  The step loop never waits for a socket.
 
 A stream ends once: finished by the engine (EOS, stop token, length), by a stop string (the
 caller must then abort the engine request, which still thinks it runs), aborted, or crashed.
@@ -15,7 +17,7 @@ caller must then abort the engine request, which still thinks it runs), aborted,
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -25,7 +27,7 @@ from ascendra_proxy.engine.types import TokenOutput
 class TokenDecoder(Protocol):
     """Incremental detokenizer of one request: new token ids in, newly complete text out."""
 
-    def push(self, token_ids: Iterable[int]) -> str: ...
+    def push(self, token_ids: Sequence[int]) -> str: ...
 
 
 @dataclass(slots=True)
@@ -80,6 +82,7 @@ class RequestStream:
         "_on_token_times",
         "_pending",
         "_sent",
+        "_sink",
         "_stops",
         "_text",
         "_waiter",
@@ -115,6 +118,7 @@ class RequestStream:
         self._text = ""  # output text, kept only when stop strings are in use
         self._sent = 0  # chars of _text already handed out
         self._pending: list[Delta] = []
+        self._sink: Callable[[Delta], None] | None = None
         self._waiter: asyncio.Future[None] | None = None
         self.num_generated = 0
         self.num_cached_tokens = 0
@@ -187,25 +191,49 @@ class RequestStream:
         self.crashed = True
         self._wake()
 
+    def attach(self, sink: Callable[[Delta], None]) -> None:
+        """Hand every delta to ``sink`` as it is produced (queued ones first), instead of
+        queueing it for :meth:`next_batch`; the handler then only awaits :meth:`wait_end`."""
+        pending, self._pending = self._pending, []
+        for delta in pending:
+            sink(delta)
+        self._sink = sink
+
     def _push(self, delta: Delta) -> None:
-        self._pending.append(delta)
-        self._wake()
+        sink = self._sink
+        if sink is None:
+            self._pending.append(delta)
+            self._wake()
+            return
+        sink(delta)
+        if delta.finish_reason is not None:
+            self._wake()
 
     def _wake(self) -> None:
         waiter = self._waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
 
+    async def wait_end(self) -> None:
+        """Wait until the stream finished (returns) or crashed (raises Crashed)."""
+        while not self.done:
+            await self._wait()
+        if self.crashed:
+            raise Crashed
+
+    async def _wait(self) -> None:
+        self._waiter = asyncio.get_running_loop().create_future()
+        try:
+            await self._waiter
+        finally:
+            self._waiter = None
+
     async def next_batch(self) -> list[Delta]:
         """Deltas queued since the last call (waits for at least one); raises Crashed."""
         while not self._pending:
             if self.crashed:
                 raise Crashed
-            self._waiter = asyncio.get_running_loop().create_future()
-            try:
-                await self._waiter
-            finally:
-                self._waiter = None
+            await self._wait()
         if self.crashed:
             raise Crashed
         batch = self._pending

@@ -37,6 +37,10 @@ def test_cli_serves_sglang_with_a_start_fault_and_stops_on_sigterm() -> None:
             emu.url + "/generate", json={"text": "the", "sampling_params": {"max_new_tokens": 3}}
         )
         assert resp.status_code == 200
+        body = {"text": "the", "stream": True, "sampling_params": {"max_new_tokens": 4}}
+        with httpx.stream("POST", emu.url + "/generate", json=body) as streamed:
+            events = [line for line in streamed.iter_lines() if line.startswith("data: ")]
+        assert len(events) == 5 and events[-1] == "data: [DONE]"  # served by uvloop here
         popen = emu.popen
     assert popen.returncode == 0
 
