@@ -25,6 +25,7 @@ import aiohttp
 from loadgen.arrivals import ArrivalSpec
 from loadgen.client import Target, base_url, discover_model, make_session
 from loadgen.lengths import load_named_workloads, parse_length_spec
+from loadgen.prompts import TokenCounter
 from loadgen.report import format_summary, format_sweep
 from loadgen.results import write_json
 from loadgen.runner import RunOptions, make_counter, measure, run_async
@@ -44,6 +45,7 @@ class UsageError(Exception):
 
 
 SYNTHETIC = ("synthetic", "fixed", "uniform", "lognormal")
+Body = Callable[[aiohttp.ClientSession, Target, TokenCounter, asyncio.Event], Awaitable[int]]
 
 
 def add_target_args(p: argparse.ArgumentParser) -> None:
@@ -76,8 +78,6 @@ def add_workload_args(p: argparse.ArgumentParser, *, sweep: bool) -> None:
         "--prompt-len", help="N | fixed:N | uniform:LO:HI | lognormal:MEDIAN:SIGMA[:MAX]"
     )
     g.add_argument("--output-len", help="same forms as --prompt-len")
-    g.add_argument("--max-prompt-len", type=int, help="clip prompt lengths to this")
-    g.add_argument("--max-output-len", type=int, help="clip output lengths to this")
     g.add_argument("--num-requests", type=int, help="requests per run (default: whole trace)")
     g.add_argument("--max-prompt-len", type=int, help="clip prompt lengths (model context)")
     g.add_argument("--max-output-len", type=int, help="clip output lengths")
@@ -193,9 +193,7 @@ def _config(args: argparse.Namespace, target: Target, spec: WorkloadSpec) -> dic
     return config
 
 
-async def _session_main(
-    args: argparse.Namespace, body: Callable[[Any, Target, Any, asyncio.Event], Awaitable[int]]
-) -> int:
+async def _session_main(args: argparse.Namespace, body: Body) -> int:
     stop = asyncio.Event()
     _install_stop(stop)
     async with make_session() as session:
@@ -232,7 +230,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         items = build_workload(spec)  # validated before any connection is made
     options = RunOptions(args.max_concurrency, args.request_timeout, not args.no_progress)
 
-    async def body(session: Any, target: Target, counter: Any, stop: asyncio.Event) -> int:
+    async def body(
+        session: aiohttp.ClientSession, target: Target, counter: TokenCounter, stop: asyncio.Event
+    ) -> int:
         result = await measure(
             session, target, items, counter, options, prompt_seed=str(spec.seed), stop=stop
         )
@@ -255,7 +255,9 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         build_workload(spec)  # validated before any connection is made
     options = RunOptions(args.max_concurrency, args.request_timeout, not args.no_progress)
 
-    async def body(session: Any, target: Target, counter: Any, stop: asyncio.Event) -> int:
+    async def body(
+        session: aiohttp.ClientSession, target: Target, counter: TokenCounter, stop: asyncio.Event
+    ) -> int:
         config = _config(args, target, spec)
         done: list[dict[str, Any]] = []
 
