@@ -91,6 +91,7 @@ class StepLoop:
         return f"{public_id}#{next(self._ids)}"
 
     def submit(self, request: EngineRequest, stream: RequestStream) -> None:
+        """Queue ``request`` in the engine (ValueError if the engine refuses it)."""
         self.engine.add_request(request)
         self._streams[request.request_id] = stream
         self._wake.set()

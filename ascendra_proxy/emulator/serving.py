@@ -93,7 +93,10 @@ class ServerContext:
         request = EngineRequest(
             engine_id, params.prompt_ids, sampling, loop.model_now(), params.priority
         )
-        loop.submit(request, stream)
+        try:
+            loop.submit(request, stream)
+        except ValueError as exc:  # the engine refused it (e.g. an impossible request)
+            raise APIError(str(exc), 400) from None
         return stream
 
     def client_gone(self, stream: RequestStream) -> None:

@@ -84,10 +84,12 @@ class _Common:
         return self.top + b'[],"usage":' + usage + b',"system_fingerprint":' + fp + b"}\n\n" + DONE
 
     def suffix(self, delta: Delta) -> bytes:
-        """Top-level fields after ``choices`` (usage / fingerprint) and the event end."""
-        out = b""
+        """The choice's ``token_ids``, then the top-level fields after ``choices`` (usage,
+        fingerprint) and the end of the event."""
+        ids = orjson.dumps(delta.token_ids) if self.opts.return_token_ids else _NULL
+        out = b',"token_ids":' + ids + b"}]"
         if self.opts.continuous_usage:
-            out = b',"usage":' + self.usage(delta.num_generated)
+            out += b',"usage":' + self.usage(delta.num_generated)
         if delta.finish_reason is not None and not self.opts.include_usage:
             out += b',"system_fingerprint":' + orjson.dumps(self.fingerprint)
         return out + b"}\n\n"
@@ -130,9 +132,6 @@ class CompletionRenderer(_Common):
                 json_value(d.stop_reason),
                 b',"prompt_token_ids":',
                 prompt_ids,
-                b',"token_ids":',
-                orjson.dumps(d.token_ids) if rti else _NULL,
-                b"}]",
                 self.suffix(d),
             )
         return b"".join(parts)
@@ -194,7 +193,6 @@ class ChatRenderer(_Common):
         if self.first:
             self.first = False
             parts.append(self.role_chunk())
-        rti = self.opts.return_token_ids
         for d in batch:
             stop = b""
             if d.finish_reason is not None:
@@ -206,9 +204,6 @@ class ChatRenderer(_Common):
                 b'},"logprobs":null,"finish_reason":',
                 _REASON[d.finish_reason],
                 stop,
-                b',"token_ids":',
-                orjson.dumps(d.token_ids) if rti else _NULL,
-                b"}]",
                 self.suffix(d),
             )
         return b"".join(parts)

@@ -243,3 +243,27 @@ async def test_echo_prepends_the_prompt(emu: RunningEmulator) -> None:
     _, plain = await post(emu.url + "/v1/completions", body)
     _, echoed = await post(emu.url + "/v1/completions", {**body, "echo": True})
     assert echoed["choices"][0]["text"] == "the world" + plain["choices"][0]["text"]
+
+
+async def test_chat_continue_final_message(emu: RunningEmulator) -> None:
+    messages = [
+        {"role": "user", "content": "tell me"},
+        {"role": "assistant", "content": "the world"},
+    ]
+    extra = {"continue_final_message": True, "add_generation_prompt": False}
+    _, tokenized = await post(emu.url + "/tokenize", {"messages": messages, **extra})
+    body = {
+        "messages": messages,
+        "max_tokens": 3,
+        "ignore_eos": True,
+        "stream": True,
+        "return_token_ids": True,
+        **extra,
+    }
+    events = await sse(emu.url + "/v1/chat/completions", body)
+    assert events[0]["choices"][0]["delta"]["role"] == "assistant"
+    assert events[0]["prompt_token_ids"] == tokenized["tokens"]
+    _, tail = await post(emu.url + "/detokenize", {"tokens": tokenized["tokens"][-2:]})
+    assert tail["prompt"] == "the world"  # the prompt ends inside the assistant message
+    _, plain = await post(emu.url + "/tokenize", {"messages": messages})
+    assert plain["count"] > tokenized["count"]  # eot + a new assistant header
