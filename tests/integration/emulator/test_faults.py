@@ -110,7 +110,7 @@ async def test_stall_stops_the_steps() -> None:
         gaps = [b - a for a, b in itertools.pairwise(arrivals)]
         assert len(arrivals) == 201
         assert max(gaps) >= 0.25
-        assert sorted(gaps)[-2] < 0.1  # one stall, otherwise steady
+        assert sorted(gaps)[-2] < 0.2  # one stall, otherwise steady
 
 
 async def test_error_rate_fails_a_seeded_share_with_vllm_json() -> None:

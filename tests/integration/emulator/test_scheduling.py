@@ -86,9 +86,12 @@ async def test_stream_disconnect_aborts_within_a_step() -> None:
             body = {"prompt": "the", "max_tokens": 2000, "ignore_eos": True}
             resp = await _first_token(session, emu.url + "/v1/completions", body)
             assert await _running(emu) == 1
+            before = emu.engine.stats().generation_tokens_total
             resp.close()
             took = await wait_for(lambda: _is_idle(emu), limit=2.0, interval=0.001)
-        assert took < 0.05  # a decode step is ~2 ms here
+        assert took < 0.25
+        # Aborted within a step or two: at most a couple of tokens made after the hang-up.
+        assert emu.engine.stats().generation_tokens_total - before <= 2
         assert await _running(emu) == 0
         assert emu.ctx.loop.num_open_streams == 0
 
@@ -103,9 +106,11 @@ async def test_non_stream_disconnect_aborts() -> None:
             body = {"prompt": "the", "max_tokens": 2000, "ignore_eos": True}
             task = asyncio.create_task(session.post(emu.url + "/v1/completions", json=body))
             await wait_for(lambda: _has_running(emu))
+            before = emu.engine.stats().generation_tokens_total
             task.cancel()
             took = await wait_for(lambda: _is_idle(emu), limit=2.0, interval=0.001)
-        assert took < 0.05
+        assert took < 0.25
+        assert emu.engine.stats().generation_tokens_total - before <= 2
         generated = emu.engine.stats().generation_tokens_total
         await asyncio.sleep(0.05)
         assert emu.engine.stats().generation_tokens_total == generated
@@ -124,8 +129,10 @@ async def test_disconnect_while_prefilling_aborts() -> None:
             assert resp.status == 200
             await wait_for(lambda: _prefilling(emu))
             resp.close()
+            steps = emu.engine.stats().extra["num_steps"]
             took = await wait_for(lambda: _is_idle(emu), limit=2.0, interval=0.001)
-        assert took < 0.1
+        assert took < 0.25
+        assert emu.engine.stats().extra["num_steps"] - steps <= 1  # still prefilling: no token
         stats = emu.engine.stats()
         assert stats.generation_tokens_total == 0 and stats.kv_usage == 0.0
 
