@@ -20,7 +20,7 @@ Use from tests (everything on 127.0.0.1 and a free port)::
     async with run_emulator(EmulatorConfig(flavor="vllm", time_scale=0.01)) as emu:
         client = openai.AsyncOpenAI(base_url=emu.url + "/v1", api_key="x")
         ...
-        emu.crash()                      # or: await emu.set_faults(FaultConfig(stall_s=1))
+        emu.crash()                      # or: emu.set_faults(FaultConfig(stall_s=1.0))
 """
 
 from __future__ import annotations

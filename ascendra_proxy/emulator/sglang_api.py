@@ -173,6 +173,14 @@ def _chat_prompt(ctx: ServerContext, f: Fields) -> list[int]:
 
 
 async def generate(request: web.Request) -> web.StreamResponse:
+    """Native ``/generate``; its errors are ``{"error": {"message": ...}}`` like SGLang's."""
+    try:
+        return await _generate(request)
+    except APIError as err:
+        return json_response(orjson.dumps({"error": {"message": err.message}}), err.status)
+
+
+async def _generate(request: web.Request) -> web.StreamResponse:
     ctx = request.app[CTX]
     f = Fields(await read_json(request))
     has_text, has_ids = f.has("text"), f.has("input_ids")

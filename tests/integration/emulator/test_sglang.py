@@ -114,6 +114,8 @@ async def test_generate_with_text_and_validation(emu: RunningEmulator) -> None:
     )
     assert status == 200 and body["meta_info"]["prompt_tokens"] == 2
     status, body = await post(emu.url + "/generate", {"sampling_params": {}})
+    assert status == 400 and set(body) == {"error"} and body["error"]["message"]
+    status, body = await post(emu.url + "/v1/completions", {"max_tokens": 2})
     assert status == 400 and body["object"] == "error" and body["code"] == 400
 
 
