@@ -128,9 +128,18 @@ async def measure(
     prompt_seed: str,
     stop: asyncio.Event | None = None,
 ) -> RunResult:
-    """Prepare the prompts, then run: the whole of one load point."""
-    prepared = await prepare(target, items, counter, seed=prompt_seed, progress=options.progress)
-    return await execute(session, target, prepared, options, stop)
+    """Prepare the prompts, then run: the whole of one load point (``stop`` ends either)."""
+    stop = stop or asyncio.Event()
+    building = asyncio.create_task(
+        prepare(target, items, counter, seed=prompt_seed, progress=options.progress)
+    )
+    stopper = asyncio.create_task(stop.wait())
+    await asyncio.wait({building, stopper}, return_when=asyncio.FIRST_COMPLETED)
+    await _cancel(stopper)
+    if not building.done():  # stopped while building prompts: nothing was sent
+        await _cancel(building)
+        return RunResult([], 0.0, True, len(items))
+    return await execute(session, target, building.result(), options, stop)
 
 
 async def prepare(

@@ -166,3 +166,12 @@ def test_cli_rejects_bad_options_without_traceback(
     assert "bad.csv:3: column 'num_prefill_tokens'" in capsys.readouterr().err
     assert main([*args, "--workload", "azure-conv", "--num-requests", "5", "--rate", "1"]) == 2
     assert "--slo-ttft" in capsys.readouterr().err
+
+
+async def test_stop_while_building_prompts_sends_nothing() -> None:
+    stop = asyncio.Event()
+    stop.set()
+    async with serve() as (url, state):
+        result = await run(url, items(50), stop=stop)
+    assert result.interrupted and result.records == [] and result.not_sent == 50
+    assert state.requests == 0
