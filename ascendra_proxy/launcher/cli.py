@@ -179,7 +179,8 @@ def run(args: argparse.Namespace) -> int:
             return 0
         if not args.config:
             raise LaunchError("--config is required (or --cleanup)")
-        plan = plan_launch(load_config(args.config), options_from_args(args))
+        opts = options_from_args(args)
+        plan = plan_launch(load_config(args.config), opts)
         if args.dry_run:
             sys.stdout.write(render_plan(plan))
             return 0
