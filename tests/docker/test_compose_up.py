@@ -11,6 +11,8 @@ stand-in (docs/deployment.md).  The stack is torn down with ``down -v`` whatever
 
 from __future__ import annotations
 
+import json
+import re
 import subprocess
 import time
 import urllib.request
@@ -20,11 +22,12 @@ from typing import Any
 
 import openai
 import pytest
-from docker_helpers import compose_env, free_port, unique
+from docker_helpers import REPO, compose_env, free_port, unique
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
 UP_TIMEOUT_S = 300
+METRIC = re.compile(r"ascendra_[a-z_]+")
 
 
 @dataclass(frozen=True)
@@ -109,3 +112,19 @@ def test_demo_profile_runs_a_load_and_prints_the_report(stack: Stack) -> None:
     assert demo.returncode == 0, demo.stderr[-3000:]
     assert "requests 8: completed 8, failed 0" in demo.stdout, demo.stdout
     assert "SLO attainment" in demo.stdout
+
+
+def test_grafana_dashboard_queries_only_metrics_the_proxy_exports(stack: Stack) -> None:
+    dashboard = json.loads((REPO / "deploy" / "grafana" / "ascendra.json").read_text())
+    exprs = [t["expr"] for p in dashboard["panels"] for t in p["targets"]]
+    used = {re.sub(r"_(bucket|sum|count)$", "", m) for e in exprs for m in METRIC.findall(e)}
+    with urllib.request.urlopen(f"http://127.0.0.1:{stack.port}/metrics", timeout=5) as resp:
+        exposition = resp.read().decode()
+    exported: set[str] = set()
+    for line in exposition.splitlines():
+        if line.startswith(("# HELP", "# TYPE")):
+            exported.add(line.split()[2])
+        elif match := METRIC.match(line):
+            exported.add(match.group(0))
+    assert len(used) >= 10
+    assert used <= exported, sorted(used - exported)
