@@ -10,7 +10,8 @@ Theory of operation.
   queue by the deadline priorities the proxy sends.
 * **Choice** [ours]: the backend with the fewest queued prompt tokens, then the fewest
   in-flight requests, then the first in snapshot order.
-* **Late binding** (each tick): walk the held queue in EDF order and bind each request to
+* **Late binding** (each tick): walk the held queue in EDF order (requests already past
+  their latest start last, see ``lp_infeasible_last``) and bind each request to
   the LP backend chosen above among those with room, until no LP backend has room.  A
   request whose model has no LP room is skipped (the others behind it may still fit).
 * **Tickets for held requests** [paper rule, our placement]: after binding, every HP
@@ -30,7 +31,12 @@ from ascendra_proxy.core.policies.ascendra.hp import ticket_refusal
 from ascendra_proxy.core.policies.ascendra.view import BackendState
 from ascendra_proxy.core.request import RequestState
 
-__all__ = ["assign_held", "has_room", "least_queued", "tickets_for_held"]
+__all__ = ["assign_held", "has_room", "least_queued", "serving_order", "tickets_for_held"]
+
+
+def serving_order(ctx: Ctx) -> list[str]:
+    """Held ids in the order LP serves them (EDF; infeasible last unless configured not to)."""
+    return ctx.held.serving_order(ctx.now, ctx.params.lp_infeasible_last)
 
 
 def has_room(b: BackendState, ctx: Ctx) -> bool:
@@ -54,7 +60,7 @@ def assign_held(ctx: Ctx, reqs: Mapping[str, RequestState]) -> None:
     """Bind held requests, EDF first, to LP backends with room."""
     lp = [b for b in ctx.states.values() if b.is_lp and b.snap.healthy and not b.draining]
     reason = Reason.LP_PRIORITY if ctx.params.lp_ordering == "engine_priority" else Reason.LP_ROOM
-    for rid in ctx.held:
+    for rid in serving_order(ctx):
         roomy = [b for b in lp if has_room(b, ctx)]
         if not roomy:
             return
@@ -77,7 +83,7 @@ def tickets_for_held(ctx: Ctx, reqs: Mapping[str, RequestState]) -> None:
             return
         if not b.is_hp or ticket_refusal(b, ctx.params.ticket, ctx.max_age) is not None:
             continue
-        for rid in ctx.held:
+        for rid in serving_order(ctx):
             req, tr = reqs.get(rid), ctx.tracks.get(rid)
             if req is None or tr is None or not b.usable(req.model, tr.exclude):
                 continue

@@ -36,7 +36,7 @@ from ascendra_proxy.core.decisions import Dispatch, Move
 from ascendra_proxy.core.policies.ascendra.actions import Reason, Warm
 from ascendra_proxy.core.policies.ascendra.ctx import Ctx
 from ascendra_proxy.core.policies.ascendra.hp import accepts_migration, pick
-from ascendra_proxy.core.policies.ascendra.lp import least_queued
+from ascendra_proxy.core.policies.ascendra.lp import least_queued, serving_order
 from ascendra_proxy.core.policies.ascendra.state import Track
 from ascendra_proxy.core.policies.ascendra.targets import Option, evaluate_targets
 from ascendra_proxy.core.policies.ascendra.view import BackendState
@@ -139,7 +139,7 @@ def _collect_held(ctx: Ctx, reqs: Mapping[str, RequestState], rv: Review) -> Non
             lp_by_model.setdefault(b.snap.model, []).append(b)
     best = {m: least_queued(bs) for m, bs in lp_by_model.items()}
     spread: dict[str, float] = dict.fromkeys(best, 0.0)
-    for rid in ctx.held:
+    for rid in serving_order(ctx):
         r, tr = reqs.get(rid), ctx.tracks.get(rid)
         if r is None or tr is None or r.model not in best:
             continue

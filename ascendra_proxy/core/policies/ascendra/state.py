@@ -3,13 +3,16 @@
 Theory of operation.  The driver owns each :class:`~ascendra_proxy.core.request.RequestState`
 (phase, backend, tokens); the policy keeps beside it only what the driver does not know: a
 :class:`Track` per routed request with its static LP ordering key (latest start, see
-:mod:`ascendra_proxy.core.deadline`), its prefix hashes, whether it was offloaded, warmed
-or migrated, and the engine priority and expected cache hit of its current dispatch.
+:mod:`ascendra_proxy.core.deadline`), its prefix checkpoints, whether it was offloaded,
+warmed or migrated, and the engine priority and expected cache hit of its current dispatch.
 
 :class:`HeldQueue` holds the ids of the requests the policy told the driver to hold, sorted
 by ``(latest start, arrival sequence, id)``: earliest deadline first, arrival order among
 equals, total and deterministic.  The key never changes, so the queue stays ordered by
 construction (insertion by bisection; removal by bisection then delete).
+:meth:`HeldQueue.serving_order` may move the requests whose latest start has already
+passed (the paper's "infeasible", EDF value +inf; a prefix of the queue) behind the others:
+they miss anyway, and serving them first would make the ones behind them miss too.
 """
 
 from __future__ import annotations
@@ -73,6 +76,15 @@ class HeldQueue:
 
     def __iter__(self) -> Iterator[str]:
         return (k[2] for k in list(self._order))
+
+    def serving_order(self, now: float, infeasible_last: bool) -> list[str]:
+        """Ids in the order to serve them: EDF; with ``infeasible_last``, the requests whose
+        latest start has passed (a prefix of the queue) go after all the others."""
+        ids = [k[2] for k in self._order]
+        if not infeasible_last:
+            return ids
+        split = bisect.bisect_left(self._order, (now,))
+        return ids[split:] + ids[:split]
 
     def keys(self) -> list[tuple[float, int, str]]:
         """The sorted keys (a copy)."""

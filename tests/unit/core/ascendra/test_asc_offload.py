@@ -70,9 +70,15 @@ def test_held_requests_are_offloaded_from_the_queue_without_an_abort() -> None:
     assert w.policy.held_ids() == []
 
 
+def infeasible_too() -> AscendraParams:
+    """The paper's behaviour: offload even requests HP cannot save (ordered last there)."""
+    base = AscendraParams()
+    return replace(base, offload=replace(base.offload, infeasible=True))
+
+
 def test_offloads_are_ordered_feasible_by_urgency_then_infeasible_last() -> None:
     stub = StubPredictor({"lp0": 5.0, "lp1": 5.0, "hp0": 0.4})
-    w = World(lp_hp(), predictor=stub)
+    w = World(lp_hp(), params=infeasible_too(), predictor=stub)
     slo = SLO(1.0, 0.15)
     place(w, request("later", arrival=0.3, slo=slo), "lp0", 0.3)
     place(w, request("doomed", arrival=0.0, slo=slo), "lp0", 0.3)  # 0.7 + 0.4 > 1.0 on HP
@@ -84,14 +90,9 @@ def test_offloads_are_ordered_feasible_by_urgency_then_infeasible_last() -> None
     assert "infeasible" in disp(acts[2]).detail
 
 
-def test_infeasible_requests_can_be_left_on_lp() -> None:
+def test_by_default_only_requests_hp_can_save_are_offloaded() -> None:
     stub = StubPredictor({"lp0": 5.0, "lp1": 5.0, "hp0": 0.4})
-    base = AscendraParams()
-    w = World(
-        lp_hp(),
-        params=replace(base, offload=replace(base.offload, infeasible=False)),
-        predictor=stub,
-    )
+    w = World(lp_hp(), predictor=stub)
     place(w, request("doomed", arrival=0.0), "lp0", 0.3)
     place(w, request("fine", arrival=0.3), "lp0", 0.3)
     assert [n[1] for n in names(w.tick(0.7))] == ["fine"]
@@ -99,7 +100,7 @@ def test_infeasible_requests_can_be_left_on_lp() -> None:
 
 def test_requests_on_hp_and_offloaded_ones_are_never_offloaded() -> None:
     stub = StubPredictor({"lp0": 5.0, "lp1": 5.0, "hp0": 5.0})
-    w = World(lp_hp(), predictor=stub)
+    w = World(lp_hp(), params=infeasible_too(), predictor=stub)
     place(w, request("on-hp", arrival=0.0), "hp0", 0.0)
     place(w, request("a", arrival=0.0), "lp0", 0.0)
     assert names(w.tick(0.1)) == [("offload", "a", "hp0")]

@@ -91,6 +91,30 @@ def test_tick_binds_held_requests_in_edf_order_when_room_frees() -> None:
     assert w.policy.held_ids() == ["late"]
 
 
+def test_held_requests_past_their_latest_start_are_bound_last() -> None:
+    w = World(lp_hp(), predictor=CALM)
+    busy_hp(w)
+    for i in range(6):
+        w.arrive(request(f"fill{i}", arrival=0.0, prompt=1500))
+    w.arrive(request("late", arrival=0.0, prompt=1500))  # latest start ~0.93 s
+    w.arrive(request("ontime", arrival=0.5, prompt=1500))  # latest start ~1.43 s
+    assert w.policy.held_ids() == ["late", "ontime"]  # EDF order
+    w.reqs["fill0"].on_tokens(1.0, 1)  # room for one 1500-token prompt on lp0
+    acts = w.tick(1.0)  # "late" can no longer start in time: "ontime" goes first
+    assert names(acts) == [("assign", "ontime", "lp0")]
+
+
+def test_papers_lp_order_serves_infeasible_first() -> None:
+    w = World(lp_hp(), params=with_params(lp_infeasible_last=False), predictor=CALM)
+    busy_hp(w)
+    for i in range(6):
+        w.arrive(request(f"fill{i}", arrival=0.0, prompt=1500))
+    w.arrive(request("late", arrival=0.0, prompt=1500))
+    w.arrive(request("ontime", arrival=0.5, prompt=1500))
+    w.reqs["fill0"].on_tokens(1.0, 1)
+    assert names(w.tick(1.0)) == [("assign", "late", "lp0")]
+
+
 def test_a_freed_ticket_goes_to_the_held_head_not_to_a_newcomer() -> None:
     w = World(lp_hp(), predictor=CALM)
     busy_hp(w)
