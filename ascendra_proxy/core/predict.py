@@ -72,6 +72,8 @@ class StepTimeModel(Protocol):
         self, prefill_tokens: int, decode_seqs: int, decode_context: int, prefill_attn_work: float
     ) -> float: ...
 
+    def prefill_time(self, prompt_tokens: int, chunk: int, cached_tokens: int = 0) -> float: ...
+
 
 @dataclass(frozen=True, slots=True)
 class BackendFeatures:
@@ -216,12 +218,7 @@ class AnalyticalPredictor:
         m = self._models.get(profile)
         if m is None:
             return math.ceil(tokens / chunk) * self._fallback_step_s
-        total, done = 0.0, 0
-        while done < tokens:
-            c = min(chunk, tokens - done)
-            total += m.step_time(c, 0, 0, c * (done + c / 2))
-            done += c
-        return total
+        return m.prefill_time(tokens, chunk)
 
     def costs(self, f: BackendFeatures) -> _Costs:
         fresh = f.scrape_age_s is not None and f.scrape_age_s <= self._max_age

@@ -32,6 +32,10 @@ class LinearProfile:
     ) -> float:
         return self.base_s + self.per_token_s * (prefill_tokens + decode_seqs)
 
+    def prefill_time(self, prompt_tokens: int, chunk: int, cached_tokens: int = 0) -> float:
+        todo = max(prompt_tokens - cached_tokens, 0)
+        return -(-todo // chunk) * self.base_s + self.per_token_s * todo
+
 
 def info(
     name: str, role: Role, *, model: str = MODEL, priority: bool = True, max_num_seqs: int = 256

@@ -17,6 +17,7 @@ from asc_world import (
 
 from ascendra_proxy.core.backend import Role
 from ascendra_proxy.core.decisions import Dispatch, Hold, Reject
+from ascendra_proxy.core.policies.ascendra import AscendraParams
 from ascendra_proxy.core.slo import SLO
 
 CALM = StubPredictor({"lp0": 0.05, "lp1": 0.05, "hp0": 0.05})  # nothing ever at risk
@@ -29,6 +30,16 @@ def busy_hp(w: World) -> None:
         w.reqs[r.id] = r
         r.on_dispatch(-10.0, "hp0")
         r.on_tokens(-9.0, 1)
+
+
+def full_world(params: AscendraParams | None = None) -> World:
+    """HP grants no ticket and both LPs are at their queue cap (three 1500-token prompts
+    each, none started): the next request is held."""
+    w = World(lp_hp(), params=params or AscendraParams(), predictor=CALM)
+    busy_hp(w)
+    for i in range(6):
+        w.arrive(request(f"fill{i}", arrival=0.0, prompt=1500))
+    return w
 
 
 def test_idle_hp_takes_a_fresh_request_by_ticket_with_a_deadline_priority() -> None:
@@ -62,10 +73,7 @@ def test_busy_hp_sends_fresh_requests_to_the_least_queued_lp_then_holds() -> Non
 
 
 def test_held_queue_is_edf_by_latest_start_not_arrival() -> None:
-    w = World(lp_hp(), predictor=CALM)
-    busy_hp(w)
-    for i in range(6):
-        w.arrive(request(f"fill{i}", arrival=0.0, prompt=1500))
+    w = full_world()
     loose = SLO(ttft_s=5.0, tbt_s=0.15)
     tight = SLO(ttft_s=0.5, tbt_s=0.15)
     w.arrive(request("loose", arrival=0.10, slo=loose))
@@ -77,10 +85,7 @@ def test_held_queue_is_edf_by_latest_start_not_arrival() -> None:
 
 
 def test_tick_binds_held_requests_in_edf_order_when_room_frees() -> None:
-    w = World(lp_hp(), predictor=CALM)
-    busy_hp(w)
-    for i in range(6):
-        w.arrive(request(f"fill{i}", arrival=0.0, prompt=1500))
+    w = full_world()
     w.arrive(request("late", arrival=0.2, slo=SLO(2.0, 0.15), prompt=1500))
     w.arrive(request("early", arrival=0.3, slo=SLO(0.5, 0.15), prompt=1500))
     assert w.tick(0.31) == []  # no room: nothing moves
@@ -92,10 +97,7 @@ def test_tick_binds_held_requests_in_edf_order_when_room_frees() -> None:
 
 
 def test_held_requests_past_their_latest_start_are_bound_last() -> None:
-    w = World(lp_hp(), predictor=CALM)
-    busy_hp(w)
-    for i in range(6):
-        w.arrive(request(f"fill{i}", arrival=0.0, prompt=1500))
+    w = full_world()
     w.arrive(request("late", arrival=0.0, prompt=1500))  # latest start ~0.93 s
     w.arrive(request("ontime", arrival=0.5, prompt=1500))  # latest start ~1.43 s
     assert w.policy.held_ids() == ["late", "ontime"]  # EDF order
@@ -105,10 +107,7 @@ def test_held_requests_past_their_latest_start_are_bound_last() -> None:
 
 
 def test_papers_lp_order_serves_infeasible_first() -> None:
-    w = World(lp_hp(), params=with_params(lp_infeasible_last=False), predictor=CALM)
-    busy_hp(w)
-    for i in range(6):
-        w.arrive(request(f"fill{i}", arrival=0.0, prompt=1500))
+    w = full_world(with_params(lp_infeasible_last=False))
     w.arrive(request("late", arrival=0.0, prompt=1500))
     w.arrive(request("ontime", arrival=0.5, prompt=1500))
     w.reqs["fill0"].on_tokens(1.0, 1)
@@ -116,10 +115,7 @@ def test_papers_lp_order_serves_infeasible_first() -> None:
 
 
 def test_a_freed_ticket_goes_to_the_held_head_not_to_a_newcomer() -> None:
-    w = World(lp_hp(), predictor=CALM)
-    busy_hp(w)
-    for i in range(6):
-        w.arrive(request(f"fill{i}", arrival=0.0, prompt=1500))
+    w = full_world()
     w.arrive(request("waiting", arrival=0.1))
     for i in range(100):  # HP drops below half its sequence limit
         w.finish(f"hp-busy{i}", 0.5)
