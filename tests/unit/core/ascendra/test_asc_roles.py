@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from asc_world import World, facts, lp_hp, request, with_params
+from asc_world import World, facts, lp_hp, place, request, with_params
 
 from ascendra_proxy.core.backend import BackendSnapshot, Role
 from ascendra_proxy.core.decisions import Dispatch
@@ -143,19 +143,17 @@ def test_between_the_thresholds_nothing_changes() -> None:
 def test_policy_in_adaptive_mode_emits_roles_and_stops_sending_to_a_draining_backend() -> None:
     p = with_params(roles="adaptive", adaptive=AdaptiveRoleParams(hold_s=0.0, cooldown_s=0.0))
     w = World(lp_hp(2, 2), params=p)
-    for i in range(90):  # LP busy (started), both HP idle, no offloads
-        r = request(f"r{i}", arrival=0.0, prompt=10, max_tokens=10_000)
-        w.reqs[r.id] = r
-        r.on_dispatch(0.0, "lp0" if i % 2 else "lp1")
-        r.on_tokens(0.1, 1)
+
+    def stream_on_lp(ids: range) -> None:
+        for i in ids:
+            r = request(f"r{i}", arrival=0.0, prompt=10, max_tokens=10_000)
+            place(w, r, "lp0" if i % 2 else "lp1", 0.0).on_tokens(0.1, 1)
+
+    stream_on_lp(range(90))  # LP busy (started), both HP idle, no offloads
     acts = w.tick(1.0)
     changes = [a for a in acts if isinstance(a, SetRole)]
     assert changes == []  # lp util 90 / 512 < 0.5: LP is not busy enough
-    for i in range(90, 400):
-        r = request(f"r{i}", arrival=0.0, prompt=10, max_tokens=10_000)
-        w.reqs[r.id] = r
-        r.on_dispatch(0.0, "lp0" if i % 2 else "lp1")
-        r.on_tokens(0.1, 1)
+    stream_on_lp(range(90, 400))
     acts = w.tick(2.0)
     changes = [a for a in acts if isinstance(a, SetRole)]
     assert [(c.backend, c.role, c.draining) for c in changes] == [("hp0", Role.LP, True)]
