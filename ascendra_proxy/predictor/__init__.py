@@ -1,1 +1,21 @@
+"""The learned slack predictor: LightGBM models of what the proxy observes.
 
+Theory of operation.  The Ascendra policy asks one batched question per tick through the
+``SlackPredictor`` seam (:mod:`ascendra_proxy.core.predict`): for each (request, backend),
+how long until the request's next token there, and how long for the ``k`` after that.
+This package answers it with a model learned from the proxy's own observations:
+
+* :mod:`.tap` and :mod:`.dataset`: at each tick the driver (proxy or simulator) turns its
+  requests and backend snapshots into the policy's questions, and a recorder writes them,
+  later joined with what actually happened, as JSONL rows (:mod:`.simtap` wires this into
+  a simulator; :mod:`.rows` reads the rows back);
+* :mod:`.features`: the versioned feature schema (a batch -> a float32 matrix);
+* :mod:`.train` and :mod:`.cli` (``ascendra-proxy train``): LightGBM quantile regression
+  per target, evaluated against the analytical model on held-out requests;
+* :mod:`.model`: the model file, :class:`LearnedPredictor` (hot reload) and
+  :func:`load_predictor` (falls back to the analytical model);
+* :mod:`.retrain`: periodic retraining in a worker process;
+* :mod:`.metrics`: ``ascendra_predictor_source`` and the prediction-error histograms.
+
+Importing this package does not import LightGBM; the modules that need it do.
+"""

@@ -1,0 +1,175 @@
+"""The drivers' side of training data: turn a tick's requests and snapshots into rows.
+
+Theory of operation.  The live proxy's ticker and the simulator already hold, at every
+monitor tick, the driver's :class:`~ascendra_proxy.core.request.RequestState` values and
+the backend snapshots they hand the policy.  :meth:`TrainingTap.on_tick` asks the same
+questions of them that the Ascendra policy asks the predictor, with the policy's own
+backend view (``BackendState.features()``), for every request the policy would review:
+
+* a **not-started** request on a backend: its prefill behind the prompt tokens dispatched
+  there before it (dispatch order: the engines' FCFS order), minus the prefix hit the tap
+  expects from what it saw sent there before;
+* a **streaming** request: a resident row (its next tokens there);
+* a **held** request (in the proxy queue, no backend yet): as if dispatched now to its
+  model's non-HP backend with the fewest queued tokens, behind that queue plus its share
+  of the held prompt tokens ahead of it in deadline order; any non-HP backend's tokens
+  label it (late binding picks one), an HP backend's do not (that is an offload).
+
+The rows go to a :class:`~.dataset.TrainingRecorder` (which rate limits them); the driver
+also reports tokens (:meth:`on_tokens`, with the backend that produced them), moves
+(:meth:`on_moved`) and ends (:meth:`on_finished`).  The tap works under any policy: under
+the baselines nothing moves, so every row gets its label.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+from ascendra_proxy.core.backend import BackendInfo, BackendSnapshot, Role
+from ascendra_proxy.core.policies.ascendra.view import (
+    BackendState,
+    EngineFacts,
+    build_states,
+    facts_from_info,
+)
+from ascendra_proxy.core.predict import PredictionQuery
+from ascendra_proxy.core.prefix import PrefixIndex
+from ascendra_proxy.core.request import Phase, RequestState
+from ascendra_proxy.predictor.dataset import TrainingRecorder
+
+__all__ = ["TrainingTap", "facts_for"]
+
+
+class TrainingTap:
+    def __init__(
+        self,
+        recorder: TrainingRecorder,
+        facts: Mapping[str, EngineFacts],
+        prefix_blocks_per_backend: int = 65536,
+    ) -> None:
+        self.recorder = recorder
+        self._facts = dict(facts)
+        self._prefix = PrefixIndex(prefix_blocks_per_backend)
+        self._hits: dict[str, tuple[str, int]] = {}  # request -> (backend, expected hit)
+        self._priority: dict[str, int] = {}  # request -> engine priority of its dispatch
+
+    # -- driver events ------------------------------------------------------------------
+
+    def on_tick(
+        self, now: float, requests: Sequence[RequestState], snapshots: Sequence[BackendSnapshot]
+    ) -> None:
+        states = build_states(snapshots, self._facts, {}, {})
+        held: list[RequestState] = []
+        for r in requests:
+            if r.phase is Phase.QUEUED:
+                held.append(r)
+            elif r.phase is not Phase.FINISHED and r.backend in states:
+                b = states[r.backend]
+                (b.queue if r.phase is Phase.DISPATCHED else b.streams).append(r)
+        for b in states.values():
+            self._fill(b)
+        for b in states.values():
+            if b.snap.healthy:
+                self._observe_backend(now, b)
+        if held:
+            self._observe_held(now, held, states)
+
+    def on_dispatched(self, request_id: str, priority: int | None) -> None:
+        """The driver sent the request with this engine priority (None: none sent)."""
+        if priority is None:
+            self._priority.pop(request_id, None)
+        else:
+            self._priority[request_id] = priority
+
+    def on_tokens(self, request_id: str, now: float, n: int, backend: str | None) -> None:
+        self.recorder.label_tokens(request_id, now, n, backend)
+
+    def on_moved(self, request_id: str) -> None:
+        self.recorder.discard(request_id)
+
+    def on_finished(self, request_id: str) -> None:
+        self.recorder.finish(request_id)
+        self._hits.pop(request_id, None)
+        self._priority.pop(request_id, None)
+
+    # -- rows ---------------------------------------------------------------------------
+
+    def _fill(self, b: BackendState) -> None:
+        """The per-backend sums of the policy's tick aggregation (``tickstate._fill``), with
+        the not-started requests in engine order (priority first when the engine runs
+        priority scheduling, then dispatch time), as the policy's review orders them."""
+        q, s = b.queue, b.streams
+        prio = self._priority if b.facts.priority_scheduling else {}
+        q.sort(
+            key=lambda r: (
+                prio.get(r.id, 0),
+                r.dispatched_at if r.dispatched_at is not None else r.arrival,
+                r.id,
+            )
+        )
+        b.unstarted = len(q)
+        b.queued_tokens = sum(r.prompt_tokens for r in q)
+        b.streaming = len(s)
+        b.decode_context = sum(r.prompt_tokens + r.tokens for r in s)
+        b.gaps = sum(r.gaps for r in s)
+        b.gap_sum = sum(r.gap_sum for r in s)
+
+    def _cached(self, r: RequestState, b: BackendState) -> int:
+        """Expected prefix hit of ``r`` on ``b``, fixed when the tap first sees it there."""
+        seen = self._hits.get(r.id)
+        if seen is not None and seen[0] == b.name:
+            return seen[1]
+        hashes = getattr(r, "prefix_hashes", None)
+        hit = 0
+        if hashes:
+            points = self._prefix.checkpoints(tuple(int(h) for h in hashes))
+            hit = self._prefix.hit_blocks(b.name, points) * b.facts.block_size
+            self._prefix.record(b.name, points)
+        hit = min(hit, r.prompt_tokens)
+        self._hits[r.id] = (b.name, hit)
+        return hit
+
+    def _observe_backend(self, now: float, b: BackendState) -> None:
+        rec = self.recorder
+        feats = None
+        ahead = 0
+        for r in b.queue:
+            cached = self._cached(r, b)
+            if rec.due(r.id, now, False):
+                feats = feats or b.features()
+                q = PredictionQuery(
+                    0, r.prompt_tokens, r.tokens, now - r.arrival, ahead, cached, False
+                )
+                rec.observe(r.id, now, q, feats, (r.slo.ttft_s, r.slo.tbt_s))
+            ahead += max(r.prompt_tokens - cached, 0)
+        for r in b.streams:
+            if rec.due(r.id, now, True):
+                feats = feats or b.features()
+                q = PredictionQuery(0, r.prompt_tokens, r.tokens, now - r.arrival, 0, 0, True)
+                rec.observe(r.id, now, q, feats, (r.slo.ttft_s, r.slo.tbt_s))
+
+    def _observe_held(
+        self, now: float, held: list[RequestState], states: Mapping[str, BackendState]
+    ) -> None:
+        lp: dict[str, list[BackendState]] = {}
+        for b in states.values():
+            if b.role is not Role.HP and b.snap.healthy:
+                lp.setdefault(b.snap.model, []).append(b)
+        spread = dict.fromkeys(lp, 0.0)
+        rec = self.recorder
+        for r in sorted(held, key=lambda r: (r.ttft_deadline, r.arrival, r.id)):
+            cands = lp.get(r.model)
+            if not cands:
+                continue
+            b = min(cands, key=lambda c: (c.queued_tokens, c.inflight))
+            ahead = b.queued_tokens + spread[r.model] / len(cands)
+            spread[r.model] += r.prompt_tokens
+            if rec.due(r.id, now, False):
+                q = PredictionQuery(0, r.prompt_tokens, 0, now - r.arrival, int(ahead), 0, False)
+                slo = (r.slo.ttft_s, r.slo.tbt_s)
+                rec.observe(r.id, now, q, b.features(), slo, accept=[c.name for c in cands])
+
+
+def facts_for(infos: Sequence[BackendInfo]) -> dict[str, EngineFacts]:
+    """Engine facts per backend name from BackendInfo values (as the policy reads them)."""
+    return {info.name: facts_from_info(info) for info in infos}
