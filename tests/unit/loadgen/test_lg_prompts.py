@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import sys
+import types
+
 import pytest
 
-from loadgen.prompts import WORDS, LocalCounter, PromptBuilder
+from loadgen.prompts import WORDS, LocalCounter, PromptBuilder, hf_counter
 from loadgen.workloads import WorkItem
 
 
@@ -70,3 +73,28 @@ async def test_chat_prompts_count_the_template() -> None:
     assert prompt.messages is not None and prompt.messages[0]["role"] == "system"
     assert abs(chat_count(prompt.messages) - 250) <= 1
     assert builder.chat_template_counted
+
+
+async def test_tokenizer_file_counter_uses_the_tokenizers_package(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    class Encoding:
+        def __init__(self, text: str) -> None:
+            self.ids = list(range(bpe_like(text)))
+
+    class FakeTokenizer:
+        @classmethod
+        def from_file(cls, path: str) -> FakeTokenizer:
+            assert path == "tok.json"
+            return cls()
+
+        def encode(self, text: str) -> Encoding:
+            return Encoding(text)
+
+    monkeypatch.setitem(sys.modules, "tokenizers", types.SimpleNamespace(Tokenizer=FakeTokenizer))
+    counter = hf_counter("tok.json")
+    assert await counter.count("the people") == 5
+    builder = PromptBuilder(counter, chat=False, seed=6)
+    await builder.calibrate()
+    prompt = await builder.build(item(0, 321))
+    assert bpe_like(prompt.text or "") == 321
