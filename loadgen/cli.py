@@ -67,8 +67,17 @@ def add_target_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--out", required=True, help="results JSON file")
 
 
-def add_workload_args(p: argparse.ArgumentParser, *, sweep: bool) -> None:
-    """The workload options :func:`workload_spec` reads (``--rates`` when ``sweep``)."""
+def add_workload_args(
+    p: argparse.ArgumentParser,
+    *,
+    rate: bool = True,
+    rates: bool = False,
+    rates_required: bool = False,
+) -> None:
+    """The workload options :func:`workload_spec` reads; other front ends reuse them.
+
+    ``rate`` adds ``--rate``/``--rate-scale``, ``rates`` adds ``--rates`` (for sweeps).
+    """
     g = p.add_argument_group("workload")
     src = g.add_mutually_exclusive_group(required=True)
     src.add_argument("--trace", help="CSV with arrived_at,num_prefill_tokens,num_decode_tokens")
@@ -82,12 +91,11 @@ def add_workload_args(p: argparse.ArgumentParser, *, sweep: bool) -> None:
     g.add_argument("--max-prompt-len", type=int, help="clip prompt lengths (model context)")
     g.add_argument("--max-output-len", type=int, help="clip output lengths")
     g.add_argument("--arrivals", choices=("poisson", "gamma", "constant", "trace"))
-    if sweep:
-        g.add_argument("--rates", required=True, help="comma-separated req/s, e.g. 10,14,18")
-        g.add_argument("--cooldown", type=float, default=2.0, help="seconds between points")
-    else:
+    if rate:
         g.add_argument("--rate", type=float, help="req/s (with a trace: re-time to this rate)")
         g.add_argument("--rate-scale", type=float, help="trace only: multiply its rate by this")
+    if rates:
+        g.add_argument("--rates", required=rates_required, help="comma-separated req/s: 10,14")
     g.add_argument("--burstiness", type=float, default=1.0, help="gamma shape (1 = Poisson)")
     g.add_argument("--slo-ttft", type=float, help="TTFT SLO in seconds")
     g.add_argument("--slo-tbt", type=float, help="mean TBT SLO in seconds")
@@ -104,11 +112,12 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="one load point: summary table and results JSON")
     add_target_args(run)
-    add_workload_args(run, sweep=False)
+    add_workload_args(run)
     run.set_defaults(func=cmd_run)
     sweep = sub.add_parser("sweep", help="several rates and the capacity at 90%% attainment")
     add_target_args(sweep)
-    add_workload_args(sweep, sweep=True)
+    add_workload_args(sweep, rate=False, rates=True, rates_required=True)
+    sweep.add_argument("--cooldown", type=float, default=2.0, help="seconds between points")
     sweep.set_defaults(func=cmd_sweep)
     plot = sub.add_parser("plot", help="PNG plots from results files")
     plot.add_argument("results", nargs="+", help="run or sweep JSON files")
