@@ -127,6 +127,9 @@ class UpstreamAttempt:
     def touch(self, now: float) -> None:
         if self.first_event_at is None:
             self.first_event_at = now
+            if self._timer is not None and now + self.budgets.idle_s < self._timer.when():
+                self._timer.cancel()
+                self._arm(now + self.budgets.idle_s)
         self._last = now
 
     def close(self) -> None:

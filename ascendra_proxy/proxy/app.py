@@ -34,6 +34,8 @@ from ascendra_proxy.proxy.ticker import run_ticks
 
 log = logging.getLogger(__name__)
 
+SHUTDOWN_GRACE_S = 10.0
+
 
 def create_app(config: ProxyConfig) -> web.Application:
     app = web.Application(
@@ -108,10 +110,18 @@ def _gauges(gw: Gateway) -> Iterator[GaugeSample]:
 
 
 async def start_server(
-    config: ProxyConfig, host: str, port: int
+    config: ProxyConfig, host: str, port: int, shutdown_grace_s: float = SHUTDOWN_GRACE_S
 ) -> tuple[web.AppRunner, list[tuple[str, int]]]:
-    """Serve ``config`` on host:port (0: any free port); returns the runner and bound addresses."""
-    runner = web.AppRunner(create_app(config), handler_cancellation=True, access_log=None)
+    """Serve ``config`` on host:port (0: any free port); returns the runner and bound addresses.
+
+    At shutdown, open streams get ``shutdown_grace_s`` to finish before they are cancelled.
+    """
+    runner = web.AppRunner(
+        create_app(config),
+        handler_cancellation=True,
+        access_log=None,
+        shutdown_timeout=shutdown_grace_s,
+    )
     await runner.setup()
     site = web.TCPSite(runner, host, port, backlog=4096)
     await site.start()

@@ -48,6 +48,7 @@ from ascendra_proxy.proxy.validate import GenerationRequest
 log = logging.getLogger(__name__)
 
 HOLD_RECHECK_S = 0.05
+_API_OUTCOMES = {502: Outcome.BACKEND_FAILED, 504: Outcome.TIMED_OUT}
 ABORT_DRAIN_S = 2.0
 
 
@@ -109,7 +110,7 @@ class Gateway:
             outcome = Outcome.CLIENT_DISCONNECTED
             raise
         except ApiError as exc:
-            outcome = Outcome.TIMED_OUT if exc.status == 504 else Outcome.REJECTED
+            outcome = _API_OUTCOMES.get(exc.status, Outcome.REJECTED)
             raise
         except up.UpstreamRejected:
             outcome = Outcome.REJECTED
@@ -187,6 +188,8 @@ class Gateway:
         self.end_attempt(flight)
         if not flight.state.started and not flight.state.finished:
             flight.state.on_requeue()
+            if backend is not None:
+                self.telemetry.retry(backend.name)
 
     def end_attempt(self, flight: Flight, complete: bool = False) -> None:
         """Release the current attempt; abort it upstream unless it completed."""

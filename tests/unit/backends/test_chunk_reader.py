@@ -1,0 +1,172 @@
+"""Token counting from chunks, and stripping what the client did not ask for."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+import pytest
+
+from ascendra_proxy.backends.chunks import ChunkReader, ClientAsks
+from ascendra_proxy.backends.errors import InStreamError, UpstreamProtocolError
+from ascendra_proxy.backends.sse import SSEDecoder
+
+ALL = ClientAsks(token_ids=True, include_usage=True, continuous_usage=True)
+NONE = ClientAsks()
+
+
+def chunk(**kw: Any) -> bytes:
+    return orjson.dumps({"id": "cmpl-1", "object": "text_completion", "model": "m", **kw})
+
+
+def choice(text: str, ids: list[int] | None = None, **kw: Any) -> dict[str, Any]:
+    c: dict[str, Any] = {"index": 0, "text": text, "finish_reason": None, **kw}
+    if ids is not None:
+        c["token_ids"] = ids
+    return c
+
+
+def usage(n: int) -> dict[str, int]:
+    return {"prompt_tokens": 4, "completion_tokens": n, "total_tokens": 4 + n}
+
+
+def test_counts_token_ids_not_chunks() -> None:
+    r = ChunkReader("b", ALL)
+    counts = [
+        r.parse(chunk(choices=[choice("a", [1])])).tokens,
+        r.parse(chunk(choices=[choice("", [2])])).tokens,  # partial UTF-8: empty text, 1 token
+        r.parse(chunk(choices=[choice("bcd", [3, 4, 5])])).tokens,  # stream_interval > 1
+        r.parse(chunk(choices=[], usage=usage(5))).tokens,  # final usage chunk
+    ]
+    assert counts == [1, 1, 3, 0]
+    assert r.counted == 5
+
+
+def test_falls_back_to_running_usage() -> None:
+    r = ChunkReader("b", ALL)
+    got = [
+        r.parse(chunk(choices=[choice("a")], usage=usage(1))).tokens,
+        r.parse(chunk(choices=[choice("")], usage=usage(2))).tokens,
+        r.parse(chunk(choices=[choice("xy")], usage=usage(4))).tokens,
+        r.parse(chunk(choices=[], usage=usage(4))).tokens,
+    ]
+    assert got == [1, 1, 2, 0]
+
+
+def test_last_resort_counts_content_and_reconciles_with_final_usage() -> None:
+    r = ChunkReader("b", ALL)
+    got = [
+        r.parse(chunk(choices=[choice("a")])).tokens,
+        r.parse(chunk(choices=[choice("")])).tokens,  # invisible without ids or usage
+        r.parse(chunk(choices=[choice("b")])).tokens,
+        r.parse(chunk(choices=[], usage=usage(3))).tokens,  # reconciled here
+    ]
+    assert got == [1, 0, 1, 1]
+    assert r.counted == 3
+
+
+def test_chat_role_chunk_is_not_a_token() -> None:
+    r = ChunkReader("b", ALL)
+    role = orjson.dumps(
+        {
+            "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}}],
+            "prompt_token_ids": [1, 2],
+            "usage": usage(0),
+        }
+    )
+    ev = r.parse(role)
+    assert ev.tokens == 0 and ev.prompt_token_ids == [1, 2]
+    ev = r.parse(
+        orjson.dumps({"choices": [{"index": 0, "delta": {"content": "hi"}, "token_ids": [9]}]})
+    )
+    assert (ev.tokens, ev.text, ev.token_ids) == (1, "hi", [9])
+
+
+def test_multiple_choices_sum_tokens() -> None:
+    r = ChunkReader("b", ALL)
+    ev = r.parse(chunk(choices=[choice("a", [1]), {"index": 1, "text": "b", "token_ids": [2, 3]}]))
+    assert ev.tokens == 3 and ev.token_ids == [1]
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        b'{"error":{"message":"boom","type":"X","param":null,"code":503}}',
+        b'{"object":"error","message":"boom","type":"X","code":503}',
+    ],
+)
+def test_in_stream_error_shapes(payload: bytes) -> None:
+    with pytest.raises(InStreamError) as info:
+        ChunkReader("b", ALL).parse(payload)
+    assert info.value.status == 503 and info.value.message == "boom"
+    assert not info.value.is_client_error and info.value.payload == payload
+
+
+def test_in_stream_client_error_is_flagged() -> None:
+    with pytest.raises(InStreamError) as info:
+        ChunkReader("b", ALL).parse(b'{"error":{"message":"too long","code":400}}')
+    assert info.value.is_client_error
+
+
+@pytest.mark.parametrize("payload", [b"{not json", b"[1,2]", b'"x"'])
+def test_garbage_is_a_protocol_error(payload: bytes) -> None:
+    with pytest.raises(UpstreamProtocolError):
+        ChunkReader("b", ALL).parse(payload)
+
+
+def test_client_asking_everything_gets_original_bytes() -> None:
+    r = ChunkReader("b", ALL)
+    payload = chunk(choices=[choice("a", [1])], usage=usage(1))
+    assert r.render(r.parse(payload)) == b"data: " + payload + b"\n\n"
+
+
+def rendered(asks: ClientAsks, payload: bytes) -> dict[str, Any] | None:
+    r = ChunkReader("b", asks)
+    out = r.render(r.parse(payload))
+    if out is None:
+        return None
+    events = SSEDecoder().feed(out)
+    assert len(events) == 1
+    result: dict[str, Any] = orjson.loads(events[0])
+    return result
+
+
+def test_strips_token_ids_and_running_usage_for_a_plain_client() -> None:
+    payload = chunk(choices=[choice("a", [1], prompt_token_ids=[7, 8])], usage=usage(1))
+    got = rendered(NONE, payload)
+    assert got is not None
+    assert "usage" not in got
+    assert got["choices"][0] == {"index": 0, "text": "a", "finish_reason": None}
+
+
+def test_drops_usage_chunk_unless_asked() -> None:
+    payload = chunk(choices=[], usage=usage(3))
+    assert rendered(NONE, payload) is None
+    kept = rendered(ClientAsks(include_usage=True), payload)
+    assert kept is not None and kept["usage"]["completion_tokens"] == 3
+
+
+def test_keeps_running_usage_when_asked_but_strips_ids() -> None:
+    asks = ClientAsks(include_usage=True, continuous_usage=True)
+    got = rendered(asks, chunk(choices=[choice("a", [1])], usage=usage(1)))
+    assert got is not None and got["usage"]["completion_tokens"] == 1
+    assert "token_ids" not in got["choices"][0]
+
+
+def test_keeps_ids_when_asked_but_strips_usage() -> None:
+    got = rendered(ClientAsks(token_ids=True), chunk(choices=[choice("a", [1])], usage=usage(1)))
+    assert got is not None and got["choices"][0]["token_ids"] == [1] and "usage" not in got
+
+
+def test_chat_top_level_prompt_ids_are_stripped() -> None:
+    payload = orjson.dumps(
+        {"choices": [{"index": 0, "delta": {"role": "assistant"}}], "prompt_token_ids": [1, 2]}
+    )
+    got = rendered(NONE, payload)
+    assert got is not None and "prompt_token_ids" not in got
+
+
+def test_nothing_to_strip_forwards_original_bytes() -> None:
+    payload = chunk(choices=[choice("a")])
+    r = ChunkReader("b", NONE)
+    assert r.render(r.parse(payload)) == b"data: " + payload + b"\n\n"

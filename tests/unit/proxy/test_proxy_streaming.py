@@ -1,0 +1,147 @@
+"""Streaming through the proxy: forwarding, token counting, stripping, identity."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from conftest import MODEL, RigFactory
+from fake_backend import FakeBackend, Script
+from sse_client import read_events, text_of
+
+EXPECTED_TEXT = " t100 t101 t102 t103 t104"
+
+
+def tokens_counted(r: Any) -> int:
+    return sum(r.gateway.telemetry.tokens.values())
+
+
+async def test_plain_client_sees_a_plain_vllm_stream(make_rig: RigFactory) -> None:
+    async with make_rig([FakeBackend("a")]) as r:
+        resp = await r.post("/v1/completions", {"model": MODEL, "prompt": "hi", "stream": True})
+        assert resp.status == 200
+        assert resp.headers["Content-Type"].startswith("text/event-stream")
+        events, done = await read_events(resp)
+        assert done and text_of(events) == EXPECTED_TEXT
+        for ev in events:
+            assert "usage" not in ev and "token_ids" not in ev["choices"][0]
+        assert events[-1]["choices"][0]["finish_reason"] == "length"
+        sent = r.fakes[0].bodies[0]
+        assert sent["return_token_ids"] is True
+        assert sent["stream_options"] == {"include_usage": True, "continuous_usage_stats": True}
+        assert tokens_counted(r) == 5
+
+
+async def test_client_options_are_honoured_exactly(make_rig: RigFactory) -> None:
+    async with make_rig([FakeBackend("a")]) as r:
+        body = {
+            "model": MODEL,
+            "prompt": "hi",
+            "stream": True,
+            "return_token_ids": True,
+            "stream_options": {"include_usage": True},
+        }
+        events, done = await read_events(await r.post("/v1/completions", body))
+        assert done
+        *content, last = events
+        assert last["choices"] == [] and last["usage"]["completion_tokens"] == 5
+        assert [ev["choices"][0]["token_ids"] for ev in content] == [
+            [100],
+            [101],
+            [102],
+            [103],
+            [104],
+        ]
+        assert all("usage" not in ev for ev in content)
+
+
+async def test_continuous_usage_when_asked(make_rig: RigFactory) -> None:
+    async with make_rig([FakeBackend("a")]) as r:
+        body = {
+            "model": MODEL,
+            "prompt": "hi",
+            "stream": True,
+            "stream_options": {"include_usage": True, "continuous_usage_stats": True},
+        }
+        events, _ = await read_events(await r.post("/v1/completions", body))
+        assert [ev["usage"]["completion_tokens"] for ev in events] == [1, 2, 3, 4, 5, 5]
+        assert all("token_ids" not in ch for ev in events for ch in ev["choices"])
+
+
+@pytest.mark.parametrize(("per_chunk", "split"), [(1, True), (3, False), (4, True)])
+async def test_tokens_are_counted_not_chunks(
+    make_rig: RigFactory, per_chunk: int, split: bool
+) -> None:
+    fake = FakeBackend("a", script=Script(tokens=7, per_chunk=per_chunk, split_events=split))
+    async with make_rig([fake]) as r:
+        events, done = await read_events(
+            await r.post("/v1/completions", {"model": MODEL, "prompt": "x", "stream": True})
+        )
+        assert done and len(events) == -(-7 // per_chunk)
+        assert tokens_counted(r) == 7
+        gaps = r.gateway.telemetry.gaps["a"]
+        assert gaps.count <= len(events) - 1
+
+
+async def test_engine_without_token_ids_is_counted_from_usage(make_rig: RigFactory) -> None:
+    fake = FakeBackend("a", script=Script(tokens=6, per_chunk=2, omit_token_ids=True))
+    async with make_rig([fake]) as r:
+        await read_events(
+            await r.post("/v1/completions", {"model": MODEL, "prompt": "x", "stream": True})
+        )
+        assert tokens_counted(r) == 6
+
+
+async def test_chat_stream_keeps_role_chunk_and_identity(make_rig: RigFactory) -> None:
+    async with make_rig([FakeBackend("a")]) as r:
+        body = {"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "stream": True}
+        events, done = await read_events(await r.post("/v1/chat/completions", body))
+        assert done
+        assert events[0]["choices"][0]["delta"]["role"] == "assistant"
+        assert "prompt_token_ids" not in events[0]
+        assert text_of(events) == EXPECTED_TEXT
+        assert {ev["id"] for ev in events} == {"cmpl-fake"}
+        assert {ev["object"] for ev in events} == {"chat.completion.chunk"}
+
+
+async def test_missing_done_after_finish_is_completed(make_rig: RigFactory) -> None:
+    async with make_rig([FakeBackend("a", script=Script(omit_done=True))]) as r:
+        events, done = await read_events(
+            await r.post("/v1/completions", {"model": MODEL, "prompt": "x", "stream": True})
+        )
+        assert done and text_of(events) == EXPECTED_TEXT
+        assert r.gateway.telemetry.requests == {(MODEL, "completed"): 1}
+
+
+async def test_non_stream_body_is_forwarded(make_rig: RigFactory) -> None:
+    async with make_rig([FakeBackend("a")]) as r:
+        resp = await r.post("/v1/completions", {"model": MODEL, "prompt": "x"})
+        assert resp.status == 200
+        body = await resp.json()
+        assert (
+            body["choices"][0]["text"] == EXPECTED_TEXT and body["usage"]["completion_tokens"] == 5
+        )
+        assert "return_token_ids" not in r.fakes[0].bodies[0]
+        assert tokens_counted(r) == 5
+
+
+async def test_state_records_ttft_and_gaps(make_rig: RigFactory) -> None:
+    fake = FakeBackend("a", script=Script(tokens=4, first_delay_s=0.1, gap_s=0.02))
+    async with make_rig([fake]) as r:
+        finished: list[Any] = []
+        policy = r.gateway.policy
+        original = policy.on_finish
+
+        def spy(req: Any, now: float) -> None:
+            finished.append(req)
+            original(req, now)
+
+        policy.on_finish = spy  # type: ignore[method-assign]
+        await read_events(
+            await r.post("/v1/completions", {"model": MODEL, "prompt": "x", "stream": True})
+        )
+        (state,) = finished
+        assert state.tokens == 4 and state.ttft is not None and state.ttft >= 0.1
+        assert state.gaps == 3 and 0.015 <= state.mean_tbt <= 0.2
+        assert state.prompt_tokens == 3 and state.prompt_tokens_exact
+        assert r.gateway.telemetry.ttft["a"].count == 1
