@@ -1,0 +1,158 @@
+"""``ascendra-proxy simulate``: run policies against the engine model in virtual time.
+
+Theory of operation: only wiring.  The workload options are ``loadgen``'s (same names, same
+:func:`loadgen.cli.workload_spec`), the SLO defaults to the config's ``slo.default``, and
+each ``--policy`` (repeatable; default: the config's own) runs on the same workload and
+seed.  Without ``--sweep`` every policy gives a loadgen-compatible run file; with ``--sweep
+--rates`` a loadgen-compatible sweep file with ``capacity_rps_at_90``.  One policy writes
+``--out``; several write ``<out>.<policy>.json`` each and a comparison to ``--out``, and
+print a side-by-side table.  ``--set path=value`` changes a policy parameter (YAML value).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ascendra_proxy.configload import ConfigError
+from ascendra_proxy.sim.setup import SimConfig, load_sim_config, with_policy
+from ascendra_proxy.sim.sweep import Job, default_workers, policy_variant, run_jobs
+from ascendra_proxy.sim.table import comparison_document, format_comparison
+from loadgen.results import write_json
+from loadgen.sweep import parse_rates, sweep_document
+from loadgen.workloads import WorkloadSpec
+
+__all__ = ["add_arguments", "run"]
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", required=True, help="proxy YAML with engine_settings per backend")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--trace", help="CSV with arrived_at,num_prefill_tokens,num_decode_tokens")
+    src.add_argument("--workload", help="named workload (azure-conv, azure-code) or synthetic")
+    p.add_argument("--prompt-len", help="N | fixed:N | uniform:LO:HI | lognormal:MEDIAN:SIGMA")
+    p.add_argument("--output-len", help="same forms as --prompt-len")
+    p.add_argument("--num-requests", type=int, help="requests per run (default: whole trace)")
+    p.add_argument("--arrivals", choices=("poisson", "gamma", "constant", "trace"))
+    p.add_argument("--rate", type=float, help="req/s (with a trace: re-time to this rate)")
+    p.add_argument("--rate-scale", type=float, help="trace only: multiply its rate by this")
+    p.add_argument("--sweep", action="store_true", help="run every rate of --rates")
+    p.add_argument("--rates", help="comma-separated req/s for --sweep, e.g. 10,14,18")
+    p.add_argument("--burstiness", type=float, default=1.0, help="gamma shape (1 = Poisson)")
+    p.add_argument("--slo-ttft", type=float, help="TTFT SLO in seconds (default: config's)")
+    p.add_argument("--slo-tbt", type=float, help="mean TBT SLO in seconds (default: config's)")
+    p.add_argument("--slo-mix", help='classes "TTFT:TBT:SHARE,..."')
+    p.add_argument("--prefix-groups", type=int, help="number of shared system prompts")
+    p.add_argument("--prefix-tokens", type=int, help="tokens per shared system prompt")
+    p.add_argument("--disconnect-share", type=float, default=0.0, help="share of clients leaving")
+    p.add_argument("--disconnect-after", type=float, default=1.0, help="seconds after sending")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--policy", action="append", default=[], help="policy to run (repeatable; default: config)"
+    )
+    p.add_argument(
+        "--set", action="append", default=[], metavar="PATH=VALUE", help="policy parameter"
+    )
+    p.add_argument("--label", help="label for plots (default: the policy name)")
+    keep = p.add_mutually_exclusive_group()
+    keep.add_argument("--keep-requests", dest="keep", action="store_true", default=None)
+    keep.add_argument("--no-requests", dest="keep", action="store_false")
+    p.add_argument("--jobs", type=int, default=1, help="worker processes for sweeps")
+    p.add_argument("--out", required=True, help="results JSON file")
+
+
+def _workload(args: argparse.Namespace, cfg: SimConfig, rate: float | None) -> WorkloadSpec:
+    from loadgen.cli import workload_spec
+
+    if args.slo_mix is None:
+        default = cfg.proxy.slo.default
+        if args.slo_ttft is None:
+            args.slo_ttft = default.ttft_ms / 1000.0
+        if args.slo_tbt is None:
+            args.slo_tbt = default.tpot_ms / 1000.0
+    return workload_spec(args, rate)
+
+
+def _changes(pairs: list[str]) -> dict[str, object]:
+    out: dict[str, object] = {}
+    for pair in pairs:
+        path, sep, value = pair.partition("=")
+        if not sep or not path:
+            raise ValueError(f"--set {pair!r}: expected PATH=VALUE")
+        out[path.strip()] = yaml.safe_load(value)
+    return out
+
+
+def _configs(args: argparse.Namespace, base: SimConfig) -> list[tuple[str, SimConfig]]:
+    names = args.policy or [base.proxy.policy.type]
+    changes = _changes(args.set)
+    out = []
+    for name in names:
+        cfg = policy_variant(base, name, changes) if changes else with_policy(base, name)
+        out.append((name, cfg))
+    return out
+
+
+def _config_doc(args: argparse.Namespace, name: str, spec: WorkloadSpec) -> dict[str, Any]:
+    doc = {k: v for k, v in vars(args).items() if k not in ("policy", "jobs")}
+    doc.update(
+        simulated=True,
+        policy=name,
+        label=args.label if args.label and len(args.policy) <= 1 else name,
+        arrivals_description=spec.arrivals.describe(),
+    )
+    return doc
+
+
+def _out_path(out: str, name: str, many: bool) -> Path:
+    p = Path(out)
+    return p.with_name(f"{p.stem}.{name}{p.suffix or '.json'}") if many else p
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        base = load_sim_config(args.config)
+        configs = _configs(args, base)
+        rates: list[float | None]
+        if args.sweep:
+            if not args.rates:
+                raise ValueError("--sweep needs --rates")
+            swept = parse_rates(args.rates)
+            rates = list(swept)
+            spec = _workload(args, base, swept[0])
+        else:
+            rates = [args.rate]
+            spec = _workload(args, base, args.rate)
+    except (ConfigError, ValueError) as exc:  # TraceError is a ValueError
+        print(f"ascendra-proxy simulate: error: {exc}", file=sys.stderr)
+        return 2
+    keep = (not args.sweep) if args.keep is None else args.keep
+    jobs = [
+        Job(cfg, spec.with_rate(r) if r is not None else spec, r, args.seed, keep)
+        for _, cfg in configs
+        for r in rates
+    ]
+    t0, c0 = time.perf_counter(), time.process_time()
+    points = run_jobs(jobs, args.jobs if args.jobs > 0 else default_workers())
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    docs = []
+    many = len(configs) > 1
+    for k, (name, _cfg) in enumerate(configs):
+        mine = points[k * len(rates) : (k + 1) * len(rates)]
+        config = _config_doc(args, name, spec)
+        if args.sweep:
+            doc = sweep_document(config, mine)
+        else:
+            doc = {"kind": "run", "config": config, **mine[0]}
+        write_json(_out_path(args.out, name, many), doc)
+        docs.append((name, doc))
+    if many:
+        write_json(args.out, comparison_document(docs))
+    print(format_comparison(docs), flush=True)
+    print(f"{len(jobs)} simulation(s) in {wall:.1f} s wall, {cpu:.1f} s CPU", file=sys.stderr)
+    return 0

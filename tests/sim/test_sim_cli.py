@@ -1,0 +1,153 @@
+"""``ascendra-proxy simulate``: loadgen-compatible files, sweeps, several policies, errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+from sim_helpers import config_dict
+
+from ascendra_proxy.cli import main
+from loadgen.metrics import summarize
+from loadgen.results import load_results
+
+
+@pytest.fixture
+def files(tmp_path: Path) -> tuple[Path, Path]:
+    cfg = tmp_path / "sim.yaml"
+    doc = config_dict({"type": "ascendra"}, sim={"network_s": 0.001})
+    cfg.write_text(yaml.safe_dump(doc))
+    trace = tmp_path / "trace.csv"
+    rows = ["arrived_at,num_prefill_tokens,num_decode_tokens"]
+    rows += [f"{i * 0.25:.3f},{200 + 37 * i % 900},{10 + 7 * i % 60}" for i in range(60)]
+    trace.write_text("\n".join(rows) + "\n")
+    return cfg, trace
+
+
+def test_run_writes_a_loadgen_run_file(files: tuple[Path, Path], tmp_path: Path) -> None:
+    cfg, trace = files
+    out = tmp_path / "run.json"
+    code = main(
+        [
+            "simulate",
+            "--config",
+            str(cfg),
+            "--trace",
+            str(trace),
+            "--rate",
+            "10",
+            "--num-requests",
+            "40",
+            "--out",
+            str(out),
+        ]
+    )
+    assert code == 0
+    doc = load_results(out)
+    assert doc["kind"] == "run" and doc["config"]["policy"] == "ascendra"
+    assert set(summarize([])) <= set(doc["summary"])  # loadgen's schema, plus more
+    for key in ("offloads", "migrations", "offloads_by_reason", "migrations_by_reason"):
+        assert key in doc["summary"]
+    assert len(doc["requests"]) == 40
+    assert doc["summary"]["completed"] == 40
+    assert doc["summary"]["slo_attainment"] is not None
+    assert all(r["route"] for r in doc["requests"])
+    assert doc["requests"][0]["slo_ttft_s"] == 1.0  # the config's default SLO
+
+
+def test_sweep_with_several_policies(
+    files: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cfg, trace = files
+    out = tmp_path / "sweep.json"
+    code = main(
+        [
+            "simulate",
+            "--config",
+            str(cfg),
+            "--trace",
+            str(trace),
+            "--sweep",
+            "--rates",
+            "4,400",
+            "--num-requests",
+            "40",
+            "--slo-ttft",
+            "0.5",
+            "--slo-tbt",
+            "0.1",
+            "--policy",
+            "ascendra",
+            "--policy",
+            "round_robin",
+            "--out",
+            str(out),
+        ]
+    )
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "capacity @90%" in printed and "round_robin" in printed
+    comparison = json.loads(out.read_text())
+    assert [p["policy"] for p in comparison["policies"]] == ["ascendra", "round_robin"]
+    for name in ("ascendra", "round_robin"):
+        doc = load_results(tmp_path / f"sweep.{name}.json")
+        assert doc["kind"] == "sweep" and doc["config"]["label"] == name
+        assert [p["rate"] for p in doc["points"]] == [4.0, 400.0]
+        assert "capacity_rps_at_90" in doc and doc["capacity_status"] != "no_points"
+        assert "requests" not in doc["points"][0]  # sweeps keep summaries only by default
+        low, high = (p["summary"]["slo_attainment"] for p in doc["points"])
+        assert low > high
+
+
+def test_set_changes_a_policy_parameter(files: tuple[Path, Path], tmp_path: Path) -> None:
+    cfg, trace = files
+    out = tmp_path / "run.json"
+    args = [
+        "simulate",
+        "--config",
+        str(cfg),
+        "--trace",
+        str(trace),
+        "--rate",
+        "30",
+        "--num-requests",
+        "40",
+        "--out",
+        str(out),
+    ]
+    assert main([*args, "--set", "migration.enabled=false", "--set", "tick_ms=50"]) == 0
+    assert load_results(out)["config"]["set"] == ["migration.enabled=false", "tick_ms=50"]
+    assert main([*args, "--set", "migration.enabeld=false"]) == 2
+
+
+def test_errors_are_reported_without_a_traceback(
+    files: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cfg, trace = files
+    out = str(tmp_path / "x.json")
+    assert (
+        main(["simulate", "--config", str(cfg), "--trace", str(trace), "--sweep", "--out", out])
+        == 2
+    )
+    assert "--rates" in capsys.readouterr().err
+    assert (
+        main(
+            [
+                "simulate",
+                "--config",
+                str(cfg),
+                "--trace",
+                str(trace),
+                "--rate",
+                "1",
+                "--policy",
+                "nope",
+                "--out",
+                out,
+            ]
+        )
+        == 2
+    )
+    assert "unknown policy" in capsys.readouterr().err
