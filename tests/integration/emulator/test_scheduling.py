@@ -81,7 +81,7 @@ async def _running(emu: RunningEmulator) -> float:
 
 
 async def test_stream_disconnect_aborts_within_a_step() -> None:
-    async with run_emulator(EmulatorConfig(time_scale=0.2)) as emu:
+    async with run_emulator(EmulatorConfig(time_scale=1.0)) as emu:
         async with aiohttp.ClientSession() as session:
             body = {"prompt": "the", "max_tokens": 2000, "ignore_eos": True}
             resp = await _first_token(session, emu.url + "/v1/completions", body)
@@ -101,7 +101,7 @@ async def _is_idle(emu: RunningEmulator) -> bool:
 
 
 async def test_non_stream_disconnect_aborts() -> None:
-    async with run_emulator(EmulatorConfig(time_scale=0.2)) as emu:
+    async with run_emulator(EmulatorConfig(time_scale=1.0)) as emu:
         async with aiohttp.ClientSession() as session:
             body = {"prompt": "the", "max_tokens": 2000, "ignore_eos": True}
             task = asyncio.create_task(session.post(emu.url + "/v1/completions", json=body))
