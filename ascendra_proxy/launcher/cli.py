@@ -132,6 +132,18 @@ def _signal(signum: int, handler: signal.Handlers | object) -> Iterator[None]:
         signal.signal(signum, previous)
 
 
+@contextlib.contextmanager
+def _interrupts_deferred() -> Iterator[None]:
+    """Hold SIGINT/SIGTERM while a container is created and started: an interrupt that
+    landed mid-call could leave a container the engine made but the cleanup cannot see
+    yet.  A held signal is delivered when the block ends."""
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
 def _serve(args: argparse.Namespace) -> int:
     from ascendra_proxy.proxy import cli as proxy_cli
 
@@ -151,12 +163,15 @@ def _launch(args: argparse.Namespace, plan: LaunchPlan) -> int:
     driver = connect(_log, gpu_requests=not args.no_gpu_requests)
     driver.preflight(plan)
     try:
+        # Until the proxy's event loop takes SIGTERM over (and after it gives it back),
+        # SIGTERM unwinds to the cleanup below instead of killing the process.
         with _signal(signal.SIGTERM, _raise_terminated):
             for spec in plan.containers:
-                driver.start(spec)
+                with _interrupts_deferred():
+                    driver.start(spec)
             driver.wait_healthy(plan.containers, args.health_timeout)
-        _log(f"all {len(plan.containers)} engines healthy; serving the proxy")
-        return _serve(args)
+            _log(f"all {len(plan.containers)} engines healthy; serving the proxy")
+            return _serve(args)
     except (KeyboardInterrupt, _Terminated):
         _log("interrupted")
         return 130

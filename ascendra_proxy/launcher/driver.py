@@ -53,6 +53,7 @@ def create_kwargs(spec: ContainerSpec, gpu_requests: bool = True) -> dict[str, A
         "labels": dict(spec.labels),
         "environment": dict(spec.environment),
         "ports": {f"{spec.container_port}/tcp": (spec.host_ip, spec.host_port)},
+        "init": True,  # a real PID 1: signals reach the engine, stop is prompt, zombies reaped
     }
     if spec.entrypoint:
         kwargs["entrypoint"] = [spec.entrypoint]

@@ -199,6 +199,7 @@ def test_create_kwargs_claim_exactly_the_backends_gpus() -> None:
     assert kwargs["ports"] == {"30000/tcp": ("127.0.0.1", 8102)}
     assert kwargs["entrypoint"] == ["python3"]
     assert kwargs["ipc_mode"] == "host"
+    assert kwargs["init"] is True
     assert kwargs["volumes"] == {"/models": {"bind": HF_CACHE, "mode": "rw"}}
     assert kwargs["labels"]["io.ascendra-proxy.backend"] == "lp-1"
     assert "device_requests" not in create_kwargs(lp1, gpu_requests=False)

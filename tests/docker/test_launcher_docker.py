@@ -209,3 +209,30 @@ def test_missing_image_is_named_with_how_to_get_it(tmp_path: Path, docker_client
     assert f"{image}: build it from the repository root: docker build -t {image} ." in done.stderr
     done = run_launch("--config", str(config), "--image-vllm", image, "--image-sglang", image)
     assert f"docker pull {image}" in done.stderr
+
+
+def test_sigterm_while_engines_start_removes_what_was_started(
+    tmp_path: Path, docker_client: Any, test_image: str, run_id: str
+) -> None:
+    config = tmp_path / "launch.yaml"
+    write_config(config)
+    argv = [sys.executable, "-m", "ascendra_proxy.cli", "launch", "--config", str(config)]
+    argv += ["--emulate", "--emulator-image", test_image, "--no-gpu-requests", "--run-id", run_id]
+    proc = subprocess.Popen(argv, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stderr is not None
+        seen = []
+        for line in proc.stderr:  # wait until the last container has been started
+            seen.append(line)
+            if line.startswith("launch: starting hp-0"):
+                break
+        assert seen and seen[-1].startswith("launch: starting hp-0"), "".join(seen)
+        proc.send_signal(signal.SIGTERM)
+        rest = proc.stderr.read()
+        assert proc.wait(timeout=60) == 130, rest
+        assert f"stopped and removed 3 container(s) of launch {run_id}" in rest
+        assert launcher_containers(docker_client, run_id) == []
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
