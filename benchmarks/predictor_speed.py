@@ -82,6 +82,8 @@ def synthetic_model(seed: int) -> bytes:
         np.ones(len(batch)),
         np.full(len(batch), 0.15),
         tuple(str(i) for i in range(len(batch))),
+        np.zeros(len(batch)),
+        np.zeros(len(batch)),
     )
     return train(rows, holdout=0.0, seed=seed, analytical=an).model_bytes
 

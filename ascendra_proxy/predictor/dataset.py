@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -118,11 +118,14 @@ class TrainingRecorder:
         backend: BackendFeatures,
         slo: tuple[float, float] | None = None,
         accept: Iterable[str] | None = None,
+        extra: Mapping[str, float] | None = None,
     ) -> str | None:
         """Record one question; returns its row id, or None when rate limited.
 
         ``accept`` names the backends whose tokens may label the row (default: the
-        backend asked about); ``slo`` is (TTFT SLO, TBT SLO) in seconds, kept for reports."""
+        backend asked about); ``slo`` is (TTFT SLO, TBT SLO) in seconds, kept for reports;
+        ``extra`` holds inputs the batch types do not carry yet (``on_backend_s``,
+        ``head_age_s``: see :mod:`.features`)."""
         if not self.due(request_id, now, query.resident):
             return None
         o = self._open.get(request_id)
@@ -144,6 +147,7 @@ class TrainingRecorder:
             "slo": list(slo) if slo is not None else None,
             "q": q,
             "b": asdict(backend),
+            "x": dict(extra) if extra else None,
         }
         self._emit(orjson.dumps(line))
         self.rows_observed += 1

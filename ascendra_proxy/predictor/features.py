@@ -15,7 +15,16 @@ turns a batch into a C-contiguous ``float32`` matrix of ``len(FEATURE_NAMES)`` c
   vectorised operations;
 * the analytical model's own answer (``ttft``, ``next_k`` per token) and its step costs are
   inputs too: the trees learn corrections to a physically sensible estimate rather than the
-  whole queueing behaviour from scratch, which keeps the model small (fast to evaluate).
+  whole queueing behaviour from scratch, which keeps the model small (fast to evaluate);
+* **dispatch times** (optional inputs): how long the request has been on the backend
+  (``on_backend_s``) and how long the oldest not-started request there has been
+  (``head_age_s``).  The proxy cannot see how far an engine got through the prefill queue;
+  these say how long it has been at it, and ``progress_tokens`` (head age times the
+  backend's prefill rate) turns that into tokens already done, so ``work_left_*`` is the
+  queue still ahead.  They come from ``QueryBatch.on_backend_s`` and
+  ``BackendFeatures.oldest_unstarted_s`` when the policy provides those fields (read with
+  ``getattr``: see the package notes), or explicitly (training rows); absent, they and what
+  derives from them are NaN, and models are trained to cope (see :mod:`.train`).
 
 Missing values (never scraped, no observed step time, an unknown role or profile) are NaN,
 which LightGBM routes as missing.  The schema is versioned: :data:`SCHEMA_VERSION` and
@@ -32,7 +41,14 @@ import numpy.typing as npt
 
 from ascendra_proxy.core.predict import AnalyticalPredictor, Prediction, QueryBatch
 
-__all__ = ["FEATURE_NAMES", "ROLE_CODES", "SCHEMA_VERSION", "FeatureBuilder", "Matrix"]
+__all__ = [
+    "DISPATCH_COLUMNS",
+    "FEATURE_NAMES",
+    "ROLE_CODES",
+    "SCHEMA_VERSION",
+    "FeatureBuilder",
+    "Matrix",
+]
 
 Matrix = npt.NDArray[np.float32]
 
@@ -75,7 +91,17 @@ _DERIVED = (
     "an_ttft_s",
     "an_next_token_s",
 )
-FEATURE_NAMES: tuple[str, ...] = _ROW + _BACKEND + _DERIVED
+_DISPATCH = (
+    "on_backend_s",
+    "head_age_s",
+    "progress_tokens",
+    "work_left_tokens",
+    "work_left_steps",
+    "an_ttft_left_s",
+)
+FEATURE_NAMES: tuple[str, ...] = _ROW + _BACKEND + _DERIVED + _DISPATCH
+# Columns that are NaN when the dispatch times are not known.
+DISPATCH_COLUMNS: tuple[int, ...] = tuple(FEATURE_NAMES.index(n) for n in _DISPATCH)
 
 _NAN = float("nan")
 
@@ -98,7 +124,7 @@ class FeatureBuilder:
         self.width = len(FEATURE_NAMES)
 
     def backend_table(self, batch: QueryBatch) -> npt.NDArray[np.float64]:
-        """One row of the ``_BACKEND`` columns per backend of the batch."""
+        """Per backend of the batch: the ``_BACKEND`` columns, then the head age."""
         rows = []
         for f in batch.backends:
             c = self.analytical.costs(f)
@@ -120,17 +146,25 @@ class FeatureBuilder:
                     f.max_num_batched_tokens,
                     c.s_dec,
                     c.s_mix,
+                    _opt(getattr(f, "oldest_unstarted_s", None)),
                 )
             )
         if not rows:
-            return np.zeros((0, len(_BACKEND)), dtype=np.float64)
+            return np.zeros((0, len(_BACKEND) + 1), dtype=np.float64)
         return np.asarray(rows, dtype=np.float64)
 
-    def build(self, batch: QueryBatch, analytical: Prediction | None = None) -> Matrix:
+    def build(
+        self,
+        batch: QueryBatch,
+        analytical: Prediction | None = None,
+        on_backend_s: npt.NDArray[np.float64] | None = None,
+        head_age_s: npt.NDArray[np.float64] | None = None,
+    ) -> Matrix:
         """The feature matrix (``len(batch)`` x ``width``, float32, C order).
 
         ``analytical`` is the analytical model's answer for the same batch when the caller
-        already has it (it is computed here otherwise)."""
+        already has it (it is computed here otherwise); ``on_backend_s`` / ``head_age_s``
+        (per row) override the batch's own dispatch times (training rows carry them)."""
         n = len(batch)
         out = np.empty((n, self.width), dtype=np.float32)
         if n == 0:
@@ -150,8 +184,9 @@ class FeatureBuilder:
         out[:, 6] = prefill
         j = len(_ROW)
         table = self.backend_table(batch)[batch.backend_index]
-        out[:, j : j + len(_BACKEND)] = table
-        j += len(_BACKEND)
+        nb = len(_BACKEND)
+        out[:, j : j + nb] = table[:, :nb]
+        j += nb
         budget = np.maximum(table[:, 13], 1.0)
         unstarted, unstarted_tokens, waiting = table[:, 3], table[:, 4], table[:, 8]
         work = np.where(resident, 0.0, ahead + prefill)
@@ -163,4 +198,30 @@ class FeatureBuilder:
         out[:, j + 3] = waiting - unstarted  # NaN when never scraped
         out[:, j + 4] = analytical.ttft_s
         out[:, j + 5] = analytical.next_k_s / max(batch.horizon_tokens, 1)
+        j += len(_DERIVED)
+        if on_backend_s is None:
+            on_backend_s = getattr(batch, "on_backend_s", None)
+        head = table[:, nb] if head_age_s is None else head_age_s
+        self._dispatch(out[:, j:], table, work, budget, analytical.ttft_s, on_backend_s, head)
         return out
+
+    @staticmethod
+    def _dispatch(
+        out: Matrix,
+        table: npt.NDArray[np.float64],
+        work: npt.NDArray[np.float64],
+        budget: npt.NDArray[np.float64],
+        an_ttft: npt.NDArray[np.float64],
+        on_backend: npt.NDArray[np.float64] | None,
+        head: npt.NDArray[np.float64],
+    ) -> None:
+        """The ``_DISPATCH`` columns (NaN where the dispatch times are unknown)."""
+        out[:, 0] = _NAN if on_backend is None else on_backend
+        out[:, 1] = head
+        cap = np.maximum(budget - table[:, 5], 1.0)  # prefill tokens per mixed step
+        progress = head * cap / np.maximum(table[:, 15], 1e-4)
+        left = np.maximum(work - progress, 0.0)
+        out[:, 2] = progress
+        out[:, 3] = left
+        out[:, 4] = left / cap
+        out[:, 5] = np.maximum(an_ttft - head, 0.0)

@@ -4,7 +4,9 @@ Theory of operation.  A model file (JSON, written by :mod:`.train`) holds two Li
 boosters trained with the quantile objective (default quantile 0.9: a conservative upper
 estimate), one per target:
 
-* ``ttft``: seconds from now to the request's next token on that backend;
+* ``ttft``: seconds from now to the request's first token on that backend (for a request
+  already streaming there, the next token comes within one step, and the ``next_token``
+  prediction answers);
 * ``next_token``: seconds per token of the following ``k`` tokens (so any horizon works:
   ``next_k_s = prediction * horizon_tokens``);
 
@@ -247,16 +249,29 @@ class LearnedPredictor:
     # -- answering ----------------------------------------------------------------------
 
     def predict(self, batch: QueryBatch) -> Prediction:
+        return self.predict_with(batch)
+
+    def predict_with(
+        self,
+        batch: QueryBatch,
+        on_backend_s: FloatArray | None = None,
+        head_age_s: FloatArray | None = None,
+    ) -> Prediction:
+        """``predict`` with the dispatch times given per row (training rows carry them;
+        see :mod:`.features`)."""
         model, builder = self._model, self._builder
         an = self.fallback.predict(batch)
         if model is None or len(batch) == 0:
             return an
-        x = builder.build(batch, an)
-        ttft = _apply(model.targets["ttft"], x, an.ttft_s)
-        per_token = _apply(
-            model.targets["next_token"], x, an.next_k_s / max(batch.horizon_tokens, 1)
-        )
-        return Prediction(ttft, per_token * batch.horizon_tokens, "learned")
+        x = builder.build(batch, an, on_backend_s, head_age_s)
+        horizon = max(batch.horizon_tokens, 1)
+        per_token = _apply(model.targets["next_token"], x, an.next_k_s / horizon)
+        ttft = per_token.copy()  # a stream's next token: within one step
+        first = np.flatnonzero(~batch.resident)
+        if len(first):
+            xf = x if len(first) == len(batch) else x[first]
+            ttft[first] = _apply(model.targets["ttft"], xf, an.ttft_s[first])
+        return Prediction(ttft, per_token * horizon, "learned")
 
 
 def _apply(t: TargetModel, x: np.ndarray, base: FloatArray) -> FloatArray:

@@ -7,8 +7,9 @@ row id, and drops rows that never got a label (censored, or cut off by rotation)
 result is a :class:`LabelledRows`: one :class:`~ascendra_proxy.core.predict.QueryBatch`
 whose backends are the distinct backend feature sets seen (rows from the same tick and
 backend share one), the labels (``ttft_s``; ``next_token_s``, the next-``k`` time divided
-by ``k``, NaN when the request ended first), the SLOs for reporting, and a group key per
-row (run and request) so a held-out split never puts one request on both sides.
+by ``k``, NaN when the request ended first), the SLOs for reporting, the dispatch times the
+batch types do not carry yet (see :mod:`.features`), and a group key per row (run and
+request) so a held-out split never puts one request on both sides.
 Malformed lines raise :class:`RowsError` naming the file and line.
 """
 
@@ -42,6 +43,8 @@ class LabelledRows:
     slo_ttft_s: FloatArray  # NaN when unknown
     slo_tbt_s: FloatArray
     groups: tuple[str, ...]  # "<run>|<request>" per row
+    on_backend_s: FloatArray  # dispatch times (see .features), NaN when not recorded
+    head_age_s: FloatArray
 
     def __len__(self) -> int:
         return len(self.batch)
@@ -66,6 +69,8 @@ class LabelledRows:
             self.slo_ttft_s[idx],
             self.slo_tbt_s[idx],
             tuple(self.groups[i] for i in idx.tolist()),
+            self.on_backend_s[idx],
+            self.head_age_s[idx],
         )
 
     def split(self, holdout: float, seed: int) -> tuple[LabelledRows, LabelledRows]:
@@ -137,6 +142,7 @@ def read_rows(paths: Iterable[str | Path]) -> LabelledRows:
     slo_t: list[float] = []
     slo_b: list[float] = []
     groups: list[str] = []
+    extras: dict[str, list[float]] = {"on_backend_s": [], "head_age_s": []}
     horizons: set[int] = set()
     for rid in sorted(queries, key=_row_order):
         lab = labels.get(rid)
@@ -160,9 +166,14 @@ def read_rows(paths: Iterable[str | Path]) -> LabelledRows:
         slo_t.append(float(slo[0]) if slo else float("nan"))  # type: ignore[index]
         slo_b.append(float(slo[1]) if slo else float("nan"))  # type: ignore[index]
         groups.append(f"{rid.rsplit(':', 1)[0]}|{q.get('rid')}")
+        x = q.get("x") or {}
+        for k, vals in extras.items():
+            v = x.get(k)  # type: ignore[attr-defined]
+            vals.append(float("nan") if v is None else float(v))
     if not index:
         raise RowsError(f"no labelled rows in {', '.join(str(p) for p in files)}")
-    return _assemble(backends, index, cols, ttft, nxt, slo_t, slo_b, groups, horizons)
+    labels_ = (ttft, nxt, slo_t, slo_b)
+    return _assemble(backends, index, cols, labels_, groups, extras, horizons)
 
 
 def _row_order(row_id: str) -> tuple[str, int]:
@@ -174,11 +185,9 @@ def _assemble(
     backends: dict[BackendFeatures, int],
     index: list[int],
     cols: dict[str, list[float]],
-    ttft: list[float],
-    nxt: list[float],
-    slo_t: list[float],
-    slo_b: list[float],
+    labels: tuple[list[float], list[float], list[float], list[float]],
     groups: list[str],
+    extras: dict[str, list[float]],
     horizons: set[int],
 ) -> LabelledRows:
     def arr(v: list[float]) -> FloatArray:
@@ -196,4 +205,14 @@ def _assemble(
         resident=np.asarray(cols["resident"], dtype=np.float64).astype(np.bool_),
         horizon_tokens=horizon,
     )
-    return LabelledRows(batch, arr(ttft), arr(nxt), arr(slo_t), arr(slo_b), tuple(groups))
+    ttft, nxt, slo_t, slo_b = labels
+    return LabelledRows(
+        batch,
+        arr(ttft),
+        arr(nxt),
+        arr(slo_t),
+        arr(slo_b),
+        tuple(groups),
+        arr(extras["on_backend_s"]),
+        arr(extras["head_age_s"]),
+    )

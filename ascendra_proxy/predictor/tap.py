@@ -6,14 +6,16 @@ the backend snapshots they hand the policy.  :meth:`TrainingTap.on_tick` asks th
 questions of them that the Ascendra policy asks the predictor, with the policy's own
 backend view (``BackendState.features()``), for every request the policy would review:
 
-* a **not-started** request on a backend: its prefill behind the prompt tokens dispatched
-  there before it (dispatch order: the engines' FCFS order), minus the prefix hit the tap
-  expects from what it saw sent there before;
+* a **not-started** request on a backend: its prefill behind the prompt tokens queued
+  before it in engine order (priority first with priority scheduling, then dispatch
+  time), minus the prefix hit the tap expects from what it saw sent there before;
 * a **streaming** request: a resident row (its next tokens there);
 * a **held** request (in the proxy queue, no backend yet): as if dispatched now to its
   model's non-HP backend with the fewest queued tokens, behind that queue plus its share
   of the held prompt tokens ahead of it in deadline order; any non-HP backend's tokens
-  label it (late binding picks one), an HP backend's do not (that is an offload).
+  label it (late binding picks one), an HP backend's do not (that is an offload);
+* with each row, the dispatch times the policy does not pass yet (the request's time on
+  the backend, the age of the oldest not-started request there; see :mod:`.features`).
 
 The rows go to a :class:`~.dataset.TrainingRecorder` (which rate limits them); the driver
 also reports tokens (:meth:`on_tokens`, with the backend that produced them), moves
@@ -133,20 +135,22 @@ class TrainingTap:
         rec = self.recorder
         feats = None
         ahead = 0
+        head = _head_age(b, now)
         for r in b.queue:
             cached = self._cached(r, b)
             if rec.due(r.id, now, False):
                 feats = feats or b.features()
-                q = PredictionQuery(
-                    0, r.prompt_tokens, r.tokens, now - r.arrival, ahead, cached, False
-                )
-                rec.observe(r.id, now, q, feats, (r.slo.ttft_s, r.slo.tbt_s))
+                waited = now - r.arrival
+                q = PredictionQuery(0, r.prompt_tokens, r.tokens, waited, ahead, cached, False)
+                x = {"on_backend_s": _on_backend(r, now), "head_age_s": head}
+                rec.observe(r.id, now, q, feats, (r.slo.ttft_s, r.slo.tbt_s), extra=x)
             ahead += max(r.prompt_tokens - cached, 0)
         for r in b.streams:
             if rec.due(r.id, now, True):
                 feats = feats or b.features()
                 q = PredictionQuery(0, r.prompt_tokens, r.tokens, now - r.arrival, 0, 0, True)
-                rec.observe(r.id, now, q, feats, (r.slo.ttft_s, r.slo.tbt_s))
+                x = {"on_backend_s": _on_backend(r, now), "head_age_s": head}
+                rec.observe(r.id, now, q, feats, (r.slo.ttft_s, r.slo.tbt_s), extra=x)
 
     def _observe_held(
         self, now: float, held: list[RequestState], states: Mapping[str, BackendState]
@@ -167,7 +171,19 @@ class TrainingTap:
             if rec.due(r.id, now, False):
                 q = PredictionQuery(0, r.prompt_tokens, 0, now - r.arrival, int(ahead), 0, False)
                 slo = (r.slo.ttft_s, r.slo.tbt_s)
-                rec.observe(r.id, now, q, b.features(), slo, accept=[c.name for c in cands])
+                x = {"on_backend_s": 0.0, "head_age_s": _head_age(b, now)}
+                accept = [c.name for c in cands]
+                rec.observe(r.id, now, q, b.features(), slo, accept=accept, extra=x)
+
+
+def _on_backend(r: RequestState, now: float) -> float:
+    return now - r.dispatched_at if r.dispatched_at is not None else 0.0
+
+
+def _head_age(b: BackendState, now: float) -> float:
+    """Seconds since the oldest not-started request on ``b`` was dispatched (0: none)."""
+    oldest = min((r.dispatched_at for r in b.queue if r.dispatched_at is not None), default=now)
+    return now - oldest
 
 
 def facts_for(infos: Sequence[BackendInfo]) -> dict[str, EngineFacts]:

@@ -13,6 +13,12 @@ model on the same rows (:func:`evaluate`):
 * ``*_calibration`` is the share of actual values at or under the prediction (close to the
   quantile for a calibrated model).
 
+The ``ttft`` booster learns from first-token rows only (a streaming request's next token
+comes within one step: the model answers it with the per-token prediction), and every
+booster also learns from a copy of its rows without dispatch times (see
+:mod:`.features`), so it still answers well for a policy that does not pass them; the
+report gives both (``learned``, ``learned_without_dispatch_times``).
+
 Training is deterministic: LightGBM runs with ``deterministic``, one thread, a fixed seed
 and no bagging, and the file is written with sorted keys and no timings, so the same rows
 and seed give a byte-identical model file.  The boosters are small on purpose (see
@@ -31,18 +37,26 @@ import numpy as np
 import orjson
 
 from ascendra_proxy.core.predict import AnalyticalPredictor, FloatArray, Prediction, StepTimeModel
-from ascendra_proxy.predictor.features import FEATURE_NAMES, SCHEMA_VERSION, FeatureBuilder
+from ascendra_proxy.predictor.features import (
+    DISPATCH_COLUMNS,
+    FEATURE_NAMES,
+    SCHEMA_VERSION,
+    FeatureBuilder,
+)
 from ascendra_proxy.predictor.model import FILE_FORMAT, FILE_VERSION, parse_model
 from ascendra_proxy.predictor.rows import LabelledRows
 
 __all__ = ["DEFAULT_PARAMS", "TrainResult", "analytical_for", "evaluate", "train"]
 
 DEFAULT_PARAMS: dict[str, Any] = {
-    "num_leaves": 15,
+    "num_boost_round": 80,  # ttft trees
+    "num_leaves": 31,
+    "next_boost_round": 30,  # next_token trees
+    "next_num_leaves": 15,
     "learning_rate": 0.1,
     "min_data_in_leaf": 40,
-    "num_boost_round": 60,
-    "base": "analytical",
+    "base": "none",
+    "mask_dispatch": True,
 }
 
 
@@ -72,12 +86,23 @@ def analytical_for(profiles: list[str], loader: Any = None, **kwargs: float) -> 
 
 
 def _fit(
-    x: np.ndarray, y: FloatArray, base: FloatArray, quantile: float, seed: int, p: Mapping[str, Any]
+    x: np.ndarray,
+    y: FloatArray,
+    base: FloatArray,
+    quantile: float,
+    seed: int,
+    p: Mapping[str, Any],
+    size: tuple[int, int],
 ) -> lgb.Booster:
+    rounds, leaves = size
+    if p["mask_dispatch"]:  # a copy without dispatch times: the model copes when they are absent
+        masked = x.copy()
+        masked[:, DISPATCH_COLUMNS] = np.nan
+        x, y, base = np.vstack([x, masked]), np.concatenate([y, y]), np.concatenate([base, base])
     params = {
         "objective": "quantile",
         "alpha": quantile,
-        "num_leaves": p["num_leaves"],
+        "num_leaves": leaves,
         "learning_rate": p["learning_rate"],
         "min_data_in_leaf": p["min_data_in_leaf"],
         "deterministic": True,
@@ -88,7 +113,7 @@ def _fit(
     }
     target = y - base if p["base"] == "analytical" else y
     data = lgb.Dataset(x, target, feature_name=list(FEATURE_NAMES), free_raw_data=False)
-    return lgb.train(params, data, num_boost_round=int(p["num_boost_round"]))
+    return lgb.train(params, data, num_boost_round=rounds)
 
 
 def _metrics(pred: FloatArray, actual: FloatArray, scale: FloatArray) -> dict[str, float]:
@@ -152,15 +177,19 @@ def train(
     if len(fit_rows) == 0:
         raise ValueError("no training rows left after the held-out split")
     an_fit = an.predict(fit_rows.batch)
-    x = builder.build(fit_rows.batch, an_fit)
+    x = builder.build(fit_rows.batch, an_fit, fit_rows.on_backend_s, fit_rows.head_age_s)
     horizon = fit_rows.batch.horizon_tokens
-    ttft_b = _fit(x, fit_rows.ttft_s, an_fit.ttft_s, quantile, seed, p)
+    first = ~fit_rows.batch.resident
+    if not first.any():
+        raise ValueError("no first-token rows (every row is a streaming request)")
+    size = (int(p["num_boost_round"]), int(p["num_leaves"]))
+    ttft_b = _fit(x[first], fit_rows.ttft_s[first], an_fit.ttft_s[first], quantile, seed, p, size)
     has = ~np.isnan(fit_rows.next_token_s)
     if not has.any():
         raise ValueError("no rows with a next-k label (requests too short for the horizon)")
-    nt_b = _fit(
-        x[has], fit_rows.next_token_s[has], an_fit.next_k_s[has] / horizon, quantile, seed, p
-    )
+    size = (int(p["next_boost_round"]), int(p["next_num_leaves"]))
+    an_nt = an_fit.next_k_s[has] / horizon
+    nt_b = _fit(x[has], fit_rows.next_token_s[has], an_nt, quantile, seed, p, size)
     doc = {
         "format": FILE_FORMAT,
         "format_version": FILE_VERSION,
@@ -198,10 +227,12 @@ def _compare(
 
     learned = LearnedPredictor("<memory>", an, parse_model(data))
     first = int((~rows.batch.resident).sum())
+    with_times = learned.predict_with(rows.batch, rows.on_backend_s, rows.head_age_s)
     return {
         "holdout_first_token_rows": first,
         "holdout_next_k_rows": int((~np.isnan(rows.next_token_s)).sum()),
-        "learned": evaluate(rows, learned.predict(rows.batch), *slo),
+        "learned": evaluate(rows, with_times, *slo),
+        "learned_without_dispatch_times": evaluate(rows, learned.predict(rows.batch), *slo),
         "analytical": evaluate(rows, an.predict(rows.batch), *slo),
     }
 
@@ -214,11 +245,14 @@ def format_report(report: Mapping[str, Any]) -> str:
         f"{report.get('holdout_next_k_rows', 0)} with next-k)   quantile {report['quantile']}"
     ]
     if "learned" in report:
-        keys = sorted(set(report["learned"]) | set(report["analytical"]))
-        lines.append(f"{'held-out metric':<32} {'learned':>10} {'analytical':>11}")
+        sides = ("learned", "learned_without_dispatch_times", "analytical")
+        keys = sorted(set().union(*(report[s] for s in sides)))
+        lines.append(
+            f"{'held-out metric':<30} {'learned':>9} {'(no disp.)':>10} {'analytical':>10}"
+        )
         for k in keys:
-            a, b = report["learned"].get(k, math.nan), report["analytical"].get(k, math.nan)
-            lines.append(f"{k:<32} {a:>10.4f} {b:>11.4f}")
+            a, b, c = (report[s].get(k, math.nan) for s in sides)
+            lines.append(f"{k:<30} {a:>9.4f} {b:>10.4f} {c:>10.4f}")
     for target, imp in report["importance"].items():
         top = ", ".join(f"{n} {v:.2f}" for n, v in list(imp.items())[:8])
         lines.append(f"importance ({target}, gain share): {top}")

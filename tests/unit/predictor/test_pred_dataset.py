@@ -112,7 +112,8 @@ def test_rolling_file_keeps_the_newest(tmp_path: Path) -> None:
 def test_join_across_rotated_files_and_truncated_tail(tmp_path: Path) -> None:
     path = tmp_path / "rows.jsonl"
     rec = TrainingRecorder("run", horizon_tokens=2)
-    rec.observe("r1", 0.0, WAITING, backend("lp-0"), (2.0, 0.2))
+    x = {"on_backend_s": 0.3, "head_age_s": 0.5}
+    rec.observe("r1", 0.0, WAITING, backend("lp-0"), (2.0, 0.2), extra=x)
     rec.observe("r2", 0.0, WAITING, backend("lp-0"))
     (tmp_path / "rows.jsonl.1").write_bytes(b"\n".join(rec.take_lines()) + b"\n")
     rec.label_tokens("r1", 0.4, 3)  # r1 labelled; r2 never
@@ -123,6 +124,7 @@ def test_join_across_rotated_files_and_truncated_tail(tmp_path: Path) -> None:
     assert rows.next_token_s.tolist() == [0.0]  # 2 more tokens in the same chunk
     assert rows.slo_ttft_s.tolist() == [2.0] and rows.groups == ("run|r1",)
     assert rows.batch.backends[0].name == "lp-0"
+    assert rows.on_backend_s.tolist() == [0.3] and rows.head_age_s.tolist() == [0.5]
 
 
 def test_malformed_line_names_file_and_line(tmp_path: Path) -> None:

@@ -96,3 +96,24 @@ def test_analytical_columns_match_the_analytical_model(batch: QueryBatch) -> Non
 def test_empty_batch() -> None:
     b = QueryBatch.from_rows([backend()], [], horizon_tokens=8)
     assert FeatureBuilder(analytical()).build(b).shape == (0, len(FEATURE_NAMES))
+
+
+def test_dispatch_columns_are_nan_unless_known(batch: QueryBatch) -> None:
+    b = FeatureBuilder(analytical(), [PROFILE])
+    x = b.build(batch)
+    for name in ("on_backend_s", "head_age_s", "progress_tokens", "work_left_tokens"):
+        assert all(math.isnan(v) for v in col(x, name)), name
+    on_backend = np.array([0.1, 0.0, 3.0])
+    head = np.array([0.2, 0.0, 0.2])
+    x = b.build(batch, on_backend_s=on_backend, head_age_s=head)
+    assert col(x, "on_backend_s") == pytest.approx([0.1, 0.0, 3.0])
+    s_mix = col(x, "an_step_mixed_s")[0]
+    rate = (2048 - 2) / s_mix  # lp-0: budget minus its 2 decodes, per mixed step
+    progress = col(x, "progress_tokens")
+    assert progress[0] == pytest.approx(0.2 * rate, rel=1e-5) and progress[1] == 0
+    left = col(x, "work_left_tokens")
+    assert left[0] == pytest.approx(max(2800 - 0.2 * rate, 0), abs=0.5)
+    assert left[1] == 520  # nothing done yet on hp-0
+    assert col(x, "work_left_steps")[1] == pytest.approx(520 / (1024 - 2))
+    an = col(x, "an_ttft_s")
+    assert col(x, "an_ttft_left_s")[0] == pytest.approx(max(an[0] - 0.2, 0), abs=1e-6)
