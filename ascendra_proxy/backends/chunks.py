@@ -5,16 +5,17 @@ the engine for more than the client did (``return_token_ids`` and running ``usag
 chunk, see the adapters) so that it can count *tokens, not chunks*, and keep the exact token
 ids a later continuation needs.  ``ChunkReader`` is the per-upstream-attempt reader:
 
-- ``parse(payload)`` turns one SSE data payload into a ``ChunkEvent``: the parsed object,
-  how many new tokens it carries, choice 0's token ids and text, the finish reason, the
-  usage, or the in-stream error.  Token counting prefers per-chunk ``token_ids``; engines
-  that ignore ``return_token_ids`` fall back to deltas of the running ``usage``; engines that
-  send neither fall back to one token per choice with new content (the only approximation,
+- ``read(payload)`` parses one SSE data payload once (orjson), raises the in-stream error if
+  it is one, counts the tokens it carries (``tokens``), appends choice 0's token ids, text,
+  finish reason and usage to the ``StreamRecord`` of the client stream, and returns the bytes
+  the client should see.  Token counting prefers per-chunk ``token_ids``; engines that ignore
+  ``return_token_ids`` fall back to deltas of the running ``usage``; engines that send
+  neither fall back to one token per choice with new content (the only approximation,
   reconciled against the final usage chunk).
-- ``render(event)`` gives the bytes the client should see: the original bytes when the
-  client asked for everything the proxy added (no re-serialisation on the hot path),
-  otherwise the chunk with the extras removed, or ``None`` when the whole chunk exists only
-  because the proxy asked for it (the usage-only chunk when the client did not ask for usage).
+- The client's bytes are the original bytes when the client asked for everything the proxy
+  added (no re-serialisation), otherwise the chunk with the extras removed, or ``None`` when
+  the chunk exists only because the proxy asked for it (the usage-only chunk when the client
+  did not ask for usage).  One fused method, no per-event objects: this runs for every token.
 """
 
 from __future__ import annotations
@@ -25,7 +26,6 @@ from typing import Any
 import orjson
 
 from ascendra_proxy.backends.errors import InStreamError, UpstreamProtocolError
-from ascendra_proxy.backends.sse import frame
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,124 +42,154 @@ class ClientAsks:
         return self.token_ids and self.include_usage and self.continuous_usage
 
 
-class ChunkEvent:
-    """Facts of one upstream chunk, extracted once."""
+class StreamRecord:
+    """What one client stream has been told so far (choice 0), across upstream attempts.
+
+    Identity (``id``, ``created``, ``model``, ``object``) comes from the first chunk; the rest
+    accumulates: prompt token ids, generated token ids, text pieces, finish reason, last usage.
+    A continuation on another backend (the Ascendra issue) is planned from this record.
+    """
 
     __slots__ = (
+        "created",
         "finish_reason",
-        "obj",
-        "payload",
+        "id",
+        "model",
+        "object",
         "prompt_token_ids",
         "text",
         "token_ids",
-        "tokens",
         "usage",
     )
 
-    def __init__(self, payload: bytes, obj: dict[str, Any]) -> None:
-        self.payload = payload
-        self.obj = obj
-        self.tokens = 0
-        self.token_ids: list[int] | None = None
+    def __init__(self) -> None:
+        self.id: str | None = None
+        self.created: int | None = None
+        self.model: str | None = None
+        self.object: str | None = None
         self.prompt_token_ids: list[int] | None = None
-        self.text: str | None = None
+        self.token_ids: list[int] = []
+        self.text: list[str] = []
         self.finish_reason: str | None = None
         self.usage: dict[str, Any] | None = None
 
-    @property
-    def usage_only(self) -> bool:
-        return not self.obj.get("choices") and self.usage is not None
+    def set_identity(self, obj: dict[str, Any]) -> None:
+        self.id, self.created = obj.get("id"), obj.get("created")
+        self.model, self.object = obj.get("model"), obj.get("object")
 
 
 class ChunkReader:
-    """Per-upstream-attempt chunk reader (one per backend stream; holds counting state)."""
+    """Per-upstream-attempt reader: one ``read`` per event parses, counts, records, renders."""
 
-    __slots__ = ("_backend", "_ids_mode", "_last_usage", "asks", "counted")
+    __slots__ = ("_backend", "_ids_mode", "_last_usage", "asks", "counted", "record", "tokens")
 
-    def __init__(self, backend: str, asks: ClientAsks) -> None:
+    def __init__(self, backend: str, asks: ClientAsks, record: StreamRecord | None = None) -> None:
         self._backend = backend
         self.asks = asks
+        self.record = StreamRecord() if record is None else record
         self._ids_mode = False
         self._last_usage = 0
         self.counted = 0
+        self.tokens = 0  # new tokens in the event last read
 
-    def parse(self, payload: bytes) -> ChunkEvent:
+    def read(self, payload: bytes) -> bytes | None:
+        """Absorb one SSE data payload; returns the client's framed bytes, or None to drop it."""
         try:
-            obj = orjson.loads(payload)
+            obj = _loads(payload)
         except orjson.JSONDecodeError as exc:
             raise UpstreamProtocolError(self._backend, f"bad JSON in stream: {exc}") from exc
         if type(obj) is not dict:
             raise UpstreamProtocolError(self._backend, "stream event is not a JSON object")
         if "error" in obj or obj.get("object") == "error":
             raise _in_stream_error(self._backend, obj, payload)
-        ev = ChunkEvent(payload, obj)
+        rec = self.record
+        if rec.id is None:
+            rec.set_identity(obj)
         usage = obj.get("usage")
         if type(usage) is dict:
-            ev.usage = usage
+            rec.usage = usage
+        else:
+            usage = None
         choices = obj.get("choices")
-        if choices:
-            _read_choices(ev, choices)
-        if ev.prompt_token_ids is None:
+        if type(choices) is not list:
+            choices = None
+        n = _absorb_choices(rec, choices) if choices else -1
+        if rec.prompt_token_ids is None:
             top = obj.get("prompt_token_ids")
             if type(top) is list:
-                ev.prompt_token_ids = top
-        ev.tokens = self._count(ev, choices)
-        self.counted += ev.tokens
-        return ev
+                rec.prompt_token_ids = top
+        tokens = self._count(n, choices, usage)
+        self.tokens = tokens
+        self.counted += tokens
+        return self._render(obj, payload, choices, usage)
 
-    def _count(self, ev: ChunkEvent, choices: Any) -> int:
-        if ev.token_ids is not None or self._ids_mode:
+    def _count(self, n: int, choices: list[Any] | None, usage: dict[str, Any] | None) -> int:
+        if n >= 0 or self._ids_mode:
             self._ids_mode = True
-            return ev.tokens  # summed over choices by _read_choices
-        done = _completion_tokens(ev.usage)
-        if done is not None and (choices or done > self.counted):
+            return max(n, 0)
+        done = None if usage is None else usage.get("completion_tokens")
+        if type(done) is int and (choices or done > self.counted):
             new = max(0, done - self._last_usage) if choices else done - self.counted
             self._last_usage = done
             return new
         if not choices:
             return 0
-        return sum(1 for ch in choices if _has_content(ch))
+        return sum(1 for ch in choices if type(ch) is dict and _choice_text(ch))
 
-    def render(self, ev: ChunkEvent) -> bytes | None:
-        """The client's bytes for this event (framed), or None to drop it."""
+    def _render(
+        self,
+        obj: dict[str, Any],
+        payload: bytes,
+        choices: list[Any] | None,
+        usage: dict[str, Any] | None,
+    ) -> bytes | None:
         asks = self.asks
         if asks.everything:
-            return frame(ev.payload)
-        obj = ev.obj
-        if ev.usage_only and not asks.include_usage:
+            return b"data: " + payload + b"\n\n"
+        if usage is not None and not choices and not asks.include_usage:
             return None
         changed = False
         if not asks.token_ids:
-            changed = _strip_token_ids(obj)
-        if not asks.continuous_usage and "usage" in obj and obj.get("choices"):
+            changed = _strip_token_ids(obj, choices)
+        if usage is not None and choices and not asks.continuous_usage:
             del obj["usage"]
             changed = True
-        if not changed:
-            return frame(ev.payload)
-        return frame(orjson.dumps(obj))
+        return b"data: " + (_dumps(obj) if changed else payload) + b"\n\n"
 
 
-def _read_choices(ev: ChunkEvent, choices: Any) -> None:
-    if type(choices) is not list:
-        return
-    n = 0
-    for i, ch in enumerate(choices):
+_loads = orjson.loads
+_dumps = orjson.dumps
+
+
+def _absorb_choices(rec: StreamRecord, choices: list[Any]) -> int:
+    """Record choice 0; returns the token ids summed over choices, -1 if no choice had ids."""
+    n = -1
+    first = True
+    for ch in choices:
         if type(ch) is not dict:
             continue
         tids = ch.get("token_ids")
         if type(tids) is list:
-            n += len(tids)
-            if i == 0:
-                ev.token_ids = tids
-        if i == 0:
-            ev.finish_reason = ch.get("finish_reason")
-            ev.text = _choice_text(ch)
+            n = len(tids) if n < 0 else n + len(tids)
+        if not first:
+            continue
+        first = False
+        if tids:
+            rec.token_ids.extend(tids)
+        text = ch.get("text")
+        if text is None:
+            delta = ch.get("delta")
+            text = delta.get("content") if type(delta) is dict else None
+        if text and type(text) is str:
+            rec.text.append(text)
+        finish = ch.get("finish_reason")
+        if finish is not None:
+            rec.finish_reason = finish
+        if rec.prompt_token_ids is None:
             ptids = ch.get("prompt_token_ids")
             if type(ptids) is list:
-                ev.prompt_token_ids = ptids
-        elif ev.finish_reason is None:
-            ev.finish_reason = ch.get("finish_reason")
-    ev.tokens = n
+                rec.prompt_token_ids = ptids
+    return n
 
 
 def _choice_text(ch: dict[str, Any]) -> str | None:
@@ -171,20 +201,9 @@ def _choice_text(ch: dict[str, Any]) -> str | None:
     return text if type(text) is str else None
 
 
-def _has_content(ch: Any) -> bool:
-    return type(ch) is dict and bool(_choice_text(ch))
-
-
-def _completion_tokens(usage: dict[str, Any] | None) -> int | None:
-    if usage is None:
-        return None
-    n = usage.get("completion_tokens")
-    return n if type(n) is int else None
-
-
-def _strip_token_ids(obj: dict[str, Any]) -> bool:
+def _strip_token_ids(obj: dict[str, Any], choices: list[Any] | None) -> bool:
     changed = obj.pop("prompt_token_ids", None) is not None
-    for ch in obj.get("choices") or ():
+    for ch in choices or ():
         if type(ch) is dict:
             changed = (ch.pop("token_ids", None) is not None) or changed
             changed = (ch.pop("prompt_token_ids", None) is not None) or changed

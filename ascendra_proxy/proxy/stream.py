@@ -3,16 +3,17 @@
 Theory of operation: two objects per streaming request, deliberately separate.
 
 - ``ClientStream`` is what the client sees: one HTTP response (headers sent lazily, with the
-  first chunk that carries a token, so a backend failing before that is retried invisibly),
-  one identity (``id``, ``created``, ``model`` of the first upstream chunk), and the record of
-  everything sent (prompt token ids, generated token ids, text, finish reason, usage).
+  first chunk that carries a token, so a backend failing before that is retried invisibly)
+  and a ``StreamRecord``: one identity (``id``, ``created``, ``model`` of the first upstream
+  chunk) and everything sent (prompt token ids, generated token ids, text, finish reason).
 - An ``UpstreamAttempt`` (``backends/upstream.py``) is one try on one backend.
 
 ``StreamPump.run`` forwards attempt after attempt into the same client stream.  Per upstream
-read it decodes SSE events, parses each once (``ChunkReader``), counts *tokens* (never
-chunks), renders the client's bytes (the original bytes when nothing must be stripped), and
-writes everything of that read in one ``write``.  Token arrivals feed ``RequestState``
-(TTFT, every gap, mean TBT, all available online to the policy) and the histograms.
+read it decodes SSE events, parses each once (``ChunkReader.read``: counts *tokens*, never
+chunks, records them, renders the client's bytes, the original ones when nothing must be
+stripped), and writes everything of that read in one ``write``.  Token arrivals feed
+``RequestState`` (TTFT, every gap, mean TBT, all available online to the policy) and the
+histograms.
 
 When an attempt ends abnormally, ``_next_attempt`` is the one swap point: before the client
 saw anything, the gateway retries elsewhere (or follows a policy ``Move``); after that,
@@ -26,13 +27,11 @@ attempt is closed (vLLM's abort) and, for SGLang, ``/abort_request`` is called.
 
 from __future__ import annotations
 
-from typing import Any
-
 import orjson
 from aiohttp import web
 
 from ascendra_proxy.backends import errors as up
-from ascendra_proxy.backends.chunks import ChunkEvent, ChunkReader
+from ascendra_proxy.backends.chunks import ChunkReader, StreamRecord
 from ascendra_proxy.backends.sse import DONE, SSEDecoder, SSEOverflow, frame
 from ascendra_proxy.backends.upstream import UpstreamAttempt
 from ascendra_proxy.core.request import Outcome
@@ -51,54 +50,17 @@ DONE_FRAME = frame(DONE)
 class ClientStream:
     """The client-facing side of a stream, independent of which backend feeds it."""
 
-    __slots__ = (
-        "created",
-        "finish_reason",
-        "held",
-        "http",
-        "id",
-        "model",
-        "object",
-        "prompt_token_ids",
-        "resp",
-        "text",
-        "token_ids",
-        "usage",
-    )
+    __slots__ = ("held", "http", "record", "resp")
 
     def __init__(self, http: web.Request) -> None:
         self.http = http
         self.resp: web.StreamResponse | None = None
         self.held: list[bytes] = []  # token-less chunks waiting for the first token
-        self.id: str | None = None
-        self.created: int | None = None
-        self.model: str | None = None
-        self.object: str | None = None
-        self.prompt_token_ids: list[int] | None = None
-        self.token_ids: list[int] = []
-        self.text: list[str] = []
-        self.finish_reason: str | None = None
-        self.usage: dict[str, Any] | None = None
+        self.record = StreamRecord()  # what the client has been sent (identity, ids, text)
 
     @property
     def started(self) -> bool:
         return self.resp is not None
-
-    def absorb(self, ev: ChunkEvent) -> None:
-        if self.id is None:
-            obj = ev.obj
-            self.id, self.created = obj.get("id"), obj.get("created")
-            self.model, self.object = obj.get("model"), obj.get("object")
-        if ev.token_ids:
-            self.token_ids.extend(ev.token_ids)
-        if ev.text:
-            self.text.append(ev.text)
-        if ev.prompt_token_ids is not None and self.prompt_token_ids is None:
-            self.prompt_token_ids = ev.prompt_token_ids
-        if ev.finish_reason is not None:
-            self.finish_reason = ev.finish_reason
-        if ev.usage is not None:
-            self.usage = ev.usage
 
     async def write(self, data: bytes) -> None:
         resp = self.resp
@@ -146,14 +108,14 @@ class StreamPump:
     async def _forward(self, attempt: UpstreamAttempt) -> None:
         """Pump one attempt until [DONE] (returns) or failure (raises UpstreamError)."""
         gw, client = self.gw, self.client
-        reader = ChunkReader(attempt.backend, attempt.request.asks)
-        feed, parse, render, absorb = SSEDecoder().feed, reader.parse, reader.render, client.absorb
+        reader = ChunkReader(attempt.backend, attempt.request.asks, client.record)
+        feed, read_event, record = SSEDecoder().feed, reader.read, client.record
         clock, read = gw.clock, attempt.read
         while True:
             data = await read()
             now = clock()
             if not data:
-                if client.finish_reason is not None:
+                if record.finish_reason is not None:
                     await client.write(DONE_FRAME)  # engine forgot [DONE] after finishing
                     return
                 raise up.StreamInterrupted(attempt.backend, "stream ended before [DONE]")
@@ -168,10 +130,8 @@ class StreamPump:
                         out.append(DONE_FRAME)
                         done = True
                         break
-                    ev = parse(payload)
-                    absorb(ev)
-                    tokens += ev.tokens
-                    chunk = render(ev)
+                    chunk = read_event(payload)
+                    tokens += reader.tokens
                     if chunk is not None:
                         out.append(chunk)
             except SSEOverflow as exc:
@@ -198,8 +158,9 @@ class StreamPump:
         if prev is None:
             self.gw.first_token(self.flight)
             tel.ttft[backend].observe(now - state.arrival)
-            if self.client.prompt_token_ids is not None:
-                state.prompt_tokens = len(self.client.prompt_token_ids)
+            prompt_ids = self.client.record.prompt_token_ids
+            if prompt_ids is not None:
+                state.prompt_tokens = len(prompt_ids)
                 state.prompt_tokens_exact = True
         else:
             tel.gaps[backend].observe(now - prev)

@@ -30,25 +30,33 @@ def usage(n: int) -> dict[str, int]:
     return {"prompt_tokens": 4, "completion_tokens": n, "total_tokens": 4 + n}
 
 
+def tokens_of(r: ChunkReader, payload: bytes) -> int:
+    r.read(payload)
+    return r.tokens
+
+
 def test_counts_token_ids_not_chunks() -> None:
     r = ChunkReader("b", ALL)
     counts = [
-        r.parse(chunk(choices=[choice("a", [1])])).tokens,
-        r.parse(chunk(choices=[choice("", [2])])).tokens,  # partial UTF-8: empty text, 1 token
-        r.parse(chunk(choices=[choice("bcd", [3, 4, 5])])).tokens,  # stream_interval > 1
-        r.parse(chunk(choices=[], usage=usage(5))).tokens,  # final usage chunk
+        tokens_of(r, chunk(choices=[choice("a", [1])])),
+        tokens_of(r, chunk(choices=[choice("", [2])])),  # partial UTF-8: empty text, 1 token
+        tokens_of(r, chunk(choices=[choice("bcd", [3, 4, 5])])),  # stream_interval > 1
+        tokens_of(r, chunk(choices=[], usage=usage(5))),  # final usage chunk
     ]
     assert counts == [1, 1, 3, 0]
     assert r.counted == 5
+    rec = r.record
+    assert rec.token_ids == [1, 2, 3, 4, 5] and "".join(rec.text) == "abcd"
+    assert rec.id == "cmpl-1" and rec.model == "m" and rec.usage == usage(5)
 
 
 def test_falls_back_to_running_usage() -> None:
     r = ChunkReader("b", ALL)
     got = [
-        r.parse(chunk(choices=[choice("a")], usage=usage(1))).tokens,
-        r.parse(chunk(choices=[choice("")], usage=usage(2))).tokens,
-        r.parse(chunk(choices=[choice("xy")], usage=usage(4))).tokens,
-        r.parse(chunk(choices=[], usage=usage(4))).tokens,
+        tokens_of(r, chunk(choices=[choice("a")], usage=usage(1))),
+        tokens_of(r, chunk(choices=[choice("")], usage=usage(2))),
+        tokens_of(r, chunk(choices=[choice("xy")], usage=usage(4))),
+        tokens_of(r, chunk(choices=[], usage=usage(4))),
     ]
     assert got == [1, 1, 2, 0]
 
@@ -56,10 +64,10 @@ def test_falls_back_to_running_usage() -> None:
 def test_last_resort_counts_content_and_reconciles_with_final_usage() -> None:
     r = ChunkReader("b", ALL)
     got = [
-        r.parse(chunk(choices=[choice("a")])).tokens,
-        r.parse(chunk(choices=[choice("")])).tokens,  # invisible without ids or usage
-        r.parse(chunk(choices=[choice("b")])).tokens,
-        r.parse(chunk(choices=[], usage=usage(3))).tokens,  # reconciled here
+        tokens_of(r, chunk(choices=[choice("a")])),
+        tokens_of(r, chunk(choices=[choice("")])),  # invisible without ids or usage
+        tokens_of(r, chunk(choices=[choice("b")])),
+        tokens_of(r, chunk(choices=[], usage=usage(3))),  # reconciled here
     ]
     assert got == [1, 0, 1, 1]
     assert r.counted == 3
@@ -74,18 +82,16 @@ def test_chat_role_chunk_is_not_a_token() -> None:
             "usage": usage(0),
         }
     )
-    ev = r.parse(role)
-    assert ev.tokens == 0 and ev.prompt_token_ids == [1, 2]
-    ev = r.parse(
-        orjson.dumps({"choices": [{"index": 0, "delta": {"content": "hi"}, "token_ids": [9]}]})
-    )
-    assert (ev.tokens, ev.text, ev.token_ids) == (1, "hi", [9])
+    assert tokens_of(r, role) == 0 and r.record.prompt_token_ids == [1, 2]
+    hi = orjson.dumps({"choices": [{"index": 0, "delta": {"content": "hi"}, "token_ids": [9]}]})
+    assert tokens_of(r, hi) == 1
+    assert (r.record.text, r.record.token_ids) == (["hi"], [9])
 
 
 def test_multiple_choices_sum_tokens() -> None:
     r = ChunkReader("b", ALL)
-    ev = r.parse(chunk(choices=[choice("a", [1]), {"index": 1, "text": "b", "token_ids": [2, 3]}]))
-    assert ev.tokens == 3 and ev.token_ids == [1]
+    both = chunk(choices=[choice("a", [1]), {"index": 1, "text": "b", "token_ids": [2, 3]}])
+    assert tokens_of(r, both) == 3 and r.record.token_ids == [1]
 
 
 @pytest.mark.parametrize(
@@ -97,32 +103,32 @@ def test_multiple_choices_sum_tokens() -> None:
 )
 def test_in_stream_error_shapes(payload: bytes) -> None:
     with pytest.raises(InStreamError) as info:
-        ChunkReader("b", ALL).parse(payload)
+        ChunkReader("b", ALL).read(payload)
     assert info.value.status == 503 and info.value.message == "boom"
     assert not info.value.is_client_error and info.value.payload == payload
 
 
 def test_in_stream_client_error_is_flagged() -> None:
     with pytest.raises(InStreamError) as info:
-        ChunkReader("b", ALL).parse(b'{"error":{"message":"too long","code":400}}')
+        ChunkReader("b", ALL).read(b'{"error":{"message":"too long","code":400}}')
     assert info.value.is_client_error
 
 
 @pytest.mark.parametrize("payload", [b"{not json", b"[1,2]", b'"x"'])
 def test_garbage_is_a_protocol_error(payload: bytes) -> None:
     with pytest.raises(UpstreamProtocolError):
-        ChunkReader("b", ALL).parse(payload)
+        ChunkReader("b", ALL).read(payload)
 
 
 def test_client_asking_everything_gets_original_bytes() -> None:
     r = ChunkReader("b", ALL)
     payload = chunk(choices=[choice("a", [1])], usage=usage(1))
-    assert r.render(r.parse(payload)) == b"data: " + payload + b"\n\n"
+    assert r.read(payload) == b"data: " + payload + b"\n\n"
 
 
 def rendered(asks: ClientAsks, payload: bytes) -> dict[str, Any] | None:
     r = ChunkReader("b", asks)
-    out = r.render(r.parse(payload))
+    out = r.read(payload)
     if out is None:
         return None
     events = SSEDecoder().feed(out)
@@ -169,4 +175,4 @@ def test_chat_top_level_prompt_ids_are_stripped() -> None:
 def test_nothing_to_strip_forwards_original_bytes() -> None:
     payload = chunk(choices=[choice("a")])
     r = ChunkReader("b", NONE)
-    assert r.render(r.parse(payload)) == b"data: " + payload + b"\n\n"
+    assert r.read(payload) == b"data: " + payload + b"\n\n"
