@@ -144,6 +144,9 @@ class BackendConfig:
             model=self.model,
             max_num_seqs=self.engine_settings.max_num_seqs,
             priority_scheduling=self.engine_settings.scheduling_policy == "priority",
+            profile=self.engine_settings.profile,
+            max_num_batched_tokens=self.engine_settings.max_num_batched_tokens,
+            block_size=self.engine_settings.block_size,
         )
 
 

@@ -54,6 +54,10 @@ class BackendInfo:
     model: str
     max_num_seqs: int | None = None
     priority_scheduling: bool = False  # engine started with a priority waiting queue
+    # Engine facts the analytical predictor needs (from the backend's engine_settings).
+    profile: str | None = None  # latency profile name, e.g. "a100-llama3-8b"
+    max_num_batched_tokens: int | None = None
+    block_size: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

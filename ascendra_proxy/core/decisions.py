@@ -20,6 +20,10 @@ Actions returned by ``Policy.tick`` name their request, because a tick reviews m
   ``kind="offload"`` before its first token, ``kind="migrate"`` mid-stream (token-exact
   continuation).  The driver aborts the old attempt, then dispatches.
 * :class:`Drop`   - end a request the policy can no longer serve.
+* :class:`Warm`   - send a request's prompt to ``backend`` as a separate one-token generation
+  whose output is discarded; it only fills that engine's prefix cache.
+* :class:`SetRole` - a backend changes role (``draining=True``: it left the old role and takes
+  the new one once drained).  Roles are the policy's state; drivers mirror them in telemetry.
 """
 
 from __future__ import annotations
@@ -27,7 +31,20 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal, TypeAlias
 
-__all__ = ["Action", "Assign", "Decision", "Dispatch", "Drop", "Hold", "Move", "Reject"]
+from ascendra_proxy.core.backend import Role
+
+__all__ = [
+    "Action",
+    "Assign",
+    "Decision",
+    "Dispatch",
+    "Drop",
+    "Hold",
+    "Move",
+    "Reject",
+    "SetRole",
+    "Warm",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,4 +91,21 @@ class Drop:
     reject: Reject
 
 
-Action: TypeAlias = Assign | Move | Drop
+@dataclass(frozen=True, slots=True)
+class Warm:
+    request_id: str
+    backend: str
+    reason: str
+    detail: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class SetRole:
+    backend: str
+    role: Role
+    draining: bool
+    reason: str
+    detail: str = ""
+
+
+Action: TypeAlias = Assign | Move | Drop | Warm | SetRole

@@ -79,6 +79,9 @@ class RequestState:
     moves: int = 0  # dispatches after the first token (mid-stream migrations)
     outcome: Outcome | None = None
     finished_at: float | None = None
+    # Chained hashes of the prompt's full token blocks (core.prefix.block_hashes), filled by
+    # the driver when it knows the prompt's token ids; empty disables prefix affinity.
+    prefix_hashes: tuple[int, ...] = ()
 
     # -- transitions -------------------------------------------------------------------
 

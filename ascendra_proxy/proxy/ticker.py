@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from ascendra_proxy.core.decisions import Action, Assign, Drop, Move
+from ascendra_proxy.core.decisions import Action, Assign, Drop, Move, SetRole, Warm
 from ascendra_proxy.proxy.gateway import Gateway
 
 log = logging.getLogger(__name__)
@@ -42,6 +42,12 @@ async def run_ticks(gw: Gateway) -> None:
 
 def apply_action(gw: Gateway, action: Action) -> bool:
     """Carry out one action; False when it no longer applies (or is not supported yet)."""
+    if isinstance(action, SetRole):
+        gw.telemetry.decision(action.reason)
+        return True
+    if isinstance(action, Warm):
+        gw.telemetry.decision("warm_unsupported")
+        return False
     flight = gw.flights.get(action.request_id)
     if flight is None or flight.state.finished:
         return False

@@ -19,8 +19,11 @@ from typing import Any, Generic, TypeVar
 
 from ascendra_proxy.core.backend import BackendInfo
 from ascendra_proxy.core.contracts import Policy
+from ascendra_proxy.core.policies.ascendra.params import AscendraParams
+from ascendra_proxy.core.policies.ascendra.policy import make_ascendra
 from ascendra_proxy.core.policies.least_loaded import LeastLoadedParams, make_least_loaded
 from ascendra_proxy.core.policies.round_robin import RoundRobinParams, make_round_robin
+from ascendra_proxy.core.policies.topology import hp_needs_lp
 
 __all__ = ["POLICIES", "PolicySpec", "build_policy", "default_params"]
 
@@ -47,6 +50,13 @@ POLICIES: Mapping[str, PolicySpec[Any]] = MappingProxyType(
             LeastLoadedParams,
             make_least_loaded,
             "fewest proxy in-flight requests, scraped queue/KV as tie-breaks",
+        ),
+        "ascendra": PolicySpec(
+            "ascendra",
+            AscendraParams,
+            make_ascendra,
+            "LP pool in deadline order, HP pool for requests predicted to miss their SLO",
+            hp_needs_lp,
         ),
     }
 )

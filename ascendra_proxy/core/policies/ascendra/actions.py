@@ -18,33 +18,14 @@ Reasons are short, stable tokens (Prometheus label values); they are all listed 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import TypeAlias
 
-from ascendra_proxy.core.backend import Role
-from ascendra_proxy.core.decisions import Action
+from ascendra_proxy.core.decisions import Action, SetRole, Warm
 
 __all__ = ["AscendraAction", "Reason", "SetRole", "Warm"]
 
-
-@dataclass(frozen=True, slots=True)
-class Warm:
-    request_id: str
-    backend: str
-    reason: str
-    detail: str = ""
-
-
-@dataclass(frozen=True, slots=True)
-class SetRole:
-    backend: str
-    role: Role
-    draining: bool
-    reason: str
-    detail: str = ""
-
-
-AscendraAction: TypeAlias = Action | Warm | SetRole
+# Kept as a name for readability at call sites; every action is a core action now.
+AscendraAction: TypeAlias = Action
 
 
 class Reason:

@@ -293,8 +293,7 @@ def fresh_target(
 
 def _prefix_of(req: RequestState) -> tuple[int, ...]:
     """The request's prompt block hashes, when the driver provides them."""
-    hashes = getattr(req, "prefix_hashes", None)  # see the change request in the package doc
-    return tuple(int(h) for h in hashes) if hashes else ()
+    return req.prefix_hashes
 
 
 def make_ascendra(params: AscendraParams, backends: Sequence[BackendInfo]) -> AscendraPolicy:

@@ -37,17 +37,13 @@ class EngineFacts:
 
 
 def facts_from_info(info: BackendInfo) -> EngineFacts:
-    """Engine facts from a BackendInfo.  Fields BackendInfo does not (yet) carry fall back
-    to vLLM defaults; ``profile`` and ``max_num_batched_tokens`` are read when present."""
-    profile = getattr(info, "profile", None)
-    budget = getattr(info, "max_num_batched_tokens", None)
-    block = getattr(info, "block_size", None)
+    """Engine facts from a BackendInfo; unknown fields fall back to vLLM's A100 defaults."""
     return EngineFacts(
-        profile=profile if isinstance(profile, str) else "",
+        profile=info.profile or "",
         max_num_seqs=info.max_num_seqs or DEFAULT_MAX_SEQS,
-        max_num_batched_tokens=budget if isinstance(budget, int) else DEFAULT_BUDGET,
+        max_num_batched_tokens=info.max_num_batched_tokens or DEFAULT_BUDGET,
         priority_scheduling=info.priority_scheduling,
-        block_size=block if isinstance(block, int) else 16,
+        block_size=info.block_size or 16,
     )
 
 
