@@ -89,7 +89,7 @@ class OpenAIStreamAdapter:
             options["continuous_usage_stats"] = True
             upstream["stream_options"] = options
         if priority is not None:
-            upstream["priority"] = priority
+            upstream["priority"] = self.engine_priority(priority)
         request_id = self._extra_fields(upstream, request_id)
         return UpstreamRequest(
             path=endpoint.value,
@@ -98,6 +98,10 @@ class OpenAIStreamAdapter:
             stream=stream,
             asks=asks,
         )
+
+    def engine_priority(self, priority: int) -> int:
+        """A priority in vLLM's convention (lower runs first) in this engine's convention."""
+        return priority
 
     def _extra_fields(self, upstream: dict[str, Any], request_id: str) -> str:
         """Add engine-specific fields; returns the id the engine will know the request by."""

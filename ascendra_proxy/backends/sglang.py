@@ -7,6 +7,10 @@ delayed background abort), so the proxy names each request itself with SGLang's 
 field and aborts with ``POST /abort_request {"rid": ...}`` in addition to closing the
 connection.  A client-supplied ``rid`` is kept (the client may rely on it) and used for the
 abort.  Load comes from ``sglang:`` gauges (needs ``--enable-metrics``).
+
+Priorities reach adapters in vLLM's convention (lower runs first); SGLang's default is the
+opposite (higher first), so the adapter negates them.  A server started with
+``--schedule-low-priority-values-first`` would need them unchanged (not configurable yet).
 """
 
 from __future__ import annotations
@@ -24,6 +28,9 @@ ABORT_TIMEOUT_S = 2.0
 class SGLangAdapter(OpenAIStreamAdapter):
     engine = "sglang"
     needs_abort_call = True
+
+    def engine_priority(self, priority: int) -> int:
+        return -priority  # SGLang runs higher values first
 
     def _extra_fields(self, upstream: dict[str, Any], request_id: str) -> str:
         rid = upstream.get("rid")

@@ -163,9 +163,10 @@ class Gateway:
         state = flight.state
         if flight.attempt is not None:
             self.end_attempt(flight)
-        request = backend.adapter.prepare(
-            flight.gen.endpoint, flight.gen.body, state.id, d.priority
-        )
+        # vLLM rejects a non-zero priority unless the engine runs with priority scheduling
+        priority = d.priority if backend.info.priority_scheduling else None
+        gen = flight.gen
+        request = backend.adapter.prepare(gen.endpoint, gen.body, state.id, priority)
         headers = backend.stream_headers if request.stream else backend.headers
         attempt = UpstreamAttempt(
             backend.name, backend.url, backend.session, request, headers, self.budgets

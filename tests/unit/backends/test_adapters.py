@@ -44,6 +44,11 @@ def test_priority_is_set_when_given() -> None:
     assert orjson.loads(req.body)["priority"] == -3
 
 
+def test_sglang_priority_is_negated_to_its_higher_first_convention() -> None:
+    req = adapter_for("sglang").prepare(Endpoint.COMPLETIONS, {"model": "m"}, "r", priority=-3)
+    assert orjson.loads(req.body)["priority"] == 3
+
+
 def test_sglang_sets_rid_for_abort_and_keeps_a_client_rid() -> None:
     a = adapter_for("sglang")
     assert a.needs_abort_call

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import pytest
 from conftest import MODEL, RigFactory
 from fake_backend import FakeBackend, Script
 from sse_client import read_events, text_of
+
+from ascendra_proxy.core.decisions import Dispatch
 
 EXPECTED_TEXT = " t100 t101 t102 t103 t104"
 
@@ -145,3 +148,27 @@ async def test_state_records_ttft_and_gaps(make_rig: RigFactory) -> None:
         assert state.gaps == 3 and 0.015 <= state.mean_tbt <= 0.2
         assert state.prompt_tokens == 3 and state.prompt_tokens_exact
         assert r.gateway.telemetry.ttft["a"].count == 1
+
+
+@pytest.mark.parametrize(
+    ("scheduling", "engine", "sent"),
+    [
+        ("fcfs", "vllm", None),
+        ("priority", "vllm", 5),
+        ("priority", "sglang", -5),
+    ],
+)
+async def test_policy_priority_reaches_only_priority_scheduling_engines(
+    make_rig: RigFactory, scheduling: str, engine: str, sent: int | None
+) -> None:
+    fake = FakeBackend("a", engine=engine)
+    async with make_rig([fake]) as r:
+        gw = r.gateway
+        backend = gw.backends.get("a")
+        assert backend is not None
+        backend.info = replace(backend.info, priority_scheduling=scheduling == "priority")
+        gw.policy.route = lambda *a, **k: Dispatch("a", "test", priority=5)  # type: ignore[method-assign]
+        await read_events(
+            await r.post("/v1/completions", {"model": MODEL, "prompt": "x", "stream": True})
+        )
+        assert fake.bodies[0].get("priority") == sent
