@@ -55,7 +55,7 @@ async def test_run_measures_exact_tokens_ttft_and_prompt_lengths(endpoint: str) 
     assert (s["completed"], s["failed"], s["total"]) == (12, 0, 12)
     assert all(r.tokens == 8 for r in result.records)  # 3+3+2 tokens in 3 chunks
     assert all(r.chunk_tokens == [3, 3, 2] for r in result.records)
-    assert 0.03 <= s["ttft_p50"] < 0.25
+    assert 0.03 <= s["ttft_p50"] < 1.0  # the server waits 30 ms; a busy machine adds some
     # the server's own usage.prompt_tokens is within one token of every target
     assert all(r.prompt_tokens_reported is not None for r in result.records)
     assert s["prompt_tokens_max_error"] <= 1
@@ -76,7 +76,10 @@ async def test_disconnecting_clients_close_their_streams() -> None:
     work = items(10, disconnect=DisconnectSpec(0.5, 0.05))
     async with serve(FakeConfig(ttft_s=0.01, tbt_s=0.05)) as (url, state):
         result = await run(url, work)
-        await asyncio.sleep(0.1)
+        for _ in range(200):  # the server notices hang-ups on its next write
+            if state.disconnects >= 5:
+                break
+            await asyncio.sleep(0.02)
         aborted = state.disconnects
     outcomes = [r.outcome for r in result.records]
     assert outcomes.count(Outcome.DISCONNECTED) == 5
