@@ -16,6 +16,8 @@ line by the row id (``"<run_id>:<n>"``).  A row whose request moved elsewhere be
 token came (offload, migration, retry) is *censored*: its label would describe another
 backend, so it is dropped (:meth:`discard`, or tokens from a backend the row did not
 accept).  A request finishing before ``horizon_tokens`` more tokens leaves ``next_k`` null.
+When the observation carried the predictor's answer, ``on_label`` receives it with the
+actual values (a live error measurement, see :mod:`.metrics`).
 
 Rows per request are rate limited (``min_interval_s`` before the first token,
 ``resident_interval_s`` after), open rows are bounded, and lines are buffered: the recorder
@@ -38,7 +40,7 @@ import orjson
 
 from ascendra_proxy.core.predict import BackendFeatures, PredictionQuery
 
-__all__ = ["QUERY_FIELDS", "RollingJsonl", "TrainingRecorder"]
+__all__ = ["QUERY_FIELDS", "Outcome", "RollingJsonl", "TrainingRecorder"]
 
 # Order of the per-row values in a query line's "q" list.
 QUERY_FIELDS = (
@@ -51,11 +53,26 @@ QUERY_FIELDS = (
 )
 
 
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """A labelled row, for a live check of the predictor (see ``on_label``)."""
+
+    resident: bool
+    slo: tuple[float, float] | None
+    predicted: tuple[float, float]  # (ttft, next_k) the predictor gave at observation
+    ttft: float
+    next_k: float | None
+    horizon: int
+
+
 @dataclass(slots=True)
 class _Row:
     row_id: str
     t_obs: float
     accept: frozenset[str]
+    resident: bool = False
+    slo: tuple[float, float] | None = None
+    predicted: tuple[float, float] | None = None
     ttft: float | None = None
     t_token: float | None = None
     after: int = 0  # tokens seen after the row's next token
@@ -81,6 +98,7 @@ class TrainingRecorder:
         max_rows_per_request: int = 64,
         sink: Callable[[list[bytes]], None] | None = None,
         flush_lines: int = 4096,
+        on_label: Callable[[Outcome], None] | None = None,
     ) -> None:
         if horizon_tokens < 1:
             raise ValueError("horizon_tokens must be >= 1")
@@ -91,6 +109,7 @@ class TrainingRecorder:
         self._max_rows = max_rows_per_request
         self._sink = sink
         self._flush_lines = flush_lines
+        self._on_label = on_label
         self._open: dict[str, _Open] = {}
         self._lines: list[bytes] = []
         self._seq = 0
@@ -119,13 +138,15 @@ class TrainingRecorder:
         slo: tuple[float, float] | None = None,
         accept: Iterable[str] | None = None,
         extra: Mapping[str, float] | None = None,
+        predicted: tuple[float, float] | None = None,
     ) -> str | None:
         """Record one question; returns its row id, or None when rate limited.
 
         ``accept`` names the backends whose tokens may label the row (default: the
         backend asked about); ``slo`` is (TTFT SLO, TBT SLO) in seconds, kept for reports;
         ``extra`` holds inputs the batch types do not carry yet (``on_backend_s``,
-        ``head_age_s``: see :mod:`.features`)."""
+        ``head_age_s``: see :mod:`.features`); ``predicted`` (the predictor's ``(ttft,
+        next_k)`` for this question) is handed to ``on_label`` with the actual values."""
         if not self.due(request_id, now, query.resident):
             return None
         o = self._open.get(request_id)
@@ -134,7 +155,7 @@ class TrainingRecorder:
         self._seq += 1
         row_id = f"{self.run_id}:{self._seq}"
         names = frozenset(accept) if accept is not None else frozenset((backend.name,))
-        o.rows.append(_Row(row_id, now, names))
+        o.rows.append(_Row(row_id, now, names, query.resident, slo, predicted))
         o.last_obs = now
         o.last_resident = query.resident
         q = [getattr(query, k) for k in QUERY_FIELDS]
@@ -200,6 +221,11 @@ class TrainingRecorder:
     def _label(self, r: _Row, next_k: float | None) -> None:
         self._emit(orjson.dumps({"k": "l", "id": r.row_id, "ttft": r.ttft, "next_k": next_k}))
         self.rows_labelled += 1
+        if self._on_label is not None and r.predicted is not None and r.ttft is not None:
+            self._on_label(Outcome(r.resident, r.slo, r.predicted, r.ttft, next_k, self.horizon))
+
+    def set_on_label(self, callback: Callable[[Outcome], None] | None) -> None:
+        self._on_label = callback
 
     # -- output -------------------------------------------------------------------------
 

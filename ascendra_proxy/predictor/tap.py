@@ -18,14 +18,23 @@ backend view (``BackendState.features()``), for every request the policy would r
   the backend, the age of the oldest not-started request there; see :mod:`.features`).
 
 The rows go to a :class:`~.dataset.TrainingRecorder` (which rate limits them); the driver
-also reports tokens (:meth:`on_tokens`, with the backend that produced them), moves
-(:meth:`on_moved`) and ends (:meth:`on_finished`).  The tap works under any policy: under
-the baselines nothing moves, so every row gets its label.
+also reports dispatches (:meth:`on_dispatched`, for the engine priority), tokens
+(:meth:`on_tokens`, with the backend that produced them), moves (:meth:`on_moved`) and
+ends (:meth:`on_finished`).  The tap works under any policy: under the baselines nothing
+moves, so every row gets its label.
+
+With a ``predictor`` and ``metrics``, the tap also asks the predictor the tick's new
+questions (one batched call over the rows it records, rate limited like them) and, as the
+labels come in, feeds predicted vs actual to the error histograms: a live measurement of
+the predictor in use, on the same questions the training rows hold.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
 
 from ascendra_proxy.core.backend import BackendInfo, BackendSnapshot, Role
 from ascendra_proxy.core.policies.ascendra.view import (
@@ -34,12 +43,30 @@ from ascendra_proxy.core.policies.ascendra.view import (
     build_states,
     facts_from_info,
 )
-from ascendra_proxy.core.predict import PredictionQuery
+from ascendra_proxy.core.predict import (
+    BackendFeatures,
+    PredictionQuery,
+    QueryBatch,
+    SlackPredictor,
+)
 from ascendra_proxy.core.prefix import PrefixIndex
 from ascendra_proxy.core.request import Phase, RequestState
-from ascendra_proxy.predictor.dataset import TrainingRecorder
+from ascendra_proxy.predictor.dataset import Outcome, TrainingRecorder
+from ascendra_proxy.predictor.metrics import PredictorMetrics
 
 __all__ = ["TrainingTap", "facts_for"]
+
+
+@dataclass(slots=True)
+class _Obs:
+    """One question the tick will record."""
+
+    rid: str
+    query: PredictionQuery
+    features: BackendFeatures
+    slo: tuple[float, float]
+    extra: dict[str, float]
+    accept: list[str] | None = None
 
 
 class TrainingTap:
@@ -48,12 +75,18 @@ class TrainingTap:
         recorder: TrainingRecorder,
         facts: Mapping[str, EngineFacts],
         prefix_blocks_per_backend: int = 65536,
+        predictor: SlackPredictor | None = None,
+        metrics: PredictorMetrics | None = None,
     ) -> None:
         self.recorder = recorder
         self._facts = dict(facts)
         self._prefix = PrefixIndex(prefix_blocks_per_backend)
         self._hits: dict[str, tuple[str, int]] = {}  # request -> (backend, expected hit)
         self._priority: dict[str, int] = {}  # request -> engine priority of its dispatch
+        self._predictor = predictor if metrics is not None else None
+        self._metrics = metrics
+        if metrics is not None:
+            recorder.set_on_label(self._outcome)
 
     # -- driver events ------------------------------------------------------------------
 
@@ -68,13 +101,19 @@ class TrainingTap:
             elif r.phase is not Phase.FINISHED and r.backend in states:
                 b = states[r.backend]
                 (b.queue if r.phase is Phase.DISPATCHED else b.streams).append(r)
+        obs: list[_Obs] = []
         for b in states.values():
             self._fill(b)
         for b in states.values():
             if b.snap.healthy:
-                self._observe_backend(now, b)
+                self._collect_backend(now, b, obs)
         if held:
-            self._observe_held(now, held, states)
+            self._collect_held(now, held, states, obs)
+        predicted = self._predict(obs)
+        rec = self.recorder
+        for i, o in enumerate(obs):
+            p = None if predicted is None else predicted[i]
+            rec.observe(o.rid, now, o.query, o.features, o.slo, o.accept, o.extra, p)
 
     def on_dispatched(self, request_id: str, priority: int | None) -> None:
         """The driver sent the request with this engine priority (None: none sent)."""
@@ -131,36 +170,39 @@ class TrainingTap:
         self._hits[r.id] = (b.name, hit)
         return hit
 
-    def _observe_backend(self, now: float, b: BackendState) -> None:
-        rec = self.recorder
+    def _collect_backend(self, now: float, b: BackendState, obs: list[_Obs]) -> None:
+        due = self.recorder.due
         feats = None
         ahead = 0
         head = _head_age(b, now)
         for r in b.queue:
             cached = self._cached(r, b)
-            if rec.due(r.id, now, False):
+            if due(r.id, now, False):
                 feats = feats or b.features()
                 waited = now - r.arrival
                 q = PredictionQuery(0, r.prompt_tokens, r.tokens, waited, ahead, cached, False)
                 x = {"on_backend_s": _on_backend(r, now), "head_age_s": head}
-                rec.observe(r.id, now, q, feats, (r.slo.ttft_s, r.slo.tbt_s), extra=x)
+                obs.append(_Obs(r.id, q, feats, (r.slo.ttft_s, r.slo.tbt_s), x))
             ahead += max(r.prompt_tokens - cached, 0)
         for r in b.streams:
-            if rec.due(r.id, now, True):
+            if due(r.id, now, True):
                 feats = feats or b.features()
                 q = PredictionQuery(0, r.prompt_tokens, r.tokens, now - r.arrival, 0, 0, True)
                 x = {"on_backend_s": _on_backend(r, now), "head_age_s": head}
-                rec.observe(r.id, now, q, feats, (r.slo.ttft_s, r.slo.tbt_s), extra=x)
+                obs.append(_Obs(r.id, q, feats, (r.slo.ttft_s, r.slo.tbt_s), x))
 
-    def _observe_held(
-        self, now: float, held: list[RequestState], states: Mapping[str, BackendState]
+    def _collect_held(
+        self,
+        now: float,
+        held: list[RequestState],
+        states: Mapping[str, BackendState],
+        obs: list[_Obs],
     ) -> None:
         lp: dict[str, list[BackendState]] = {}
         for b in states.values():
             if b.role is not Role.HP and b.snap.healthy:
                 lp.setdefault(b.snap.model, []).append(b)
         spread = dict.fromkeys(lp, 0.0)
-        rec = self.recorder
         for r in sorted(held, key=lambda r: (r.ttft_deadline, r.arrival, r.id)):
             cands = lp.get(r.model)
             if not cands:
@@ -168,12 +210,46 @@ class TrainingTap:
             b = min(cands, key=lambda c: (c.queued_tokens, c.inflight))
             ahead = b.queued_tokens + spread[r.model] / len(cands)
             spread[r.model] += r.prompt_tokens
-            if rec.due(r.id, now, False):
+            if self.recorder.due(r.id, now, False):
                 q = PredictionQuery(0, r.prompt_tokens, 0, now - r.arrival, int(ahead), 0, False)
-                slo = (r.slo.ttft_s, r.slo.tbt_s)
                 x = {"on_backend_s": 0.0, "head_age_s": _head_age(b, now)}
-                accept = [c.name for c in cands]
-                rec.observe(r.id, now, q, b.features(), slo, accept=accept, extra=x)
+                slo = (r.slo.ttft_s, r.slo.tbt_s)
+                obs.append(_Obs(r.id, q, b.features(), slo, x, [c.name for c in cands]))
+
+    # -- live error measurement ---------------------------------------------------------
+
+    def _predict(self, obs: list[_Obs]) -> list[tuple[float, float]] | None:
+        """The predictor's answers to the tick's questions (one call), if measuring."""
+        if self._predictor is None or not obs:
+            return None
+        index: dict[int, int] = {}
+        backends: list[BackendFeatures] = []
+        for o in obs:
+            if id(o.features) not in index:
+                index[id(o.features)] = len(backends)
+                backends.append(o.features)
+        batch = QueryBatch(
+            backends=tuple(backends),
+            backend_index=np.fromiter((index[id(o.features)] for o in obs), np.int64, len(obs)),
+            prompt_tokens=np.fromiter((o.query.prompt_tokens for o in obs), np.float64),
+            generated_tokens=np.fromiter((o.query.generated_tokens for o in obs), np.float64),
+            waited_s=np.fromiter((o.query.waited_s for o in obs), np.float64),
+            queued_ahead_tokens=np.fromiter((o.query.queued_ahead_tokens for o in obs), float),
+            cached_tokens=np.fromiter((o.query.cached_tokens for o in obs), np.float64),
+            resident=np.fromiter((o.query.resident for o in obs), np.bool_),
+            horizon_tokens=self.recorder.horizon,
+        )
+        pred = self._predictor.predict(batch)
+        return list(zip(pred.ttft_s.tolist(), pred.next_k_s.tolist(), strict=True))
+
+    def _outcome(self, o: Outcome) -> None:
+        m = self._metrics
+        if m is None or o.slo is None:
+            return
+        if not o.resident:
+            m.observe("ttft", o.predicted[0], o.ttft, o.slo[0])
+        if o.next_k is not None:
+            m.observe("next_k", o.predicted[1], o.next_k, o.slo[1] * o.horizon)
 
 
 def _on_backend(r: RequestState, now: float) -> float:

@@ -108,3 +108,31 @@ def test_held_requests_go_to_the_least_queued_lp_in_deadline_order() -> None:
     labels = [orjson.loads(x) for x in rec.take_lines()]
     assert [(x["id"], round(x["ttft"], 6)) for x in labels] == [(got["tight"]["id"], 0.5)]
     assert rec.rows_censored == 1
+
+
+def test_live_error_measurement_feeds_the_histograms() -> None:
+    from predictor_builders import analytical
+    from prometheus_client import CollectorRegistry
+
+    from ascendra_proxy.predictor.metrics import PredictorMetrics
+
+    reg = CollectorRegistry()
+    metrics = PredictorMetrics(reg, lambda: "analytical")
+    rec = TrainingRecorder("t", horizon_tokens=2)
+    tap = TrainingTap(rec, {"lp-0": FACTS}, predictor=analytical(), metrics=metrics)
+    r = req("a", 1000)
+    r.on_dispatch(0.0, "lp-0")
+    tap.on_tick(0.05, [r], [snap("lp-0", queued=1000, inflight=1)])
+    tap.on_tokens("a", 5.05, 3, "lp-0")  # 5 s: far later than any analytical estimate
+    count = reg.get_sample_value(
+        "ascendra_predictor_error_seconds_bucket", {"target": "ttft", "le": "-2.0"}
+    )
+    assert count == 1  # predicted minus actual below -2 s: optimistic
+    over = reg.get_sample_value(
+        "ascendra_predictor_abs_error_over_slo_bucket", {"target": "ttft", "le": "2.0"}
+    )
+    assert over == 0  # |error| / 1 s SLO is above 2
+    nk = reg.get_sample_value(
+        "ascendra_predictor_error_seconds_bucket", {"target": "next_k", "le": "+Inf"}
+    )
+    assert nk == 1  # the two tokens after the first came with it
