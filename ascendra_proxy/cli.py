@@ -16,17 +16,32 @@ from collections.abc import Sequence
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "serve": ("ascendra_proxy.proxy.cli", "run the proxy in front of the configured pools"),
     "check-config": ("ascendra_proxy.config_cli", "validate a proxy config file and exit"),
-    "status": ("ascendra_proxy.proxy.status_cli", "show backends and in-flight requests of a running proxy"),
+    "status": (
+        "ascendra_proxy.proxy.status_cli",
+        "show backends and in-flight requests of a running proxy",
+    ),
     "emulate": ("ascendra_proxy.emulator.cli", "serve an emulated vLLM or SGLang engine"),
-    "simulate": ("ascendra_proxy.sim.cli", "run the policies against the engine model in virtual time"),
+    "simulate": (
+        "ascendra_proxy.sim.cli",
+        "run the policies against the engine model in virtual time",
+    ),
     "train": ("ascendra_proxy.predictor.cli", "train the LightGBM slack predictor"),
-    "launch": ("ascendra_proxy.launcher.cli", "start engine containers on designated GPUs, then serve"),
-    "demo": ("ascendra_proxy.demo", "proxy + emulated engines + a load run + a report, in one process tree"),
+    "launch": (
+        "ascendra_proxy.launcher.cli",
+        "start engine containers on designated GPUs, then serve",
+    ),
+    "demo": (
+        "ascendra_proxy.demo",
+        "proxy + emulated engines + a load run + a report, in one process tree",
+    ),
 }
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="ascendra-proxy", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="ascendra-proxy",
+        description="An SLO-aware OpenAI-compatible proxy in front of vLLM and SGLang pools.",
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (_module, help_text) in SUBCOMMANDS.items():
         sub.add_parser(name, help=help_text, add_help=False)
@@ -45,7 +60,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     name = args[0]
     module = importlib.import_module(SUBCOMMANDS[name][0])
-    parser = argparse.ArgumentParser(prog=f"ascendra-proxy {name}", description=SUBCOMMANDS[name][1])
+    parser = argparse.ArgumentParser(
+        prog=f"ascendra-proxy {name}", description=SUBCOMMANDS[name][1]
+    )
     module.add_arguments(parser)
     ns = parser.parse_args(args[1:])
     return int(module.run(ns))
