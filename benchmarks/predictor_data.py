@@ -19,8 +19,7 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from ascendra_proxy.predictor.dataset import RollingJsonl, TrainingRecorder
-from ascendra_proxy.predictor.simtap import attach
+from ascendra_proxy.predictor.simtap import record_to_file
 from ascendra_proxy.sim.setup import load_sim_config, with_policy
 from ascendra_proxy.sim.simulator import Simulator
 from loadgen.arrivals import ArrivalSpec
@@ -63,9 +62,8 @@ def run_one(run: Run) -> dict[str, object]:
     )
     path = Path(run.out) / f"{run.name}.jsonl"
     path.unlink(missing_ok=True)
-    rec = TrainingRecorder(run.name, sink=RollingJsonl(path, max_bytes=1 << 34))
     sim = Simulator(cfg, build_workload(spec), seed=run.seed)
-    attach(sim, rec)
+    rec = record_to_file(sim, path, run.name, max_bytes=1 << 34)
     t0 = time.perf_counter()
     res = sim.run()
     rec.flush()

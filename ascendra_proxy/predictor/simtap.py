@@ -13,16 +13,17 @@ flight's ``attempt``), so the simulator needs no change; a first-class observer 
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from ascendra_proxy.predictor.dataset import TrainingRecorder
+from ascendra_proxy.predictor.dataset import RollingJsonl, TrainingRecorder
 from ascendra_proxy.predictor.tap import TrainingTap, facts_for
 
 if TYPE_CHECKING:
     from ascendra_proxy.sim.simulator import Simulator
 
-__all__ = ["attach"]
+__all__ = ["attach", "record_to_file"]
 
 
 def attach(sim: Simulator, recorder: TrainingRecorder, tick_s: float = 0.02) -> TrainingTap:
@@ -81,3 +82,21 @@ def attach(sim: Simulator, recorder: TrainingRecorder, tick_s: float = 0.02) -> 
     if own_ticks:
         sim.queue.push(tick_s, Kind.TICK, 0)
     return tap
+
+
+def record_to_file(
+    sim: Simulator,
+    path: str | os.PathLike[str],
+    run_id: str,
+    max_bytes: int = 256 << 20,
+    keep: int = 4,
+    horizon_tokens: int = 32,
+) -> TrainingRecorder:
+    """``attach`` with a recorder writing to a rolling JSONL file (what ``simulate
+    --training-data PATH`` needs); call ``.flush()`` on the result after ``sim.run()``.
+    ``run_id`` must differ between runs appending to the same file (it prefixes row ids)."""
+    rec = TrainingRecorder(
+        run_id, horizon_tokens, sink=RollingJsonl(path, max_bytes=max_bytes, keep=keep)
+    )
+    attach(sim, rec)
+    return rec

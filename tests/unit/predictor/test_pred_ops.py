@@ -10,7 +10,6 @@ from predictor_builders import analytical
 from prometheus_client import CollectorRegistry, generate_latest
 
 from ascendra_proxy.cli import main
-from ascendra_proxy.predictor.dataset import TrainingRecorder
 from ascendra_proxy.predictor.metrics import PredictorMetrics
 from ascendra_proxy.predictor.model import LearnedPredictor, load_predictor
 from ascendra_proxy.predictor.retrain import Retrainer, retrain_job
@@ -44,8 +43,7 @@ def test_source_gauge_and_error_histograms() -> None:
 @pytest.fixture(scope="module")
 def sim_rows(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Rows from a short simulation (round robin: nothing moves, every row is labelled)."""
-    from ascendra_proxy.predictor.dataset import RollingJsonl
-    from ascendra_proxy.predictor.simtap import attach
+    from ascendra_proxy.predictor.simtap import record_to_file
     from ascendra_proxy.sim.setup import load_sim_config, with_policy
     from ascendra_proxy.sim.simulator import Simulator
     from loadgen.arrivals import ArrivalSpec
@@ -61,9 +59,8 @@ def sim_rows(tmp_path_factory: pytest.TempPathFactory) -> Path:
         seed=3,
     )
     path = tmp_path_factory.mktemp("rows") / "rows.jsonl"
-    rec = TrainingRecorder("sim", horizon_tokens=8, sink=RollingJsonl(path))
     sim = Simulator(cfg, build_workload(spec), seed=3)
-    attach(sim, rec)
+    rec = record_to_file(sim, path, "sim", horizon_tokens=8)
     result = sim.run()
     rec.flush()
     first_token = {f.id: f.state.first_token_at for f in result.flights}
