@@ -12,19 +12,22 @@ and the formula (all coefficients in milliseconds)::
 
     step_ms = overhead_ms
             + linear(P + D)
-            + (D > 0) * (decode_attn_base_ms + decode_attn_per_ktok_ms * C / 1000)
+            + (D > 0) * (decode_attn_base_ms + decode_attn_per_ktok_ms * C / 1000
+                         + decode_per_seq_ms * D)
             + (P > 0) * (prefill_attn_base_ms + prefill_attn_coef_ms * A)
 
     linear(T) = max(linear_floor_ms, linear_intercept_ms + linear_per_token_ms * T)
 
 or, when the profile gives ``linear_table`` (measured ``[tokens, ms]`` points), the piecewise
 linear interpolation of that table (flat below its first point, extended along its last
-segment beyond its last point).  The linear layers are weight-read bound (flat) for small
-batches and compute bound above the knee; decode attention reads the KV of every decoding
-sequence; prefill attention is quadratic in the chunk.  This is what makes a long prefill in
-a batch slow every decoding stream on the engine.  Profiles are YAML files
-(``configs/profiles/<name>.yaml``) validated strictly: unknown keys are errors that name
-their path.
+segment beyond its last point).  ``decode_per_seq_ms`` (optional, 0 by default) is a cost per
+decoding sequence on top of its token's share of ``linear``: sampling and per-request host work
+(scheduler, detokenizer, stream), which dominates a tiny model on a CPU.  The linear layers
+are weight-read bound (flat) for small batches and compute bound above the knee; decode
+attention reads the KV of every decoding sequence; prefill attention is quadratic in the
+chunk.  This is what makes a long prefill in a batch slow every decoding stream on the engine.
+Profiles are YAML files (``configs/profiles/<name>.yaml``) validated strictly: unknown keys
+are errors that name their path.
 """
 
 from __future__ import annotations
@@ -59,6 +62,8 @@ class StepCoefficients:
     # Optional measured linear-layer times [(tokens, ms), ...] with tokens increasing; when
     # given, it replaces the max(floor, intercept + slope*T) term (see linear_ms).
     linear_table: tuple[tuple[int, float], ...] = ()
+    # Optional cost per decoding sequence (host work per request; see the module docstring).
+    decode_per_seq_ms: float = 0.0
 
     def linear_ms(self, tokens: int) -> float:
         """Time of the non-attention layers for a batch of ``tokens`` tokens."""
@@ -108,6 +113,7 @@ class LatencyProfile:
         ms = c.overhead_ms + c.linear_ms(prefill_tokens + decode_seqs)
         if decode_seqs > 0:
             ms += c.decode_attn_base_ms + c.decode_attn_per_ktok_ms * decode_context / 1000.0
+            ms += c.decode_per_seq_ms * decode_seqs
         if prefill_tokens > 0:
             ms += c.prefill_attn_base_ms + c.prefill_attn_coef_ms * prefill_attn_work
         return ms / 1000.0

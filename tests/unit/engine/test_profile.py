@@ -51,6 +51,29 @@ def test_closed_form_without_a_table() -> None:
     assert ms(prof, d=1, c=10) == pytest.approx(1 + 10 + 0.4 + 0.08 * 0.01)
 
 
+def test_decode_per_seq_cost_is_optional_and_scales_with_decodes() -> None:
+    step_ms = {
+        "overhead_ms": 2.0,
+        "linear_floor_ms": 0.0,
+        "linear_intercept_ms": 0.0,
+        "linear_per_token_ms": 0.01,
+        "decode_attn_base_ms": 0.0,
+        "decode_attn_per_ktok_ms": 0.0,
+        "prefill_attn_base_ms": 0.0,
+        "prefill_attn_coef_ms": 0.0,
+    }
+    doc = {"name": "x", "kv_cache": {"capacity_tokens": 1000}, "step_ms": step_ms}
+    without = parse_profile(doc)
+    assert without.coefficients.decode_per_seq_ms == 0.0
+    doc["step_ms"] = {**step_ms, "decode_per_seq_ms": 0.25}
+    prof = parse_profile(doc)
+    assert ms(prof, d=8) == pytest.approx(ms(without, d=8) + 8 * 0.25)
+    assert ms(prof, p=512) == pytest.approx(ms(without, p=512))  # prefill tokens: no charge
+    doc["step_ms"] = {**step_ms, "decode_per_seq_ms": -1}
+    with pytest.raises(ProfileError, match="decode_per_seq_ms"):
+        parse_profile(doc)
+
+
 def test_a_long_prefill_slows_the_decodes_sharing_its_step(a100: LatencyProfile) -> None:
     decode_only = ms(a100, d=32, c=32 * 1000)
     mixed = ms(a100, p=2016, d=32, c=32 * 1000, a=prefill_attention_work(2016, 0))
