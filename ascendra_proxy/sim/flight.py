@@ -1,13 +1,13 @@
 """One simulated request: its core state, its client-side record, and its current attempt.
 
 Theory of operation: a :class:`Flight` is the simulator's counterpart of the live proxy's
-``proxy/flight.py`` Flight.  Its :class:`SimRequestState` is the policy-visible record (the
-core's ``RequestState`` plus the prompt's block hashes, which the Ascendra policy reads for
-prefix affinity); its ``record`` is what the client measures (a loadgen
-:class:`~loadgen.metrics.RequestRecord`, times shifted by the client hop); its ``prompt_ids``
-and ``generated`` token ids make a token-exact continuation possible (prompt + generated,
-with the remaining ``max_tokens``).  An :class:`Attempt` is one try on one engine; once
-closed, whatever it still produces is dropped.
+``proxy/flight.py`` Flight.  Its core ``RequestState`` is the policy-visible record (with
+the prompt's block hashes, which the Ascendra policy reads for prefix affinity); its
+``record`` is what the client measures (a loadgen :class:`~loadgen.metrics.RequestRecord`,
+times shifted by the client hop); its ``prompt_ids`` and ``generated`` token ids make a
+token-exact continuation possible (prompt + generated, with the remaining ``max_tokens``).
+An :class:`Attempt` is one try on one engine; once closed, whatever it still produces is
+dropped.
 
 :class:`PromptIds` makes the prompt token ids: deterministic per request index and seed,
 drawn from the engine tokenizer's word vocabulary after a BOS, with the first
@@ -27,14 +27,7 @@ from ascendra_proxy.sim.backend import SimBackend
 from loadgen.metrics import RequestRecord
 from loadgen.workloads import WorkItem, rng_for
 
-__all__ = ["Attempt", "Flight", "PromptIds", "SimRequestState"]
-
-
-@dataclass(slots=True)
-class SimRequestState(RequestState):
-    """The core request state plus the prompt's block hashes (read by the Ascendra policy)."""
-
-    prefix_hashes: tuple[int, ...] = ()
+__all__ = ["Attempt", "Flight", "PromptIds"]
 
 
 @dataclass(slots=True)
@@ -48,7 +41,7 @@ class Attempt:
 
 @dataclass(slots=True)
 class Flight:
-    state: SimRequestState
+    state: RequestState
     item: WorkItem
     record: RequestRecord
     prompt_ids: list[int]

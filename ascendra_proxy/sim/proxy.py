@@ -36,8 +36,16 @@ from typing import Any
 from ascendra_proxy.config import ProxyConfig
 from ascendra_proxy.core.backend import BackendSnapshot
 from ascendra_proxy.core.contracts import Policy
-from ascendra_proxy.core.decisions import Assign, Dispatch, Drop, Move, Reject
-from ascendra_proxy.core.policies.ascendra.actions import SetRole, Warm
+from ascendra_proxy.core.decisions import (
+    Action,
+    Assign,
+    Dispatch,
+    Drop,
+    Move,
+    Reject,
+    SetRole,
+    Warm,
+)
 from ascendra_proxy.core.request import Outcome
 from ascendra_proxy.engine import EngineRequest, SamplingSpec, TokenOutput
 from ascendra_proxy.sim.backend import SimBackend
@@ -251,7 +259,7 @@ class SimProxy:
         for action in self.policy.tick(now, states, self.snapshots(now)):
             self.apply(now, action)
 
-    def apply(self, now: float, action: object) -> None:
+    def apply(self, now: float, action: Action) -> None:
         if isinstance(action, SetRole):
             self.tally.decisions[action.reason] += 1
             self.tally.roles.append(
@@ -264,8 +272,7 @@ class SimProxy:
                 }
             )
             return
-        rid = getattr(action, "request_id", None)
-        f = self.flights.get(rid) if isinstance(rid, str) else None
+        f = self.flights.get(action.request_id)
         if f is None:
             self.tally.skipped[f"{type(action).__name__}:finished"] += 1
             return
@@ -283,8 +290,6 @@ class SimProxy:
             self.end(now, f, Outcome.REJECTED, f"{action.reject.status} {action.reject.code}")
         elif isinstance(action, Warm):
             self._warm(now, f, action)
-        else:
-            self.tally.skipped[f"{type(action).__name__}:unsupported"] += 1
 
     def _move(self, now: float, f: Flight, m: Move) -> None:
         d = m.dispatch

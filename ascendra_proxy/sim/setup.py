@@ -12,19 +12,17 @@ the same loader (unknown keys are errors naming their path).
 config's own when the name matches, its defaults otherwise, and a policy without a pool
 layout rule (the baselines, which ignore roles) sees every backend as ``mixed``.
 
-:func:`backend_infos` builds what the policy factory receives.  Besides the fields of
-:class:`~ascendra_proxy.core.backend.BackendInfo` it carries the engine facts the Ascendra
-policy reads when present (``profile``, ``max_num_batched_tokens``, ``block_size``); until
-``BackendInfo`` has those fields, a subclass carries them (see the module's report notes).
+:func:`make_policy` builds the policy exactly as the live proxy does: through the core
+registry, from the config's ``BackendInfo`` values (which carry each engine's latency
+profile and batch limits, what the Ascendra policy's analytical predictor needs).
 """
 
 from __future__ import annotations
 
-import dataclasses
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 from ascendra_proxy.config import PolicyConfig, ProxyConfig, parse_config
 from ascendra_proxy.configload import ConfigError, load, read_yaml
@@ -73,17 +71,8 @@ class SimConfig:
 
 
 def policy_registry() -> Mapping[str, PolicySpec[Any]]:
-    """The core registry, plus ``ascendra`` while the registry does not list it yet."""
-    if "ascendra" in POLICIES:
-        return POLICIES
-    from ascendra_proxy.core.policies.ascendra import AscendraParams, make_ascendra
-    from ascendra_proxy.core.policies.topology import hp_needs_lp
-
-    factory = cast(Callable[[Any, Sequence[BackendInfo]], Policy], make_ascendra)
-    spec: PolicySpec[Any] = PolicySpec(
-        "ascendra", AscendraParams, factory, "LP/HP deadline scheduling", hp_needs_lp
-    )
-    return {**POLICIES, "ascendra": spec}
+    """The policies a simulation can run: the core registry, as in the live proxy."""
+    return POLICIES
 
 
 def parse_sim_config(data: object, env: Mapping[str, str] | None = None) -> SimConfig:
@@ -124,36 +113,9 @@ def with_policy(cfg: SimConfig, name: str, params: object | None = None) -> SimC
     return replace(cfg, proxy=proxy)
 
 
-@dataclass(frozen=True, slots=True)
-class _InfoWithEngine(BackendInfo):
-    """BackendInfo plus the engine facts the Ascendra policy reads when present."""
-
-    profile: str = ""
-    max_num_batched_tokens: int = 2048
-    block_size: int = 16
-
-
-_ENGINE_FACTS = ("profile", "max_num_batched_tokens", "block_size")
-
-
 def backend_infos(proxy: ProxyConfig) -> tuple[BackendInfo, ...]:
-    """Per backend, in config order, the info the policy factory receives."""
-    own = {f.name for f in dataclasses.fields(BackendInfo)}
-    out: list[BackendInfo] = []
-    for pool, b in proxy.backends():
-        base = b.info(pool)
-        s = b.engine_settings
-        facts: dict[str, Any] = {
-            "profile": s.profile or "",
-            "max_num_batched_tokens": s.max_num_batched_tokens,
-            "block_size": s.block_size,
-        }
-        if all(k in own for k in _ENGINE_FACTS):
-            out.append(replace(base, **facts))
-        else:
-            kwargs = {f.name: getattr(base, f.name) for f in dataclasses.fields(BackendInfo)}
-            out.append(_InfoWithEngine(**kwargs, **facts))
-    return tuple(out)
+    """Per backend, in config order, what the policy factory receives (as in the proxy)."""
+    return proxy.backend_infos()
 
 
 def make_policy(proxy: ProxyConfig) -> Policy:

@@ -37,13 +37,13 @@ from typing import Any, Protocol, runtime_checkable
 from ascendra_proxy.core.contracts import Policy
 from ascendra_proxy.core.predict import SlackPredictor
 from ascendra_proxy.core.prefix import block_hashes
-from ascendra_proxy.core.request import Outcome
+from ascendra_proxy.core.request import Outcome, RequestState
 from ascendra_proxy.core.slo import SLO
 from ascendra_proxy.engine import EngineConfig, EngineModel, LatencyProfile, StepResult, Tokenizer
 from ascendra_proxy.engine.profile import load_profile
 from ascendra_proxy.sim.backend import Gauges, SimBackend
 from ascendra_proxy.sim.events import EventQueue, Kind
-from ascendra_proxy.sim.flight import Attempt, Flight, PromptIds, SimRequestState
+from ascendra_proxy.sim.flight import Attempt, Flight, PromptIds
 from ascendra_proxy.sim.proxy import SimProxy, Tally
 from ascendra_proxy.sim.setup import SimConfig, backend_infos, make_policy
 from loadgen.metrics import RequestRecord
@@ -173,7 +173,7 @@ class Simulator:
 
     def _flight(self, t: float, item: WorkItem) -> Flight:
         ids = self._prompts.for_item(item)
-        state = SimRequestState(
+        state = RequestState(
             id=f"req-{item.index}",
             model=self._model,
             prompt_tokens=item.prompt_tokens,

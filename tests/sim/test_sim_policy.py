@@ -8,8 +8,7 @@ from collections.abc import Sequence
 from sim_helpers import Recorder, Scripted, sim_config, workload
 
 from ascendra_proxy.core.backend import BackendSnapshot
-from ascendra_proxy.core.decisions import Action, Assign, Dispatch, Move
-from ascendra_proxy.core.policies.ascendra.actions import Warm
+from ascendra_proxy.core.decisions import Action, Assign, Dispatch, Move, Warm
 from ascendra_proxy.core.request import Phase, RequestState
 from ascendra_proxy.sim.setup import make_policy
 from ascendra_proxy.sim.simulator import Simulator
