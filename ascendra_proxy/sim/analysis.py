@@ -35,12 +35,13 @@ def _miss_kind(r: Mapping[str, Any]) -> str:
 
 
 def _bucket(prompt: int) -> str:
+    """``"1: 513-1024"``: the index keeps the buckets in order when sorted as text."""
     lo = 0
-    for hi in PROMPT_BUCKETS:
+    for i, hi in enumerate(PROMPT_BUCKETS):
         if prompt <= hi:
-            return f"{lo + 1}-{hi}"
+            return f"{i}: {lo + 1}-{hi}"
         lo = hi
-    return f">{PROMPT_BUCKETS[-1]}"
+    return f"{len(PROMPT_BUCKETS)}: >{PROMPT_BUCKETS[-1]}"
 
 
 def _path(r: Mapping[str, Any], roles: Mapping[str, str]) -> str:

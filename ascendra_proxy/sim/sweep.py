@@ -19,7 +19,7 @@ import os
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from ascendra_proxy.configload import ConfigError, load
 from ascendra_proxy.sim.report import point_document
@@ -49,26 +49,31 @@ def run_job(job: Job) -> dict[str, Any]:
     return point_document(result, job.rate, job.keep_requests)
 
 
+J = TypeVar("J")
+
+
 def run_jobs(
-    jobs: Sequence[Job],
+    jobs: Sequence[J],
     workers: int = 1,
     on_done: Callable[[int, dict[str, Any]], None] | None = None,
+    fn: Callable[[J], dict[str, Any]] = run_job,  # type: ignore[assignment]
 ) -> list[dict[str, Any]]:
-    """Run jobs (in ``workers`` processes when > 1); documents in job order."""
-    out: list[dict[str, Any] | None] = [None] * len(jobs)
+    """Run ``fn`` over jobs (in ``workers`` processes when > 1; ``fn`` must then be a
+    module-level function); documents in job order."""
+    out: list[dict[str, Any]] = []
     if workers <= 1 or len(jobs) <= 1:
         for i, job in enumerate(jobs):
-            out[i] = run_job(job)
+            out.append(fn(job))
             if on_done is not None:
-                on_done(i, out[i])  # type: ignore[arg-type]
-    else:
-        with ProcessPoolExecutor(max_workers=min(workers, len(jobs))) as pool:
-            futures = [pool.submit(run_job, job) for job in jobs]
-            for i, fut in enumerate(futures):
-                out[i] = fut.result()
-                if on_done is not None:
-                    on_done(i, out[i])  # type: ignore[arg-type]
-    return [d for d in out if d is not None]
+                on_done(i, out[-1])
+        return out
+    with ProcessPoolExecutor(max_workers=min(workers, len(jobs))) as pool:
+        futures = [pool.submit(fn, job) for job in jobs]
+        for i, fut in enumerate(futures):
+            out.append(fut.result())
+            if on_done is not None:
+                on_done(i, out[-1])
+    return out
 
 
 def sweep_points(
