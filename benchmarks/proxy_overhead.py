@@ -1,0 +1,677 @@
+"""Proxy overhead: clients -> proxy -> emulated backends vs clients -> backends, side by side.
+
+Theory of operation
+-------------------
+Three processes:
+
+- the **load process** (pinned to CPU 0) runs two emulated vLLM backends and the clients in
+  one uvloop.  Both are raw asyncio protocols, so the load side costs as little as Python
+  allows: the backends are paced vLLM-shaped SSE servers (a fixed prefill delay, then one
+  chunk per token every ``--itl-ms`` on an absolute schedule, honouring
+  ``return_token_ids`` and ``stream_options`` like vLLM; each chunk carries its send time in
+  an extra ``"t"`` field); the clients run ``C`` keep-alive workers that re-issue a plain
+  OpenAI streaming request as soon as the previous stream ends (worker ``i`` starts at
+  ``i/C`` of the first stream's length, so phases are spread);
+- the **proxy** (``ascendra-proxy serve``, pinned to CPU 1) in front of both backends;
+- this **driver**, which starts both, and for each concurrency runs the direct path and the
+  proxied path back to back in one invocation (order shuffled per repetition).
+
+Per run, inside the measurement window (after ``--warmup``), the clients record: TTFT
+(request written -> first token chunk read), every inter-token gap as the client sees it,
+and one-way chunk latency (backend send -> client read, same host clock).  Proxy CPU comes
+from ``/proc/<pid>/task/*/schedstat`` at the window edges; per-core busy from ``/proc/stat``.
+"Added" numbers are proxied minus direct at the same concurrency and repetition; the report
+takes the median over repetitions.  ``--saturate`` adds a run where the backends stream as
+fast as the load core can, to find the proxy's token throughput on its one core.
+
+Usage::
+
+    .venv/bin/python benchmarks/proxy_overhead.py                      # 64, 256, 1000 streams
+    .venv/bin/python benchmarks/proxy_overhead.py --streams 256 --duration 10 --reps 1
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, cast
+
+import orjson
+
+MODEL = "bench-model"
+CHUNK = (
+    b'{"id":"cmpl-b%d","object":"text_completion","created":1700000000,"model":"'
+    + MODEL.encode()
+    + b'","choices":[{"index":0,"text":" tok","logprobs":null,"finish_reason":%s,'
+    b'"stop_reason":null%s}]%s,"t":%d}'
+)
+USAGE_ONLY = (
+    b'{"id":"cmpl-b%d","object":"text_completion","created":1700000000,"choices":[],"usage":%s}'
+)
+METRICS = (
+    b"vllm:num_requests_running %d\nvllm:num_requests_waiting 0\nvllm:kv_cache_usage_perc 0.1\n"
+)
+SSE_HEAD = (
+    b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream; charset=utf-8\r\n"
+    b"Transfer-Encoding: chunked\r\n\r\n"
+)
+
+
+# --------------------------------------------------------------------------- emulated backend
+
+
+@dataclass
+class Pace:
+    """Shared by every backend connection; the driver changes it between phases."""
+
+    prefill_s: float
+    itl_s: float
+
+
+class BackendConn(asyncio.Protocol):
+    """One keep-alive connection of the emulated vLLM backend (one stream at a time)."""
+
+    active = 0
+
+    def __init__(self, pace: Pace) -> None:
+        self.pace = pace
+        self.buf = b""
+        self.transport: asyncio.Transport | None = None
+        self.timer: asyncio.TimerHandle | None = None
+        self.loop = asyncio.get_running_loop()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+            BackendConn.active -= 1
+
+    def data_received(self, data: bytes) -> None:
+        self.buf += data
+        while True:
+            end = self.buf.find(b"\r\n\r\n")
+            if end < 0:
+                return
+            head = self.buf[:end].lower()
+            length = _content_length(head)
+            if len(self.buf) < end + 4 + length:
+                return
+            body, self.buf = self.buf[end + 4 : end + 4 + length], self.buf[end + 4 + length :]
+            self.handle(head, body)
+
+    def handle(self, head: bytes, body: bytes) -> None:
+        assert self.transport is not None
+        if head.startswith(b"get"):
+            payload = METRICS % BackendConn.active if b"/metrics" in head[:40] else b"{}"
+            self.transport.write(
+                b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(payload), payload)
+            )
+            return
+        req = orjson.loads(body)
+        opts = req.get("stream_options") or {}
+        self.n = int(req.get("max_tokens") or 16)
+        self.ids = bool(req.get("return_token_ids"))
+        self.usage_each = bool(opts.get("continuous_usage_stats"))
+        self.usage_end = bool(opts.get("include_usage"))
+        self.i = 0
+        self.rid = random.getrandbits(31)
+        self.itl_s = self.pace.itl_s
+        self.t0 = self.loop.time() + self.pace.prefill_s
+        self.transport.write(SSE_HEAD)
+        BackendConn.active += 1
+        self.timer = self.loop.call_at(self.t0, self.tick)
+
+    def tick(self) -> None:
+        assert self.transport is not None
+        self.i += 1
+        i, n = self.i, self.n
+        ids = b',"token_ids":[%d]' % (1000 + i) if self.ids else b""
+        usage = b',"usage":' + _usage(i) if self.usage_each else b""
+        finish = b'"length"' if i == n else b"null"
+        data = b"data: " + CHUNK % (self.rid, finish, ids, usage, time.monotonic_ns()) + b"\n\n"
+        if i == n:
+            if self.usage_end:
+                data += b"data: " + USAGE_ONLY % (self.rid, _usage(n)) + b"\n\n"
+            data += b"data: [DONE]\n\n"
+            self.transport.write(b"%x\r\n%s\r\n0\r\n\r\n" % (len(data), data))
+            self.timer = None
+            BackendConn.active -= 1
+            return
+        self.transport.write(b"%x\r\n%s\r\n" % (len(data), data))
+        self.timer = self.loop.call_at(self.t0 + i * self.itl_s, self.tick)
+
+
+def _content_length(head: bytes) -> int:
+    pos = head.find(b"content-length:")
+    if pos < 0:
+        return 0
+    end = head.find(b"\r\n", pos)
+    return int(head[pos + 15 : end if end >= 0 else len(head)])
+
+
+def _usage(n: int) -> bytes:
+    return b'{"prompt_tokens":8,"total_tokens":%d,"completion_tokens":%d}' % (8 + n, n)
+
+
+# --------------------------------------------------------------------------- clients
+
+TOKEN_MARK = b'data: {"id"'
+END_MARK = b"\r\n0\r\n\r\n"  # the chunked-encoding terminator: the response is complete
+TAIL = len(TOKEN_MARK) - 1  # bytes carried to the next read: a mark split across reads counts once
+T_MARK = b'"t":'
+
+
+@dataclass
+class Recorder:
+    start_ns: int = 0
+    end_ns: int = 0
+    ttft: list[int] = field(default_factory=list)
+    gaps: list[int] = field(default_factory=list)
+    latency: list[int] = field(default_factory=list)
+    tokens: int = 0
+    streams: int = 0
+    errors: int = 0
+
+    def inside(self, t: int) -> bool:
+        return self.start_ns <= t < self.end_ns
+
+
+class ClientConn(asyncio.Protocol):
+    def __init__(self, rec: Recorder) -> None:
+        self.rec = rec
+        self.transport: asyncio.Transport | None = None
+        self.done: asyncio.Future[bool] | None = None
+        self.closed = asyncio.get_running_loop().create_future()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.done is not None and not self.done.done():
+            self.done.set_result(False)
+        if not self.closed.done():
+            self.closed.set_result(None)
+
+    def send(self, request: bytes) -> asyncio.Future[bool]:
+        assert self.transport is not None
+        self.done = asyncio.get_running_loop().create_future()
+        self.headers_seen = False
+        self.tail = b""
+        self.first_ns = 0
+        self.last_ns = 0
+        self.sent_ns = time.monotonic_ns()
+        self.transport.write(request)
+        return self.done
+
+    def data_received(self, data: bytes) -> None:
+        now = time.monotonic_ns()
+        if not self.headers_seen:
+            if not data.startswith(b"HTTP/1.1 200"):
+                self.rec.errors += 1
+                assert self.transport is not None
+                self.transport.close()
+                return
+            self.headers_seen = True
+        carried = len(self.tail)
+        scan = self.tail + data
+        self.tail = scan[-TAIL:]
+        n = scan.count(TOKEN_MARK)
+        rec = self.rec
+        if n:
+            if self.first_ns == 0:
+                self.first_ns = now
+                if rec.inside(self.sent_ns):
+                    rec.ttft.append(now - self.sent_ns)
+            elif rec.inside(now):
+                rec.gaps.append(now - self.last_ns)
+            if rec.inside(now):
+                rec.tokens += n
+                rec.gaps.extend([0] * (n - 1))
+                _latencies(scan, carried, now, rec.latency)
+            self.last_ns = now
+        if END_MARK in scan and self.done is not None and not self.done.done():
+            if rec.inside(now):
+                rec.streams += 1
+            self.done.set_result(True)
+
+
+def _latencies(scan: bytes, carried: int, now: int, out: list[int]) -> None:
+    """One-way latencies of the ``"t":<ns>}`` stamps that complete in this read."""
+    pos = scan.find(T_MARK)
+    while pos >= 0:
+        end = scan.find(b"}", pos)
+        if end < 0:
+            return
+        if end >= carried:
+            out.append(now - int(scan[pos + 4 : end]))
+        pos = scan.find(T_MARK, pos + 4)
+
+
+def request_bytes(host: str, port: int, tokens: int) -> bytes:
+    body = orjson.dumps(
+        {"model": MODEL, "prompt": "benchmark", "max_tokens": tokens, "stream": True}
+    )
+    return (
+        b"POST /v1/completions HTTP/1.1\r\nHost: %s:%d\r\nContent-Type: application/json\r\n"
+        b"Content-Length: %d\r\n\r\n%s" % (host.encode(), port, len(body), body)
+    )
+
+
+async def worker(
+    targets: list[tuple[str, int]],
+    index: int,
+    spread_s: float,
+    stop_ns: int,
+    rec: Recorder,
+    tokens: int,
+) -> None:
+    loop = asyncio.get_running_loop()
+    host, port = targets[index % len(targets)]
+    await asyncio.sleep(spread_s)
+    request = request_bytes(host, port, tokens)
+    while time.monotonic_ns() < stop_ns:
+        _, conn = await loop.create_connection(lambda: ClientConn(rec), host, port)
+        while time.monotonic_ns() < stop_ns:
+            if not await conn.send(request):
+                rec.errors += 1
+                break
+        if conn.transport is not None:
+            conn.transport.close()
+        await conn.closed
+
+
+# --------------------------------------------------------------------------- CPU accounting
+
+
+def task_cpu_ns(pid: int) -> int:
+    total = 0
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
+                total += int(f.read().split()[0])
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+    return total
+
+
+def core_times() -> list[tuple[int, int]]:
+    """(busy, total) jiffies per CPU from /proc/stat."""
+    out = []
+    with open("/proc/stat") as f:
+        for line in f:
+            if line.startswith("cpu") and line[3].isdigit():
+                v = [int(x) for x in line.split()[1:]]
+                idle = v[3] + v[4]
+                out.append((sum(v) - idle, sum(v)))
+    return out
+
+
+def busy_between(a: list[tuple[int, int]], b: list[tuple[int, int]]) -> list[float]:
+    return [
+        round(100 * (b1 - b0) / max(1, t1 - t0), 1) for (b0, t0), (b1, t1) in zip(a, b, strict=True)
+    ]
+
+
+# --------------------------------------------------------------------------- load process
+
+
+async def run_phase(cmd: dict[str, Any]) -> dict[str, Any]:
+    rec = Recorder()
+    c, tokens = cmd["streams"], cmd["tokens"]
+    stream_s = cmd["prefill_s"] + tokens * cmd["itl_s"]
+    now = time.monotonic_ns()
+    rec.start_ns = now + int(cmd["warmup_s"] * 1e9)
+    rec.end_ns = rec.start_ns + int(cmd["duration_s"] * 1e9)
+    targets = [tuple(t) for t in cmd["targets"]]
+    pid = cmd.get("proxy_pid")
+    edges: dict[str, Any] = {}
+
+    async def sample(key: str, at_ns: int) -> None:
+        await asyncio.sleep(max(0.0, (at_ns - time.monotonic_ns()) / 1e9))
+        edges[key] = (task_cpu_ns(pid) if pid else 0, core_times(), time.monotonic_ns())
+
+    samplers = [
+        asyncio.create_task(sample("a", rec.start_ns)),
+        asyncio.create_task(sample("b", rec.end_ns)),
+    ]
+    spread = stream_s / c
+    await asyncio.gather(
+        *(worker(targets, i, i * spread, rec.end_ns, rec, tokens) for i in range(c))
+    )
+    await asyncio.gather(*samplers)
+    (cpu0, cores0, t0), (cpu1, cores1, t1) = edges["a"], edges["b"]
+    wall = (t1 - t0) / 1e9
+    return {
+        "ttft_ms": _pcts(rec.ttft),
+        "gap_ms": _pcts(rec.gaps),
+        "latency_ms": _pcts(rec.latency),
+        "tokens_per_s": rec.tokens / wall,
+        "streams_per_s": rec.streams / wall,
+        "errors": rec.errors,
+        "wall_s": wall,
+        "tokens": rec.tokens,
+        "proxy_cpu_frac": (cpu1 - cpu0) / 1e9 / wall,
+        "proxy_cpu_us_per_token": (cpu1 - cpu0) / 1e3 / max(1, rec.tokens),
+        "core_busy_pct": busy_between(cores0, cores1),
+        "samples": len(rec.ttft),
+    }
+
+
+def _pcts(values: list[int]) -> dict[str, float]:
+    if not values:
+        return {"p50": float("nan"), "p99": float("nan"), "n": 0}
+    s = sorted(values)
+
+    def pick(q: float) -> float:
+        return s[min(len(s) - 1, int(q * len(s)))] / 1e6
+
+    return {"p50": pick(0.50), "p90": pick(0.90), "p99": pick(0.99), "n": len(s)}
+
+
+async def load_main(pace: Pace, nbackends: int) -> None:
+    loop = asyncio.get_running_loop()
+    ports = []
+    for _ in range(nbackends):
+        server = await loop.create_server(lambda: BackendConn(pace), "127.0.0.1", 0, backlog=4096)
+        ports.append(server.sockets[0].getsockname()[1])
+    print(json.dumps({"ports": ports}), flush=True)
+    reader = asyncio.StreamReader()
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    while line := await reader.readline():
+        cmd = json.loads(line)
+        pace.prefill_s, pace.itl_s = cmd["prefill_s"], cmd["itl_s"]
+        print(json.dumps(await run_phase(cmd)), flush=True)
+
+
+# --------------------------------------------------------------------------- driver
+
+
+def pin(pid: int, cpu: int) -> None:
+    if cpu < (os.cpu_count() or 1):
+        os.sched_setaffinity(pid, {cpu})
+
+
+class LoadProcess:
+    def __init__(self, backends: int, cpu: int) -> None:
+        cmd = [sys.executable, __file__, "_load", "--backends", str(backends)]
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        pin(self.proc.pid, cpu)
+        assert self.proc.stdout is not None
+        self.ports: list[int] = json.loads(self.proc.stdout.readline())["ports"]
+
+    def phase(self, cmd: dict[str, Any]) -> dict[str, Any]:
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self.proc.stdin.write(json.dumps(cmd) + "\n")
+        self.proc.stdin.flush()
+        line = self.proc.stdout.readline()
+        if not line:
+            raise RuntimeError("load process died")
+        result: dict[str, Any] = json.loads(line)
+        return result
+
+    def stop(self) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.close()
+        self.proc.wait(timeout=30)
+
+
+def proxy_config(ports: list[int], policy: str) -> str:
+    backends = "\n".join(
+        f'      - {{name: b{i}, url: "http://127.0.0.1:{p}", engine: vllm, model: {MODEL}}}'
+        for i, p in enumerate(ports)
+    )
+    return (
+        f"listen: {{host: 127.0.0.1, port: 0}}\npools:\n  - name: main\n    role: mixed\n"
+        f"    backends:\n{backends}\npolicy: {{type: {policy}}}\n"
+    )
+
+
+class ProxyProcess:
+    def __init__(self, ports: list[int], policy: str, cpu: int, workdir: Path) -> None:
+        path = workdir / "proxy.yaml"
+        path.write_text(proxy_config(ports, policy))
+        cmd = [
+            sys.executable,
+            "-m",
+            "ascendra_proxy.cli",
+            "serve",
+            "--config",
+            str(path),
+            "--log-level",
+            "WARNING",
+        ]
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
+        pin(self.proc.pid, cpu)
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()
+        if "listening on http://" not in line:
+            raise RuntimeError(f"proxy did not start: {line!r}")
+        self.port = int(line.rsplit(":", 1)[1])
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(timeout=30)
+
+
+def idle_noise(seconds: float) -> list[float]:
+    a = core_times()
+    time.sleep(seconds)
+    return busy_between(a, core_times())
+
+
+def print_run(r: dict[str, Any]) -> None:
+    print(
+        f"  {r['kind']:8s} C={r['streams']:5d} rep={r['rep']} {r['path']:6s}"
+        f" ttft p50 {r['ttft_ms']['p50']:.2f} ms  tok/s {r['tokens_per_s']:.0f}"
+        f"  proxy cpu {100 * r['proxy_cpu_frac']:.0f}%  cores {r['core_busy_pct']}"
+        f"  errors {r['errors']}",
+        flush=True,
+    )
+
+
+def run_matrix(
+    args: argparse.Namespace, load: LoadProcess, proxy: ProxyProcess
+) -> list[dict[str, Any]]:
+    rows = []
+    rng = random.Random(args.seed)
+    plan = [(c, args.itl_ms, "paced") for c in args.streams]
+    if args.saturate:
+        plan.append((args.saturate, args.saturate_itl_ms, "saturate"))
+    for c, itl_ms, kind in plan:
+        for rep in range(args.reps):
+            order = ["direct", "proxy"]
+            rng.shuffle(order)
+            for path in order:
+                port_list = load.ports if path == "direct" else [proxy.port]
+                cmd = {
+                    "streams": c,
+                    "tokens": args.tokens,
+                    "prefill_s": args.prefill_ms / 1e3,
+                    "itl_s": itl_ms / 1e3,
+                    "warmup_s": args.warmup,
+                    "duration_s": args.duration,
+                    "targets": [["127.0.0.1", p] for p in port_list],
+                    "proxy_pid": proxy.proc.pid,
+                }
+                result = load.phase(cmd)
+                rows.append(
+                    {
+                        "streams": c,
+                        "itl_ms": itl_ms,
+                        "kind": kind,
+                        "rep": rep,
+                        "path": path,
+                        **result,
+                    }
+                )
+                print_run(rows[-1])
+                time.sleep(args.settle)
+    return rows
+
+
+def _med(values: list[float]) -> float:
+    values = [v for v in values if v == v]  # drop NaN
+    return round(statistics.median(values), 3) if values else float("nan")
+
+
+Pair = tuple[dict[str, Any], dict[str, Any]]  # (direct run, proxied run) of one repetition
+
+
+def _added(pairs: list[Pair], metric: str, q: str) -> float:
+    return _med([p[metric][q] - d[metric][q] for d, p in pairs])
+
+
+def _direct(pairs: list[Pair], metric: str, q: str) -> float:
+    return _med([d[metric][q] for d, _ in pairs])
+
+
+def summary_row(kind: str, streams: int, pairs: list[Pair]) -> dict[str, Any]:
+    proxy_tps = _med([p["tokens_per_s"] for _, p in pairs])
+    cpu = _med([p["proxy_cpu_frac"] for _, p in pairs])
+    row: dict[str, Any] = {"kind": kind, "streams": streams, "reps": len(pairs)}
+    for metric in ("ttft_ms", "gap_ms", "latency_ms"):
+        name = metric.removesuffix("_ms")
+        for q in ("p50", "p99"):
+            row[f"direct_{name}_{q}_ms"] = _direct(pairs, metric, q)
+            row[f"added_{name}_{q}_ms"] = _added(pairs, metric, q)
+    row.update(
+        direct_tokens_per_s=_med([d["tokens_per_s"] for d, _ in pairs]),
+        proxy_tokens_per_s=proxy_tps,
+        proxy_cpu_pct=round(100 * cpu, 1),
+        proxy_cpu_us_per_token=_med([p["proxy_cpu_us_per_token"] for _, p in pairs]),
+        proxy_tokens_per_cpu_s=round(proxy_tps / cpu) if cpu > 0 else None,
+        load_core_busy_pct=_med([p["core_busy_pct"][0] for _, p in pairs]),
+        errors=sum(d["errors"] + p["errors"] for d, p in pairs),
+    )
+    return row
+
+
+def summarize(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    groups: dict[tuple[str, int], dict[int, dict[str, dict[str, Any]]]] = {}
+    for r in rows:
+        groups.setdefault((r["kind"], r["streams"]), {}).setdefault(r["rep"], {})[r["path"]] = r
+    order = sorted(groups, key=lambda k: (k[0] != "paced", k[1]))
+    return [
+        summary_row(kind, c, [(g["direct"], g["proxy"]) for g in groups[(kind, c)].values()])
+        for kind, c in order
+    ]
+
+
+COLUMNS = [  # (header, key, format)
+    ("kind", "kind", "{:8s}"),
+    ("C", "streams", "{:5d}"),
+    ("TTFT direct", "direct_ttft_p50_ms", "{:8.2f}ms"),
+    ("+TTFT p50", "added_ttft_p50_ms", "{:+8.2f}"),
+    ("+TTFT p99", "added_ttft_p99_ms", "{:+8.2f}"),
+    ("+gap p99", "added_gap_p99_ms", "{:+8.2f}"),
+    ("+lat p50", "added_latency_p50_ms", "{:+8.2f}"),
+    ("+lat p99", "added_latency_p99_ms", "{:+8.2f}"),
+    ("tok/s proxied", "proxy_tokens_per_s", "{:10.0f}"),
+    ("proxy CPU", "proxy_cpu_pct", "{:7.1f}%"),
+    ("us/token", "proxy_cpu_us_per_token", "{:7.1f}"),
+    ("tok/CPU-s", "proxy_tokens_per_cpu_s", "{:9.0f}"),
+    ("load core", "load_core_busy_pct", "{:7.1f}%"),
+    ("errors", "errors", "{:5d}"),
+]
+
+
+def print_table(summary: list[dict[str, Any]]) -> None:
+    cells = [[h for h, _, _ in COLUMNS]]
+    for s in summary:
+        cells.append([fmt.format(s[key] if s[key] is not None else 0) for _, key, fmt in COLUMNS])
+    widths = [max(len(row[i]) for row in cells) for i in range(len(COLUMNS))]
+    for row in cells:
+        print("  ".join(c.rjust(w) for c, w in zip(row, widths, strict=True)))
+    print(
+        "(added = proxied minus direct, ms, median over repetitions; lat = one-way chunk latency)"
+    )
+
+
+def goals(summary: list[dict[str, Any]]) -> dict[str, Any]:
+    at256 = next((s for s in summary if s["kind"] == "paced" and s["streams"] == 256), None)
+    best = max((s["proxy_tokens_per_cpu_s"] or 0 for s in summary), default=0)
+    delivered = max((s["proxy_tokens_per_s"] for s in summary), default=0)
+    gap = max(
+        (s["added_gap_p99_ms"] for s in summary if s["kind"] == "paced"), default=float("nan")
+    )
+    return {
+        "added_ttft_p50_ms_at_256 (<= 1)": at256 and at256["added_ttft_p50_ms"],
+        "added_ttft_p99_ms_at_256 (<= 5)": at256 and at256["added_ttft_p99_ms"],
+        "worst_added_gap_p99_ms (<= 0.5)": gap,
+        "max_delivered_tokens_per_s": delivered,
+        "proxy_tokens_per_cpu_second (>= 30000)": best,
+    }
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument(
+        "--streams", type=lambda s: [int(x) for x in s.split(",")], default=[64, 256, 1000]
+    )
+    p.add_argument("--tokens", type=int, default=100, help="tokens per stream")
+    p.add_argument("--itl-ms", type=float, default=20.0, help="backend inter-token latency")
+    p.add_argument("--prefill-ms", type=float, default=5.0, help="backend delay before token 1")
+    p.add_argument("--duration", type=float, default=15.0, help="measurement window, s")
+    p.add_argument("--warmup", type=float, default=4.0, help="s before the window opens")
+    p.add_argument("--reps", type=int, default=2)
+    p.add_argument("--settle", type=float, default=2.0, help="pause between runs, s")
+    p.add_argument(
+        "--saturate", type=int, default=1000, help="streams for the throughput run (0: off)"
+    )
+    p.add_argument("--saturate-itl-ms", type=float, default=2.0)
+    p.add_argument("--policy", default="least_loaded")
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--out", default="proxy_overhead.json", help="JSON results file")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str]) -> int:
+    if argv[:1] == ["_load"]:
+        import uvloop
+
+        backends = int(argv[argv.index("--backends") + 1])
+        uvloop.run(load_main(Pace(0.005, 0.02), backends))
+        return 0
+    args = parse_args(argv)
+    noise = idle_noise(3.0)
+    print(f"idle CPU busy per core before the run (other tenants): {noise}%", flush=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        load = LoadProcess(backends=2, cpu=0)
+        proxy = ProxyProcess(load.ports, args.policy, cpu=1, workdir=Path(tmp))
+        try:
+            rows = run_matrix(args, load, proxy)
+        finally:
+            proxy.stop()
+            load.stop()
+    summary = summarize(rows)
+    print()
+    print_table(summary)
+    result = {
+        "config": vars(args),
+        "idle_noise_pct": noise,
+        "noise_after_pct": idle_noise(3.0),
+        "summary": summary,
+        "goals": goals(summary),
+        "runs": rows,
+    }
+    print("\ngoals:", json.dumps(result["goals"], indent=1))
+    Path(args.out).write_text(json.dumps(result, indent=1))
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))
