@@ -8,22 +8,20 @@ until each answers ``GET /health``, and then runs the proxy in this process thro
 ``serve``'s own entry point until SIGINT/SIGTERM.  Whatever happens after the first
 container starts (an engine that crashes, a timeout, Ctrl-C, SIGTERM, the proxy returning),
 the ``finally`` block stops and removes the containers of this launch, found by its run id
-label.  While that cleanup runs, SIGTERM is ignored so that it can finish.
+label (:mod:`ascendra_proxy.launcher.interrupts` makes Ctrl-C and SIGTERM unwind to it).
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
-import signal
 import sys
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from types import FrameType
 
 from ascendra_proxy.config import ConfigError, load_config
+from ascendra_proxy.launcher.interrupts import Interrupted, InterruptGuard, sigterm_ignored
 from ascendra_proxy.launcher.plan import (
     DEFAULT_EMULATOR_IMAGE,
     DEFAULT_SGLANG_IMAGE,
@@ -115,35 +113,6 @@ def _log(message: str) -> None:
     print(f"launch: {message}", file=sys.stderr, flush=True)
 
 
-class _Terminated(Exception):
-    """SIGTERM while engines start: unwinds to the cleanup like Ctrl-C does."""
-
-
-def _raise_terminated(signum: int, frame: FrameType | None) -> None:
-    raise _Terminated
-
-
-@contextlib.contextmanager
-def _signal(signum: int, handler: signal.Handlers | object) -> Iterator[None]:
-    previous = signal.signal(signum, handler)  # type: ignore[arg-type]
-    try:
-        yield
-    finally:
-        signal.signal(signum, previous)
-
-
-@contextlib.contextmanager
-def _interrupts_deferred() -> Iterator[None]:
-    """Hold SIGINT/SIGTERM while a container is created and started: an interrupt that
-    landed mid-call could leave a container the engine made but the cleanup cannot see
-    yet.  A held signal is delivered when the block ends."""
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
-    try:
-        yield
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
-
-
 def _serve(args: argparse.Namespace) -> int:
     from ascendra_proxy.proxy import cli as proxy_cli
 
@@ -162,21 +131,22 @@ def _launch(args: argparse.Namespace, plan: LaunchPlan) -> int:
 
     driver = connect(_log, gpu_requests=not args.no_gpu_requests)
     driver.preflight(plan)
+    guard = InterruptGuard()
     try:
-        # Until the proxy's event loop takes SIGTERM over (and after it gives it back),
-        # SIGTERM unwinds to the cleanup below instead of killing the process.
-        with _signal(signal.SIGTERM, _raise_terminated):
+        # Until the proxy's event loop takes the signals over (and after it gives them
+        # back), SIGINT/SIGTERM unwind to the cleanup below instead of killing the process.
+        with guard.installed():
             for spec in plan.containers:
-                with _interrupts_deferred():
+                with guard.held():
                     driver.start(spec)
             driver.wait_healthy(plan.containers, args.health_timeout)
             _log(f"all {len(plan.containers)} engines healthy; serving the proxy")
             return _serve(args)
-    except (KeyboardInterrupt, _Terminated):
-        _log("interrupted")
+    except (KeyboardInterrupt, Interrupted) as exc:
+        _log(f"interrupted ({exc or 'SIGINT'})")
         return 130
     finally:
-        with _signal(signal.SIGTERM, signal.SIG_IGN):
+        with sigterm_ignored():
             try:
                 n = driver.stop_run(plan.run_id)
                 _log(f"stopped and removed {n} container(s) of launch {plan.run_id}")
