@@ -5,8 +5,11 @@ from __future__ import annotations
 import os
 import socket
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import openai
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
@@ -38,3 +41,33 @@ def compose_env(**extra: str) -> dict[str, str]:
 def unique(prefix: str) -> str:
     """A name no concurrent test run uses (compose projects, run ids)."""
     return f"{prefix}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+
+
+@dataclass(frozen=True)
+class Streamed:
+    text: str
+    finish_reasons: list[str]
+    usage: Any  # openai CompletionUsage of the final chunk, or None
+
+
+def stream_chat(port: int, content: str, max_tokens: int) -> Streamed:
+    """Stream one chat completion through the proxy on ``port`` with the official client."""
+    client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="unused")
+    stream = client.chat.completions.create(
+        model="llama3-8b",
+        messages=[{"role": "user", "content": content}],
+        max_tokens=max_tokens,
+        stream=True,
+        stream_options={"include_usage": True},
+    )
+    text: list[str] = []
+    finish: list[str] = []
+    usage = None
+    for chunk in stream:
+        for choice in chunk.choices:
+            text.append(choice.delta.content or "")
+            if choice.finish_reason:
+                finish.append(choice.finish_reason)
+        if chunk.usage is not None:
+            usage = chunk.usage
+    return Streamed("".join(text), finish, usage)

@@ -20,9 +20,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-import openai
 import pytest
-from docker_helpers import REPO, compose_env, free_port, unique
+from docker_helpers import REPO, compose_env, free_port, stream_chat, unique
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
@@ -78,30 +77,13 @@ def test_up_wait_brings_every_service_up_healthy(stack: Stack, docker_client: An
 
 
 def test_openai_client_streams_a_chat_completion_through_the_proxy(stack: Stack) -> None:
-    client = openai.OpenAI(base_url=f"http://127.0.0.1:{stack.port}/v1", api_key="unused")
-    stream = client.chat.completions.create(
-        model="llama3-8b",
-        messages=[{"role": "user", "content": "Say hello from the compose stack."}],
-        max_tokens=12,
-        stream=True,
-        stream_options={"include_usage": True},
-    )
-    text: list[str] = []
-    finish: list[str] = []
-    usage = None
-    for chunk in stream:
-        for choice in chunk.choices:
-            text.append(choice.delta.content or "")
-            if choice.finish_reason:
-                finish.append(choice.finish_reason)
-        if chunk.usage is not None:
-            usage = chunk.usage
-    assert "".join(text).strip()
-    assert finish in (["length"], ["stop"])
-    assert usage is not None and usage.prompt_tokens > 0
-    assert 1 <= usage.completion_tokens <= 12
-    if finish == ["length"]:
-        assert usage.completion_tokens == 12
+    got = stream_chat(stack.port, "Say hello from the compose stack.", max_tokens=12)
+    assert got.text.strip()
+    assert got.finish_reasons in (["length"], ["stop"])
+    assert got.usage is not None and got.usage.prompt_tokens > 0
+    assert 1 <= got.usage.completion_tokens <= 12
+    if got.finish_reasons == ["length"]:
+        assert got.usage.completion_tokens == 12
     with urllib.request.urlopen(f"http://127.0.0.1:{stack.port}/metrics", timeout=5) as resp:
         metrics = resp.read().decode()
     assert 'ascendra_requests_total{model="llama3-8b",outcome="completed"}' in metrics

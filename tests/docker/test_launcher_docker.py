@@ -26,10 +26,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import openai
 import pytest
 import yaml
-from docker_helpers import free_port, unique
+from docker_helpers import free_port, stream_chat, unique
 
 from ascendra_proxy.launcher.plan import LABEL_BACKEND, LABEL_GPUS, LABEL_MANAGED, LABEL_RUN
 
@@ -153,15 +152,8 @@ def test_launch_starts_engines_on_their_gpus_serves_and_cleans_up(
             assert (binding["HostIp"], binding["HostPort"]) == ("127.0.0.1", str(ports[backend]))
 
         # A chat completion through the launcher's proxy.
-        client = openai.OpenAI(base_url=f"http://127.0.0.1:{ports['proxy']}/v1", api_key="unused")
-        stream = client.chat.completions.create(
-            model="llama3-8b",
-            messages=[{"role": "user", "content": "hello"}],
-            max_tokens=8,
-            stream=True,
-        )
-        text = "".join(ch.choices[0].delta.content or "" for ch in stream if ch.choices)
-        assert text.strip()
+        got = stream_chat(ports["proxy"], "hello", max_tokens=8)
+        assert got.text.strip() and got.finish_reasons in (["length"], ["stop"])
 
         # SIGTERM: the proxy stops, the launcher removes exactly its containers, exit 0.
         proc.send_signal(signal.SIGTERM)
