@@ -487,7 +487,10 @@ def run_matrix(
 ) -> list[dict[str, Any]]:
     rows = []
     rng = random.Random(args.seed)
-    plan = [(c, args.itl_ms, "paced") for c in args.streams]
+    itls = args.itl_ms if len(args.itl_ms) > 1 else args.itl_ms * len(args.streams)
+    if len(itls) != len(args.streams):
+        raise SystemExit("--itl-ms takes one value or one per --streams entry")
+    plan = [(c, itl, "paced") for c, itl in zip(args.streams, itls, strict=True)]
     if args.saturate:
         plan.append((args.saturate, args.saturate_itl_ms, "saturate"))
     for c, itl_ms, kind in plan:
@@ -616,13 +619,26 @@ def goals(summary: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
+def ints(text: str) -> list[int]:
+    return [int(x) for x in text.split(",")]
+
+
+def floats(text: str) -> list[float]:
+    return [float(x) for x in text.split(",")]
+
+
 def parse_args(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument(
-        "--streams", type=lambda s: [int(x) for x in s.split(",")], default=[64, 256, 1000]
+        "--streams", type=ints, default=[64, 256, 1000], help="concurrent streams, comma list"
     )
     p.add_argument("--tokens", type=int, default=100, help="tokens per stream")
-    p.add_argument("--itl-ms", type=float, default=20.0, help="backend inter-token latency")
+    p.add_argument(
+        "--itl-ms",
+        type=floats,
+        default=[20.0],
+        help="backend inter-token latency, ms: one value, or one per --streams entry",
+    )
     p.add_argument("--prefill-ms", type=float, default=5.0, help="backend delay before token 1")
     p.add_argument("--duration", type=float, default=15.0, help="measurement window, s")
     p.add_argument("--warmup", type=float, default=4.0, help="s before the window opens")

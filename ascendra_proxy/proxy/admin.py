@@ -26,7 +26,7 @@ def backends_view(gw: Gateway) -> dict[str, Any]:
             {
                 "name": r.name,
                 "pool": r.pool.name,
-                "role": r.pool.role,
+                "role": role_of(gw, r.name, r.pool.role),
                 "engine": r.info.engine,
                 "model": r.info.model,
                 "url": r.url,
@@ -46,6 +46,14 @@ def backends_view(gw: Gateway) -> dict[str, Any]:
             }
         )
     return {"object": "list", "data": rows}
+
+
+def role_of(gw: Gateway, backend: str, configured: str) -> str:
+    """The role the policy gave the backend (``adaptive`` roles), else the configured one."""
+    if backend not in gw.roles:
+        return configured
+    role, draining = gw.roles[backend]
+    return f"{role.value} (draining)" if draining else role.value
 
 
 def _round(x: float | None, digits: int = 4) -> float | None:

@@ -29,13 +29,16 @@ import secrets
 from collections.abc import Callable, Coroutine
 from typing import Any
 
+import aiohttp
 from aiohttp import web
 
 from ascendra_proxy.backends import errors as up
 from ascendra_proxy.backends.upstream import Budgets, UpstreamAttempt
 from ascendra_proxy.config import ProxyConfig
+from ascendra_proxy.core.backend import Role
 from ascendra_proxy.core.contracts import Policy
 from ascendra_proxy.core.decisions import Dispatch, Hold, Reject
+from ascendra_proxy.core.prefix import block_hashes
 from ascendra_proxy.core.request import Outcome, RequestState
 from ascendra_proxy.core.slo import SLO
 from ascendra_proxy.proxy.errors import ApiError
@@ -72,7 +75,9 @@ class Gateway:
         self.capacity = Signal()
         self.budgets = Budgets(cfg.timeouts.first_byte_s, cfg.timeouts.idle_s, cfg.timeouts.total_s)
         self._context = _context_limits(cfg)
+        self._block_size = _block_sizes(cfg)
         self._tasks: set[asyncio.Task[None]] = set()
+        self.roles: dict[str, tuple[Role, bool]] = {}  # policy SetRole actions: (role, draining)
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -91,9 +96,18 @@ class Gateway:
             prompt_tokens_exact=gen.prompt_exact,
             slo_class=slo_class,
         )
+        prompt = gen.body.get("prompt") if gen.prompt_exact else None
+        if isinstance(prompt, list) and prompt and type(prompt[0]) is int:
+            self.set_prompt_ids(state, prompt)
         flight = Flight(state, gen)
         self.flights[state.id] = flight
         return flight
+
+    def set_prompt_ids(self, state: RequestState, ids: list[int]) -> None:
+        """The exact prompt is known: exact size, and block hashes for prefix affinity."""
+        state.prompt_tokens = len(ids)
+        state.prompt_tokens_exact = True
+        state.prefix_hashes = block_hashes(ids, self._block_size.get(state.model, 16))
 
     async def serve(self, http: web.Request, flight: Flight) -> web.StreamResponse:
         from ascendra_proxy.proxy.stream import StreamPump, serve_unary
@@ -264,6 +278,26 @@ class Gateway:
             r.status, r.message, code=r.code, param="model" if r.status == 404 else None
         )
 
+    def warm(self, flight: Flight, backend_name: str) -> bool:
+        """Send the flight's prompt to a backend as a discarded one-token generation."""
+        backend = self.backends.get(backend_name)
+        if backend is None:
+            return False
+        body = {k: v for k, v in flight.gen.body.items() if k not in _WARM_DROP}
+        body["max_tokens"] = 1
+        rid = flight.state.id + "-warm"
+        request = backend.adapter.prepare(flight.gen.endpoint, body, rid)
+        self.spawn(
+            _post_discard(
+                backend.session,
+                backend.url + request.path,
+                request.body,
+                backend.headers,
+                self.budgets.first_byte_s,
+            )
+        )
+        return True
+
     # -- owned background work ----------------------------------------------------------
 
     def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
@@ -286,6 +320,25 @@ def _is_backend_fault(exc: up.UpstreamError) -> bool:
     if isinstance(exc, up.InStreamError):
         return not exc.is_client_error
     return isinstance(exc, up.UpstreamUnavailable | up.StreamBroken)
+
+
+_WARM_DROP = frozenset({"stream", "stream_options", "max_completion_tokens", "n", "rid"})
+
+
+async def _post_discard(
+    session: aiohttp.ClientSession, url: str, body: bytes, headers: dict[str, str], limit_s: float
+) -> None:
+    timeout = aiohttp.ClientTimeout(total=limit_s)
+    async with session.post(url, data=body, headers=headers, timeout=timeout) as resp:
+        await resp.read()
+
+
+def _block_sizes(cfg: ProxyConfig) -> dict[str, int]:
+    """Per model, the KV block size used for prompt block hashes (first backend's setting)."""
+    sizes: dict[str, int] = {}
+    for _, b in cfg.backends():
+        sizes.setdefault(b.model, b.engine_settings.block_size)
+    return sizes
 
 
 def _context_limits(cfg: ProxyConfig) -> dict[str, int]:

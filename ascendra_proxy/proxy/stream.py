@@ -159,9 +159,8 @@ class StreamPump:
             self.gw.first_token(self.flight)
             tel.ttft[backend].observe(now - state.arrival)
             prompt_ids = self.client.record.prompt_token_ids
-            if prompt_ids is not None:
-                state.prompt_tokens = len(prompt_ids)
-                state.prompt_tokens_exact = True
+            if prompt_ids is not None and not state.prompt_tokens_exact:
+                self.gw.set_prompt_ids(state, prompt_ids)
         else:
             tel.gaps[backend].observe(now - prev)
 

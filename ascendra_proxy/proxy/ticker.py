@@ -10,6 +10,9 @@ never starts.  Actions name requests by id; one that finished in the meantime is
   A mid-stream ``migrate`` needs the token-exact continuation of the Ascendra issue; until
   ``StreamPump.resume`` implements it, such moves are refused and counted.
 - ``Drop``: the request ends with the policy's ``Reject``.
+- ``Warm``: the request's prompt goes to another backend as a separate one-token
+  generation whose answer is discarded (it only fills that engine's prefix cache).
+- ``SetRole``: roles are the policy's state; the proxy mirrors them for admin and metrics.
 """
 
 from __future__ import annotations
@@ -43,14 +46,15 @@ async def run_ticks(gw: Gateway) -> None:
 def apply_action(gw: Gateway, action: Action) -> bool:
     """Carry out one action; False when it no longer applies (or is not supported yet)."""
     if isinstance(action, SetRole):
+        gw.roles[action.backend] = (action.role, action.draining)
         gw.telemetry.decision(action.reason)
         return True
-    if isinstance(action, Warm):
-        gw.telemetry.decision("warm_unsupported")
-        return False
     flight = gw.flights.get(action.request_id)
     if flight is None or flight.state.finished:
         return False
+    if isinstance(action, Warm):
+        gw.telemetry.decision(action.reason)
+        return gw.warm(flight, action.backend)
     if isinstance(action, Assign):
         if flight.attempt is not None:
             return False

@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import openai
-import pytest
 from aiohttp import web
 
 from ascendra_proxy.config import parse_config
@@ -87,9 +86,3 @@ async def make_stack(
         )
         stack.push_async_callback(client.close)
         yield Stack(url, emus, runner, client)
-
-
-@pytest.fixture
-async def stack() -> AsyncIterator[Stack]:
-    async with make_stack() as s:
-        yield s

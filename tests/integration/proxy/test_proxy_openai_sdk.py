@@ -8,7 +8,7 @@ from collections.abc import Callable
 import httpx
 import openai
 import pytest
-from conftest import ADMIN_KEY, CLIENT_KEY, MODEL, Stack, make_stack
+from proxy_stack import ADMIN_KEY, CLIENT_KEY, MODEL, Stack, make_stack
 
 from ascendra_proxy.emulator.faults import FaultConfig
 

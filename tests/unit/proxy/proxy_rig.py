@@ -1,4 +1,4 @@
-"""Fixtures: a proxy (in-process, free port) in front of scriptable fake backends."""
+"""A proxy (in-process, free port) in front of scriptable fake backends, for the proxy tests."""
 
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
-import pytest
 from aiohttp import web
 from fake_backend import FakeBackend, serve_fake
 
@@ -86,8 +85,3 @@ async def wait_until(cond: Callable[[], bool], within_s: float = 3.0) -> float:
 
 
 RigFactory = Callable[..., contextlib.AbstractAsyncContextManager[Rig]]
-
-
-@pytest.fixture
-def make_rig() -> RigFactory:
-    return rig

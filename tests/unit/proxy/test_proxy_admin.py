@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from conftest import MODEL, RigFactory, wait_until
 from fake_backend import FakeBackend, Script
+from proxy_rig import MODEL, RigFactory, wait_until
 from sse_client import read_events
 
 AUTH = {"api_keys": ["k1", "k2"], "admin_key": "adm"}

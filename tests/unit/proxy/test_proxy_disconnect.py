@@ -6,8 +6,8 @@ import asyncio
 
 import aiohttp
 import pytest
-from conftest import MODEL, RigFactory, wait_until
 from fake_backend import FakeBackend, Script
+from proxy_rig import MODEL, RigFactory, wait_until
 
 STREAM = {"model": MODEL, "prompt": "x", "stream": True}
 

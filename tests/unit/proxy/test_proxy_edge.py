@@ -6,8 +6,8 @@ import asyncio
 from typing import Any
 
 import pytest
-from conftest import MODEL, RigFactory, wait_until
 from fake_backend import FakeBackend, Script
+from proxy_rig import MODEL, RigFactory, wait_until
 from sse_client import read_events
 
 CHAT = "/v1/chat/completions"

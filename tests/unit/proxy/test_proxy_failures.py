@@ -6,8 +6,8 @@ import socket
 
 import aiohttp
 import pytest
-from conftest import MODEL, RigFactory, config_for
 from fake_backend import FakeBackend, Script, serve_fake
+from proxy_rig import MODEL, RigFactory, config_for
 from sse_client import read_events, text_of
 
 from ascendra_proxy.proxy.app import start_server

@@ -8,8 +8,8 @@ from collections import Counter
 from typing import Any
 
 import aiohttp
-from conftest import MODEL, RigFactory, wait_until
 from fake_backend import FakeBackend
+from proxy_rig import MODEL, RigFactory, wait_until
 from sse_client import read_events
 
 BACKEND_SCRIPTS: list[dict[str, Any]] = [

@@ -6,8 +6,8 @@ from dataclasses import replace
 from typing import Any
 
 import pytest
-from conftest import MODEL, RigFactory
 from fake_backend import FakeBackend, Script
+from proxy_rig import MODEL, RigFactory
 from sse_client import read_events, text_of
 
 from ascendra_proxy.core.decisions import Dispatch

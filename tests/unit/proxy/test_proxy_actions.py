@@ -1,0 +1,110 @@
+"""Carrying out policy tick actions: Assign, Move (offload), Drop, Warm, SetRole."""
+
+from __future__ import annotations
+
+import asyncio
+
+from fake_backend import FakeBackend, Script
+from proxy_rig import MODEL, RigFactory, wait_until
+from sse_client import read_events, text_of
+
+from ascendra_proxy.core.backend import Role
+from ascendra_proxy.core.decisions import Assign, Dispatch, Drop, Hold, Move, Reject, SetRole, Warm
+from ascendra_proxy.proxy.ticker import apply_action
+
+STREAM = {"model": MODEL, "prompt": [5, 6, 7, 8], "stream": True}
+
+
+async def test_assign_releases_a_held_request(make_rig: RigFactory) -> None:
+    async with make_rig([FakeBackend("a"), FakeBackend("b")]) as r:
+        gw = r.gateway
+        gw.policy.route = lambda *a, **k: Hold("proxy_queue")  # type: ignore[method-assign]
+        task = asyncio.create_task(r.post("/v1/completions", STREAM))
+        await wait_until(lambda: gw.held == 1)
+        (flight,) = gw.flights.values()
+        assert apply_action(gw, Assign(flight.state.id, Dispatch("b", "late_bind")))
+        events, done = await read_events(await task)
+        assert done and len(events) == 5
+        assert [f.started for f in r.fakes] == [0, 1]
+        assert gw.telemetry.decisions["late_bind"] == 1
+
+
+async def test_offload_before_first_token_is_invisible_to_the_client(make_rig: RigFactory) -> None:
+    slow = FakeBackend("lp", script=Script(first_delay_s=30))
+    fast = FakeBackend("hp")
+    async with make_rig([slow, fast]) as r:
+        gw = r.gateway
+        gw.policy.route = lambda *a, **k: Dispatch("lp", "first")  # type: ignore[method-assign]
+        task = asyncio.create_task(r.post("/v1/completions", STREAM))
+        await wait_until(lambda: slow.running == 1)
+        (flight,) = gw.flights.values()
+        assert apply_action(gw, Move(flight.state.id, Dispatch("hp", "offload_rescue"), "offload"))
+        events, done = await read_events(await task)
+        assert done and text_of(events) == " t100 t101 t102 t103 t104"
+        await wait_until(lambda: slow.running == 0)
+        assert flight.state.attempts == 2 and gw.telemetry.requests == {(MODEL, "completed"): 1}
+        assert gw.telemetry.upstream_errors == {}, "a move is not a backend failure"
+
+
+async def test_drop_ends_the_request_with_the_policy_reject(make_rig: RigFactory) -> None:
+    fake = FakeBackend("a", script=Script(first_delay_s=30))
+    async with make_rig([fake]) as r:
+        gw = r.gateway
+        task = asyncio.create_task(r.post("/v1/completions", STREAM))
+        await wait_until(lambda: fake.running == 1)
+        (flight,) = gw.flights.values()
+        reject = Reject(503, "infeasible", "cannot meet the deadline", "infeasible")
+        assert apply_action(gw, Drop(flight.state.id, reject))
+        resp = await task
+        assert resp.status == 503
+        assert (await resp.json())["error"]["code"] == "infeasible"
+        await wait_until(lambda: fake.running == 0)
+
+
+async def test_migrate_mid_stream_is_refused_until_continuations_exist(
+    make_rig: RigFactory,
+) -> None:
+    fake = FakeBackend("a", script=Script(tokens=50, gap_s=0.02))
+    async with make_rig([fake, FakeBackend("b")]) as r:
+        gw = r.gateway
+        resp = await r.post("/v1/completions", STREAM)
+        await resp.content.readline()
+        (flight,) = gw.flights.values()
+        assert not apply_action(gw, Move(flight.state.id, Dispatch("b", "tbt"), "migrate"))
+        events, done = await read_events(resp)
+        assert done and "error" not in events[-1]
+        assert gw.telemetry.decisions["migrate_unsupported"] == 1
+
+
+async def test_warm_sends_a_discarded_one_token_prefill(make_rig: RigFactory) -> None:
+    lp, hp = FakeBackend("lp", script=Script(first_delay_s=0.3)), FakeBackend("hp")
+    async with make_rig([lp, hp]) as r:
+        gw = r.gateway
+        gw.policy.route = lambda *a, **k: Dispatch("lp", "first")  # type: ignore[method-assign]
+        task = asyncio.create_task(r.post("/v1/completions", STREAM))
+        await wait_until(lambda: lp.running == 1)
+        (flight,) = gw.flights.values()
+        assert flight.state.prefix_hashes == () and flight.state.prompt_tokens_exact
+        assert apply_action(gw, Warm(flight.state.id, "hp", "warm_hp"))
+        await wait_until(lambda: hp.started == 1)
+        warm = hp.bodies[0]
+        assert warm["max_tokens"] == 1 and "stream" not in warm and warm["prompt"] == [5, 6, 7, 8]
+        events, _ = await read_events(await task)
+        assert len(events) == 5
+
+
+async def test_set_role_is_mirrored_in_admin(make_rig: RigFactory) -> None:
+    async with make_rig([FakeBackend("a")], auth={"admin_key": "k"}) as r:
+        assert apply_action(r.gateway, SetRole("a", Role.HP, True, "adaptive_roles"))
+        resp = await r.session.get(r.url + "/admin/backends", headers={"Authorization": "Bearer k"})
+        assert (await resp.json())["data"][0]["role"] == "hp (draining)"
+
+
+async def test_prompt_block_hashes_are_filled_for_token_prompts(make_rig: RigFactory) -> None:
+    async with make_rig([FakeBackend("a", script=Script(first_delay_s=0.3))]) as r:
+        body = {**STREAM, "prompt": list(range(40))}
+        task = asyncio.create_task(r.post("/v1/completions", body))
+        await wait_until(lambda: bool(r.gateway.flights))
+        (flight,) = r.gateway.flights.values()
+        assert len(flight.state.prefix_hashes) == 2  # two full 16-token blocks of 40 tokens
+        await read_events(await task)
