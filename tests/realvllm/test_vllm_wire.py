@@ -5,7 +5,9 @@ against the emulator configured like it. Assertions are about shapes, counts and
 never about token ids or text: the two tokenizers differ.
 
 Facts pinned here (all observed on the real engine):
-- streams: one chunk per token; ``finish_reason`` on the last content chunk; with
+- streams: usually one chunk per token, but a busy server coalesces several tokens into one
+  chunk (seen under CPU load: ``token_ids`` of length 2, usage jumping by 2), so count
+  tokens, never chunks; ``finish_reason`` on the last content chunk; with
   ``include_usage`` a final ``choices: []`` chunk with ``usage`` and ``system_fingerprint``;
   ``continuous_usage_stats`` puts a running ``usage`` on every chunk (chat's role chunk: 0);
   without ``stream_options`` no ``usage`` at all and the fingerprint rides on the last content
@@ -24,6 +26,7 @@ Facts pinned here (all observed on the real engine):
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -49,6 +52,7 @@ COMPLETION_CHOICE_KEYS = {
 CHAT_ROLE_CHOICE_KEYS = {"index", "delta", "logprobs", "finish_reason"}
 CHAT_CONTENT_CHOICE_KEYS = {"index", "delta", "logprobs", "finish_reason", "token_ids"}
 ERROR_KEYS = {"message", "type", "param", "code"}
+FILLER_TOKENS = 3500  # a request that outlives any test (seconds on the tiny model); < 4096
 
 
 # ---------------------------------------------------------------- helpers
@@ -84,24 +88,27 @@ async def test_completions_stream_chunks(target: Target) -> None:
     async with httpx.AsyncClient(timeout=60) as client:
         events = await sse(client, target, False, payload)
     chunks = content_chunks(events)
-    assert len(chunks) == 5 and len(events) == 6  # one chunk per token, then the usage chunk
+    assert len(events) == len(chunks) + 1  # then the usage chunk
     assert len({e["id"] for e in events}) == 1 and events[0]["id"].startswith("cmpl-")
     prompt_tokens = events[-1]["usage"]["prompt_tokens"]
+    sent = 0
     for i, chunk in enumerate(chunks):
         assert set(chunk) == {"id", "object", "created", "model", "choices", "usage"}
         assert chunk["object"] == "text_completion" and chunk["model"] == target.model
         (choice,) = chunk["choices"]
         assert set(choice) == COMPLETION_CHOICE_KEYS
-        assert isinstance(choice["text"], str) and len(choice["token_ids"]) == 1
-        assert choice["finish_reason"] == ("length" if i == 4 else None)
+        assert isinstance(choice["text"], str) and len(choice["token_ids"]) >= 1
+        sent += len(choice["token_ids"])
+        assert choice["finish_reason"] == ("length" if i == len(chunks) - 1 else None)
         assert choice["stop_reason"] is None
         first = choice["prompt_token_ids"]
         assert (len(first) == prompt_tokens) if i == 0 else first is None
         assert chunk["usage"] == {
             "prompt_tokens": prompt_tokens,
-            "completion_tokens": i + 1,
-            "total_tokens": prompt_tokens + i + 1,
+            "completion_tokens": sent,
+            "total_tokens": prompt_tokens + sent,
         }
+    assert sent == 5
     last = events[-1]
     assert set(last) == {
         "id",
@@ -124,8 +131,7 @@ async def test_chat_stream_role_chunk_and_token_ids(target: Target) -> None:
     )
     async with httpx.AsyncClient(timeout=60) as client:
         events = await sse(client, target, True, payload)
-    assert len(events) == 1 + 4 + 1  # role chunk, one per token, usage chunk
-    role, *chunks, last = events
+    role, *chunks, last = events  # role chunk, content chunks, usage chunk
     assert role["id"].startswith("chatcmpl-") and role["object"] == "chat.completion.chunk"
     assert set(role) == {
         "id",
@@ -146,8 +152,9 @@ async def test_chat_stream_role_chunk_and_token_ids(target: Target) -> None:
         (choice,) = chunk["choices"]
         final = i == len(chunks) - 1
         assert set(choice) == CHAT_CONTENT_CHOICE_KEYS | ({"stop_reason"} if final else set())
-        assert set(choice["delta"]) == {"content"} and len(choice["token_ids"]) == 1
+        assert set(choice["delta"]) == {"content"} and len(choice["token_ids"]) >= 1
         assert choice["finish_reason"] == ("length" if final else None)
+    assert sum(len(c["choices"][0]["token_ids"]) for c in chunks) == 4
     assert last["choices"] == [] and last["system_fingerprint"].startswith("vllm-")
     assert last["usage"]["completion_tokens"] == 4
     assert isinstance(last["usage"]["prompt_tokens_details"]["cached_tokens"], int)
@@ -159,7 +166,8 @@ async def test_chat_continuous_usage_starts_at_zero(target: Target) -> None:
     async with httpx.AsyncClient(timeout=60) as client:
         events = await sse(client, target, True, payload)
     counts = [e["usage"]["completion_tokens"] for e in events]
-    assert counts == [0, 1, 2, 3, 3]
+    assert counts[0] == 0 and counts[-2:] == [3, 3]  # role chunk ... last token, usage chunk
+    assert all(a < b for a, b in itertools.pairwise(counts[:-1]))  # rising
     assert events[0]["prompt_token_ids"] is None  # only with return_token_ids
     assert events[1]["choices"][0]["token_ids"] is None
 
@@ -169,7 +177,7 @@ async def test_stream_without_stream_options_has_no_usage(target: Target, chat: 
     async with httpx.AsyncClient(timeout=60) as client:
         events = await sse(client, target, chat, body(target, chat, max_tokens=3))
     assert all("usage" not in e for e in events)
-    assert len(content_chunks(events)) == 3 + chat  # chat: plus the role chunk
+    assert 1 + chat <= len(content_chunks(events)) <= 3 + chat  # chat: plus the role chunk
     *rest, last = events
     assert last["choices"][0]["finish_reason"] == "length"
     assert last["system_fingerprint"].startswith("vllm-")
@@ -360,8 +368,9 @@ async def test_lower_priority_value_overtakes_waiting_requests(target: Target) -
         def spawn(max_tokens: int, priority: int) -> asyncio.Task[float]:
             return asyncio.create_task(_first_token_at(client, target, max_tokens, priority))
 
-        # Fill every slot; staggered lengths free the slots one at a time.
-        fillers = [spawn(target.long_tokens + 200 * i, 0) for i in range(n)]
+        # Fill every slot with requests far longer than the test; queue three priority-10
+        # requests, then one priority -5; then free exactly one slot by disconnecting a filler.
+        fillers = [spawn(FILLER_TOKENS, 0) for _ in range(n)]
         await wait_metric(client, target.base_url, "vllm:num_requests_running", lambda v: v >= n)
         waiting = []
         for _ in range(3):
@@ -372,9 +381,10 @@ async def test_lower_priority_value_overtakes_waiting_requests(target: Target) -
         queued_while_full = metric(
             await scrape(client, target.base_url), "vllm:num_requests_running"
         )
+        fillers[0].cancel()
         urgent_at = await urgent
         waiting_at = await asyncio.gather(*waiting)
-        for task in fillers:  # done with them: disconnect (aborts) instead of waiting
+        for task in fillers:
             task.cancel()
         await asyncio.gather(*fillers, return_exceptions=True)
     assert queued_while_full == n, "a filler finished before the urgent request was queued"
@@ -382,7 +392,7 @@ async def test_lower_priority_value_overtakes_waiting_requests(target: Target) -
 
 
 async def _stream_then_disconnect(client: httpx.AsyncClient, target: Target, chunks: int) -> None:
-    payload = body(target, False, max_tokens=3500, stream=True)
+    payload = body(target, False, max_tokens=FILLER_TOKENS, stream=True)
     seen = 0
     async with client.stream("POST", target.base_url + "/v1/completions", json=payload) as resp:
         async for line in resp.aiter_lines():
@@ -392,7 +402,7 @@ async def _stream_then_disconnect(client: httpx.AsyncClient, target: Target, chu
 
 
 async def _post_then_cancel(client: httpx.AsyncClient, target: Target, chunks: int) -> None:
-    payload = body(target, False, max_tokens=3500)
+    payload = body(target, False, max_tokens=FILLER_TOKENS)
     task = asyncio.create_task(client.post(target.base_url + "/v1/completions", json=payload))
     await wait_metric(client, target.base_url, "vllm:num_requests_running", lambda v: v >= 1)
     await asyncio.sleep(0.1)
@@ -414,13 +424,13 @@ async def test_client_disconnect_aborts_request(target: Target, how: str) -> Non
         before = await scrape(client, target.base_url)
         await DISCONNECTS[how](client, target, 5)
         await wait_metric(
-            client, target.base_url, "vllm:num_requests_running", lambda v: v == 0, within_s=2.0
+            client, target.base_url, "vllm:num_requests_running", lambda v: v == 0, within_s=3.0
         )
         stopped = metric(await scrape(client, target.base_url), "vllm:generation_tokens_total")
         await asyncio.sleep(0.5)
         after = await scrape(client, target.base_url)
     generated = stopped - metric(before, "vllm:generation_tokens_total")
-    assert 1 <= generated < 3500, generated
+    assert 1 <= generated < FILLER_TOKENS, generated
     assert metric(after, "vllm:generation_tokens_total") == stopped, "still generating"
     # Client aborts are not counted as finished requests of any reason.
     assert metric(after, "vllm:request_success_total") == metric(

@@ -32,7 +32,6 @@ ENGINES_SH = REPO / "scripts" / "engines.sh"
 MODEL_NAME = "tiny"
 REQUIRE_ENV = "ASCENDRA_REQUIRE_REAL_VLLM"
 START_TIMEOUT_S = 240
-LONG_TOKENS = 1500  # a stream this long keeps a slot busy for seconds (tiny model, 4 at once)
 
 Json = dict[str, Any]
 Metrics = dict[tuple[str, frozenset[tuple[str, str]]], float]
@@ -70,7 +69,6 @@ class Target:
     model: str
     max_num_seqs: int
     block_size: int
-    long_tokens: int  # max_tokens for a request that should keep a slot busy for seconds
 
 
 def engines_dir() -> Path:
@@ -152,9 +150,7 @@ class VllmLauncher:
 
 def real_target(server: VllmServer) -> Target:
     opts = server.options
-    return Target(
-        "real", server.base_url, server.model, opts.max_num_seqs, opts.block_size, LONG_TOKENS
-    )
+    return Target("real", server.base_url, server.model, opts.max_num_seqs, opts.block_size)
 
 
 @contextlib.asynccontextmanager
@@ -173,9 +169,7 @@ async def emulated_target(options: VllmOptions) -> AsyncIterator[Target]:
         max_model_len=4096,
     )
     async with run_emulator(cfg) as emu:
-        yield Target(
-            "emulator", emu.url, MODEL_NAME, options.max_num_seqs, options.block_size, LONG_TOKENS
-        )
+        yield Target("emulator", emu.url, MODEL_NAME, options.max_num_seqs, options.block_size)
 
 
 # ---------------------------------------------------------------- wire helpers
