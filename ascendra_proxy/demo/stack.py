@@ -1,0 +1,163 @@
+"""The system under test: three emulated vLLM engines and the proxy in front of them.
+
+Theory of operation: :func:`scaled_profile` writes the latency profile with every step-time
+coefficient multiplied by the time scale (the emulated GPU is that many times slower), and
+both the engines *and* the proxy's predictor load that file, so the proxy predicts the
+engines it really talks to.  :func:`proxy_config` writes the proxy YAML for one policy:
+``ascendra`` runs the three engines as 2 LP + 1 HP, every other policy as one mixed pool of
+the same three.  :func:`running_stack` starts fresh engines (cold KV and prefix caches, same
+seeds) and a proxy on free ports, waits until the proxy reports every backend healthy, and
+stops all of it on exit.  One stack per policy: no policy inherits another's state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import yaml
+
+from ascendra_proxy.config import parse_config
+from ascendra_proxy.demo.children import Child, ChildError, Children, python_command
+from ascendra_proxy.engine.profile import load_profile
+
+__all__ = ["MODEL", "Stack", "StackSpec", "proxy_config", "running_stack", "scaled_profile"]
+
+MODEL = "llama3-8b"
+NUM_ENGINES = 3
+PROXY_MARKER = "ascendra-proxy listening on "
+READY_TIMEOUT_S = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class StackSpec:
+    profile: str  # a profile name, or the path of the scaled profile file
+    seed: int
+    slo_ttft_s: float  # wall-clock SLO the proxy is configured with (scaled)
+    slo_tbt_s: float
+    work_dir: Path  # configs/ and logs/ go here
+
+
+@dataclass(slots=True)
+class Stack:
+    policy: str
+    proxy: Child
+    engines: list[Child]
+    config_path: Path
+
+
+def scaled_profile(name: str, scale: float, out_dir: Path) -> str:
+    """``name`` itself at scale 1, else the path of a copy with step times times ``scale``."""
+    if scale == 1.0:
+        return name
+    source = load_profile(name)  # validates; the file is re-read raw to keep its layout
+    data: dict[str, Any] = yaml.safe_load(_profile_file(name).read_text(encoding="utf-8"))
+    steps = data["step_ms"]
+    for key, value in list(steps.items()):
+        if key == "linear_table":
+            steps[key] = [[tokens, ms * scale] for tokens, ms in value]
+        else:
+            steps[key] = value * scale
+    data["frontend_ms"] = float(data.get("frontend_ms", 0.0)) * scale
+    data["name"] = f"{source.name}-x{scale:g}"
+    data["description"] = f"{source.description}; every step {scale:g}x slower (demo time scale)"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / f"{data['name']}.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
+    load_profile(path)  # the copy must load too
+    return str(path)
+
+
+def _profile_file(name: str) -> Path:
+    from ascendra_proxy.engine.profile import profile_search_path
+
+    for directory in profile_search_path():
+        for suffix in (".yaml", ".yml"):
+            if (path := directory / f"{name}{suffix}").is_file():
+                return path
+    raise ValueError(f"latency profile {name!r} not found")
+
+
+def proxy_config(policy: str, engine_urls: list[str], spec: StackSpec) -> dict[str, Any]:
+    """The proxy YAML mapping for ``policy`` over ``engine_urls`` (validated)."""
+    settings = {"profile": spec.profile, "scheduling_policy": "priority"}
+    backends = [
+        {"url": url, "engine": "vllm", "model": MODEL, "engine_settings": settings}
+        for url in engine_urls
+    ]
+    if policy == "ascendra":
+        pools = [
+            {"name": "lp", "role": "lp", "backends": backends[:-1]},
+            {"name": "hp", "role": "hp", "backends": backends[-1:]},
+        ]
+    else:
+        pools = [{"name": "main", "role": "mixed", "backends": backends}]
+    slo = {"ttft_ms": spec.slo_ttft_s * 1000.0, "tpot_ms": spec.slo_tbt_s * 1000.0}
+    doc = {
+        "listen": {"host": "127.0.0.1", "port": 0},
+        "pools": pools,
+        "slo": {"default": slo},
+        "policy": {"type": policy},
+    }
+    parse_config(doc)  # fail here, with the path of the problem, not in the child
+    return doc
+
+
+def _engine_command(spec: StackSpec, index: int) -> list[str]:
+    return python_command(
+        "emulate",
+        "--flavor",
+        "vllm",
+        "--profile",
+        spec.profile,
+        "--model",
+        MODEL,
+        "--scheduling-policy",
+        "priority",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        "0",
+        "--seed",
+        str(spec.seed + index),
+    )
+
+
+@contextlib.contextmanager
+def running_stack(
+    policy: str, spec: StackSpec, registry: list[tuple[str, int]] | None = None
+) -> Iterator[Stack]:
+    """Fresh engines and a proxy for ``policy``; all stopped when the block ends (the proxy
+    first, so it never sees its engines vanish)."""
+    with Children(str(spec.work_dir / "logs"), registry) as children:
+        commands = [(f"{policy}-engine-{i}", _engine_command(spec, i)) for i in range(NUM_ENGINES)]
+        engines = children.start_all(commands)
+        path = spec.work_dir / "configs" / f"proxy-{policy}.yaml"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        doc = proxy_config(policy, [e.url for e in engines], spec)
+        path.write_text(yaml.safe_dump(doc, sort_keys=False), encoding="utf-8")
+        cmd = python_command("serve", "--config", str(path), "--log-level", "WARNING")
+        proxy = children.start(f"{policy}-proxy", cmd, marker=PROXY_MARKER)
+        asyncio.run(_wait_ready(proxy.url, NUM_ENGINES))
+        yield Stack(policy, proxy, engines, path)
+
+
+async def _wait_ready(url: str, backends: int, limit_s: float = READY_TIMEOUT_S) -> None:
+    deadline = time.monotonic() + limit_s
+    last = "no answer"
+    async with aiohttp.ClientSession() as session:
+        while time.monotonic() < deadline:
+            with contextlib.suppress(aiohttp.ClientError, asyncio.TimeoutError, ValueError):
+                async with session.get(url + "/ready", timeout=aiohttp.ClientTimeout(2)) as r:
+                    body = await r.json()
+                    last = f"HTTP {r.status} {body}"
+                    if r.status == 200 and body.get("healthy_backends") == backends:
+                        return
+            await asyncio.sleep(0.1)
+    raise ChildError(f"proxy at {url} not ready within {limit_s:g} s ({last})")
