@@ -4,8 +4,8 @@ Theory of operation: each generation handler parses the body into :class:`GenPar
 rendering options (:func:`parse_completion`, :func:`parse_chat`), admits it through the
 :class:`ServerContext`, and streams or collects the result with a per-request renderer from
 :mod:`.vllm_render`.  Validation follows vLLM: ``n`` must be 1 here, ``stream_options`` needs
-``stream``, a non-zero ``priority`` needs ``--scheduling-policy priority``, an unknown ``model``
-is a 404, and prompts may be text or token ids (ids are used as-is: no BOS).
+``stream``, ``priority`` counts only under ``--scheduling-policy priority`` (fcfs accepts and
+ignores it, as vLLM 0.32 does), an unknown ``model`` is a 404, and prompts may be text or token ids (ids are used as-is: no BOS).
 """
 
 from __future__ import annotations
@@ -84,9 +84,10 @@ def parse_common(
         raise APIError(
             f"min_tokens must be less than or equal to max_tokens={max_tokens}, got {min_tokens}."
         )
-    priority = f.get_int("priority", 0)
-    if priority != 0 and not priority_policy:
-        raise APIError(f"Got priority {priority} but Priority scheduling is not enabled.", 400)
+    # vLLM 0.32 takes ``priority`` under any policy; fcfs simply ignores it (200, no effect).
+    priority = f.get_int("priority", 0)  # type-checked under every policy
+    if not priority_policy:
+        priority = 0
     include_usage = options.get_bool("include_usage", False)
     opts = StreamOptions(
         return_token_ids=f.get_bool("return_token_ids", False),

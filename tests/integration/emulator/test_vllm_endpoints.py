@@ -38,7 +38,6 @@ BAD_REQUESTS = [
     pytest.param({"prompt": "x", "n": 2}, "n", id="n-2"),
     pytest.param({"prompt": "x", "max_tokens": 5000}, "max_tokens", id="max-tokens-over-len"),
     pytest.param({"prompt": "the " * 300, "max_tokens": 300}, "max_tokens", id="prompt-plus-max"),
-    pytest.param({"prompt": "x", "priority": 3}, None, id="priority-under-fcfs"),
     pytest.param(
         {"prompt": "x", "stream_options": {"include_usage": True}},
         None,
@@ -55,6 +54,20 @@ async def test_bad_completion_requests_get_vllm_400(
 ) -> None:
     status, resp = await post(emu.url + "/v1/completions", body)
     assert_error(status, resp, 400, "BadRequestError", param)
+
+
+@pytest.mark.parametrize("priority", [3, -5])
+async def test_priority_is_accepted_and_ignored_under_fcfs(
+    emu: RunningEmulator, priority: int
+) -> None:
+    """vLLM 0.32 with the default fcfs policy: 200, the field has no effect (measured)."""
+    body = {"prompt": "x", "max_tokens": 2, "priority": priority, "ignore_eos": True}
+    status, resp = await post(emu.url + "/v1/completions", body)
+    assert status == 200, resp
+    assert resp["usage"]["completion_tokens"] == 2
+    chat = {"messages": [{"role": "user", "content": "x"}], "max_tokens": 2, "priority": priority}
+    status, resp = await post(emu.url + "/v1/chat/completions", chat)
+    assert status == 200, resp
 
 
 async def test_error_messages_match_vllm_wording(emu: RunningEmulator) -> None:
