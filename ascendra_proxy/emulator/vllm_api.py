@@ -5,7 +5,8 @@ rendering options (:func:`parse_completion`, :func:`parse_chat`), admits it thro
 :class:`ServerContext`, and streams or collects the result with a per-request renderer from
 :mod:`.vllm_render`.  Validation follows vLLM: ``n`` must be 1 here, ``stream_options`` needs
 ``stream``, ``priority`` counts only under ``--scheduling-policy priority`` (fcfs accepts and
-ignores it, as vLLM 0.32 does), an unknown ``model`` is a 404, and prompts may be text or token ids (ids are used as-is: no BOS).
+ignores it, as vLLM 0.32 does), an unknown ``model`` is a 404, and prompts may be text or
+token ids (ids are used as-is: no BOS).
 """
 
 from __future__ import annotations
