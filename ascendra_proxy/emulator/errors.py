@@ -45,6 +45,13 @@ class APIError(Exception):
         self.param = param
 
 
+def param_error(message: str, param: str, value: Any = None) -> APIError:
+    """A 400 worded like vLLM's ``VLLMValidationError``: the message ends with
+    ``(parameter=NAME, value=VALUE)`` (the value part only when there is one)."""
+    extras = f"parameter={param}" if value is None else f"parameter={param}, value={value}"
+    return APIError(f"{message} ({extras})", 400, param=param)
+
+
 def validation_error(kind: str, loc: str, msg: str, value: Any) -> APIError:
     """A 400 worded like the pydantic validation errors FastAPI servers return."""
     text = f"[{{'type': '{kind}', 'loc': ('body', '{loc}'), 'msg': '{msg}', 'input': {value!r}}}]"

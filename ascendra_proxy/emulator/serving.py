@@ -109,34 +109,6 @@ class ServerContext:
         else:
             asyncio.get_running_loop().call_later(self.abort_delay_s, self.loop.abort, stream)
 
-    def validate_length(self, prompt_len: int, max_tokens: int | None) -> int:
-        """The effective max_tokens; 400 (vLLM's messages) when the request cannot fit."""
-        limit = self.max_model_len
-        if prompt_len >= limit:
-            raise APIError(
-                f"This model's maximum context length is {limit} tokens. However, your request "
-                f"has {prompt_len} input tokens. Please reduce the length of the input messages.",
-                400,
-            )
-        if max_tokens is None:
-            return limit - prompt_len
-        if max_tokens > limit:
-            raise APIError(
-                f"max_tokens={max_tokens} cannot be greater than max_model_len={limit}. "
-                "Please request fewer output tokens.",
-                400,
-                param="max_tokens",
-            )
-        if prompt_len + max_tokens > limit:
-            raise APIError(
-                f"'max_tokens' or 'max_completion_tokens' is too large: {max_tokens}. This "
-                f"model's maximum context length is {limit} tokens and your request has "
-                f"{prompt_len} input tokens ({max_tokens} > {limit} - {prompt_len}).",
-                400,
-                param="max_tokens",
-            )
-        return max_tokens
-
     def check_token_ids(self, ids: list[int]) -> None:
         vocab = self.tokenizer.vocab_size
         bad = [t for t in ids if not 0 <= t < vocab]

