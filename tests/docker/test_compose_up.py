@@ -110,3 +110,48 @@ def test_grafana_dashboard_queries_only_metrics_the_proxy_exports(stack: Stack) 
             exported.add(match.group(0))
     assert len(used) >= 10
     assert used <= exported, sorted(used - exported)
+
+
+@pytest.mark.parametrize("profile", ["gpu", "sglang"])
+def test_real_engine_proxy_serves_the_served_model_name_from_the_environment(
+    compose: list[str], docker_client: Any, test_image: str, profile: str
+) -> None:
+    """The real-engine proxies' start command, run for real (engines absent: not needed
+    to see which config the proxy loaded and which model name it routes)."""
+    done = subprocess.run(
+        [*compose, "--profile", profile, "config", "--format", "json"],
+        env=compose_env(ASCENDRA_SERVED_MODEL_NAME="served-x"),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    service = json.loads(done.stdout)["services"][f"proxy-{profile}"]
+    [mount] = service["volumes"]
+    port = free_port()
+    container = docker_client.containers.run(
+        test_image,
+        service["command"],
+        entrypoint=service["entrypoint"],
+        environment=service["environment"],
+        volumes={mount["source"]: {"bind": mount["target"], "mode": "ro"}},
+        ports={"8000/tcp": ("127.0.0.1", port)},
+        name=unique(f"ascendra-proxy-{profile}"),
+        detach=True,
+    )
+    try:
+        body = _get_json(f"http://127.0.0.1:{port}/v1/models", timeout_s=30)
+        assert [m["id"] for m in body["data"]] == ["served-x"]
+    finally:
+        container.remove(force=True)
+
+
+def _get_json(url: str, timeout_s: float) -> Any:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as resp:
+                return json.loads(resp.read())
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.3)
