@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -94,15 +95,14 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _stack_spec(settings: DemoSettings) -> StackSpec:
-    """Checks every policy's proxy config before anything starts (ValueError if bad)."""
-    out = settings.out
-    profile = scaled_profile(settings.profile, settings.time_scale, out / "configs")
+    """Checks every policy's proxy config before anything is written or started."""
     ttft, tbt = settings.wall_slo
-    spec = StackSpec(profile, settings.seed, ttft, tbt, out)
+    spec = StackSpec(settings.profile, settings.seed, ttft, tbt, settings.out)
     placeholders = [f"http://127.0.0.1:{port}" for port in (1, 2, 3)]
     for policy in settings.policies:
         proxy_config(policy, placeholders, spec)
-    return spec
+    profile = scaled_profile(settings.profile, settings.time_scale, settings.out / "configs")
+    return replace(spec, profile=profile)
 
 
 def _run_policies(
