@@ -296,15 +296,24 @@ async def worker(
 # --------------------------------------------------------------------------- CPU accounting
 
 
-def task_cpu_ns(pid: int) -> int:
-    total = 0
+def sched_ns(pid: int | None) -> tuple[int, int]:
+    """(on-CPU, waiting-to-run) ns summed over a process's threads (/proc schedstat).
+
+    The waiting time is the noise gauge: a proxy that is runnable but not running because
+    other tenants hold its core shows it here, whatever its own CPU use.
+    """
+    if not pid:
+        return 0, 0
+    run = wait = 0
     for tid in os.listdir(f"/proc/{pid}/task"):
         try:
             with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
-                total += int(f.read().split()[0])
+                fields = f.read().split()
         except (FileNotFoundError, ProcessLookupError):
             continue
-    return total
+        run += int(fields[0])
+        wait += int(fields[1])
+    return run, wait
 
 
 def core_times() -> list[tuple[int, int]]:
@@ -341,7 +350,7 @@ async def run_phase(cmd: dict[str, Any]) -> dict[str, Any]:
 
     async def sample(key: str, at_ns: int) -> None:
         await asyncio.sleep(max(0.0, (at_ns - time.monotonic_ns()) / 1e9))
-        edges[key] = (task_cpu_ns(pid) if pid else 0, core_times(), time.monotonic_ns())
+        edges[key] = (sched_ns(pid), sched_ns(os.getpid()), core_times(), time.monotonic_ns())
 
     samplers = [
         asyncio.create_task(sample("a", rec.start_ns)),
@@ -352,7 +361,8 @@ async def run_phase(cmd: dict[str, Any]) -> dict[str, Any]:
         *(worker(targets, i, i * spread, rec.end_ns, rec, tokens) for i in range(c))
     )
     await asyncio.gather(*samplers)
-    (cpu0, cores0, t0), (cpu1, cores1, t1) = edges["a"], edges["b"]
+    ((cpu0, wait0), (lcpu0, lwait0), cores0, t0) = edges["a"]
+    ((cpu1, wait1), (lcpu1, lwait1), cores1, t1) = edges["b"]
     wall = (t1 - t0) / 1e9
     return {
         "ttft_ms": _pcts(rec.ttft),
@@ -365,6 +375,9 @@ async def run_phase(cmd: dict[str, Any]) -> dict[str, Any]:
         "tokens": rec.tokens,
         "proxy_cpu_frac": (cpu1 - cpu0) / 1e9 / wall,
         "proxy_cpu_us_per_token": (cpu1 - cpu0) / 1e3 / max(1, rec.tokens),
+        "proxy_runqueue_wait_frac": (wait1 - wait0) / 1e9 / wall,
+        "load_cpu_frac": (lcpu1 - lcpu0) / 1e9 / wall,
+        "load_runqueue_wait_frac": (lwait1 - lwait0) / 1e9 / wall,
         "core_busy_pct": busy_between(cores0, cores1),
         "samples": len(rec.ttft),
     }
@@ -476,7 +489,9 @@ def print_run(r: dict[str, Any]) -> None:
     print(
         f"  {r['kind']:8s} C={r['streams']:5d} rep={r['rep']} {r['path']:6s}"
         f" ttft p50 {r['ttft_ms']['p50']:.2f} ms  tok/s {r['tokens_per_s']:.0f}"
-        f"  proxy cpu {100 * r['proxy_cpu_frac']:.0f}%  cores {r['core_busy_pct']}"
+        f"  proxy cpu {100 * r['proxy_cpu_frac']:.0f}% (waiting to run"
+        f" {100 * r['proxy_runqueue_wait_frac']:.0f}%)  load cpu {100 * r['load_cpu_frac']:.0f}%"
+        f" (waiting {100 * r['load_runqueue_wait_frac']:.0f}%)  cores {r['core_busy_pct']}"
         f"  errors {r['errors']}",
         flush=True,
     )
