@@ -374,7 +374,7 @@ def test_check_config_cli_ok() -> None:
     out = proc.stdout
     for fragment in (
         "OK",
-        "policy    round_robin",
+        "policy    ascendra",
         "lp (role lp, 2 backends)",
         "hp-0",
         "http://127.0.0.1:8103",
