@@ -217,9 +217,13 @@ async def wait_metric(
     base_url: str,
     name: str,
     ok: Callable[[float], bool],
-    within_s: float = 10.0,
+    within_s: float = 60.0,
 ) -> float:
-    """Poll ``/metrics`` until ``ok(value of name)``; fail after ``within_s`` seconds."""
+    """Poll ``/metrics`` until ``ok(value of name)``; fail after ``within_s`` seconds.
+
+    vLLM's gauges change only when its engine steps, so on a starved CPU they lag by seconds
+    (seen: 0.8 tokens/s at a load average of 50); tests must not assert on how fast a gauge
+    moves, only on what it reaches and on token counts."""
     deadline = time.monotonic() + within_s
     while True:
         value = metric(await scrape(client, base_url), name)
