@@ -23,6 +23,7 @@ from typing import Any
 import aiohttp
 
 from ascendra_proxy.demo.children import ChildError, signals_raise
+from ascendra_proxy.demo.cpu import idle_cores, pick_time_scale
 from ascendra_proxy.demo.settings import FULL, QUICK, DemoSettings
 from ascendra_proxy.demo.stack import StackSpec, proxy_config, running_stack, scaled_profile
 
@@ -44,9 +45,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     a("--seed", type=int, default=0, help="workload and engine seed (default 0)")
     a(
         "--time-scale",
-        type=float,
-        help=f"every emulated GPU step takes this many times longer, SLOs and rate scaled to "
-        f"match, so the comparison is unchanged at less CPU (default {FULL.time_scale:g})",
+        type=_scale_arg,
+        default="auto",
+        help="every emulated GPU step takes this many times longer; rate, SLOs and the "
+        "proxy's timers are scaled to match, so the comparison is unchanged at less CPU "
+        "per second (default auto: 2 to 6 depending on the idle CPU)",
     )
     a("--out", default="results/demo", help="output directory (default results/demo)")
     a(
@@ -57,19 +60,33 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _scale_arg(text: str) -> float | None:
+    if text == "auto":
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number or 'auto', got {text!r}") from None
+
+
 def settings_from_args(args: argparse.Namespace) -> DemoSettings:
     defaults = QUICK if args.quick else FULL
     policies = tuple(p.strip() for p in args.policies.split(",") if p.strip())
-    return DemoSettings(
+    scale = defaults.time_scale if args.time_scale is None else args.time_scale
+    settings = DemoSettings(
         policies=policies,
         rate=defaults.rate if args.rate is None else args.rate,
         num_requests=defaults.num_requests if args.num_requests is None else args.num_requests,
         seed=args.seed,
-        time_scale=defaults.time_scale if args.time_scale is None else args.time_scale,
+        time_scale=1.0 if scale is None else scale,
         out=Path(args.out),
         quick=args.quick,
         max_output_tokens=defaults.max_output_tokens,
     )
+    if scale is not None:
+        return settings
+    chosen, why = pick_time_scale(settings.model_tokens_per_s(), idle_cores())
+    return replace(settings, time_scale=chosen, scale_note=why)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -96,8 +113,14 @@ def run(args: argparse.Namespace) -> int:
 
 def _stack_spec(settings: DemoSettings) -> StackSpec:
     """Checks every policy's proxy config before anything is written or started."""
-    ttft, tbt = settings.wall_slo
-    spec = StackSpec(settings.profile, settings.seed, ttft, tbt, settings.out)
+    spec = StackSpec(
+        settings.profile,
+        settings.seed,
+        settings.time_scale,
+        settings.slo_ttft_s,
+        settings.slo_tbt_s,
+        settings.out,
+    )
     placeholders = [f"http://127.0.0.1:{port}" for port in (1, 2, 3)]
     for policy in settings.policies:
         proxy_config(policy, placeholders, spec)

@@ -42,7 +42,7 @@ def policy_document(run: PolicyRun, settings: DemoSettings, config_path: str) ->
         "wall_clock": {"rate": settings.wall_rate, "summary": wall},
         "proxy": run.proxy,
         "cpu": run.cpu,
-        "warning": verdict(run.cpu, wall.get("send_lag_p99"), settings.wall_slo[0]),
+        "warning": verdict(run.cpu, wall.get("send_lag_p99"), scale),
         "requests": [record_to_dict(r) for r in records],
     }
 
@@ -119,13 +119,30 @@ def _num(v: Any, digits: int = 2) -> str:
     return "-" if v is None else f"{v:.{digits}f}"
 
 
-def _cores(cpu: Mapping[str, Any]) -> str:
-    shares = cpu.get("process_core_share") or {}
-    engines = [v for k, v in shares.items() if k.startswith("engine") and v is not None]
-    proxy, client = shares.get("proxy"), shares.get("client")
+def _by_role(values: Mapping[str, float | None]) -> tuple[float, float, float] | None:
+    """(engines, proxy, client): engines summed."""
+    engines = [v for k, v in values.items() if k.startswith("engine") and v is not None]
+    proxy, client = values.get("proxy"), values.get("client")
     if not engines or proxy is None or client is None:
+        return None
+    return sum(engines), proxy, client
+
+
+def _cores(cpu: Mapping[str, Any]) -> str:
+    roles = _by_role(cpu.get("process_core_share") or {})
+    return "-" if roles is None else "/".join(f"{v:.2f}" for v in roles)
+
+
+def _waits(doc: Mapping[str, Any]) -> str:
+    """Mean run-queue wait per wake-up in model ms: worst engine / proxy / client."""
+    waits = doc["cpu"].get("run_queue_wait_per_slice_s") or {}
+    engines = [v for k, v in waits.items() if k.startswith("engine") and v is not None]
+    worst = {"engine": max(engines, default=None), "proxy": waits.get("proxy")}
+    roles = _by_role({**worst, "client": waits.get("client")})
+    if roles is None:
         return "-"
-    return f"{sum(engines):.2f}/{proxy:.2f}/{client:.2f}"
+    scale = doc["config"]["time_scale"]
+    return "/".join(f"{v / scale * 1000:.1f}" for v in roles)
 
 
 _ROWS: tuple[tuple[str, Any], ...] = (
@@ -146,7 +163,8 @@ _ROWS: tuple[tuple[str, Any], ...] = (
     ),
     ("failed / unfinished", lambda d: f"{d['summary']['failed']} / {d['summary']['unfinished']}"),
     ("CPU cores: engines/proxy/client", lambda d: _cores(d["cpu"])),
-    ("machine busy (all processes)", lambda d: _pct(d["cpu"].get("machine_busy"))),
+    ("CPU wait ms/wake-up (model time)", _waits),
+    ("machine busy (anyone's work)", lambda d: _pct(d["cpu"].get("machine_busy"))),
 )
 
 

@@ -37,11 +37,11 @@ MAX_OUTPUT_TOKENS = 1000
 class Defaults:
     rate: float
     num_requests: int
-    time_scale: float
+    time_scale: float | None  # None: chosen from the idle CPU (cpu.pick_time_scale)
     max_output_tokens: int
 
 
-FULL = Defaults(rate=36.0, num_requests=300, time_scale=2.0, max_output_tokens=MAX_OUTPUT_TOKENS)
+FULL = Defaults(rate=36.0, num_requests=300, time_scale=None, max_output_tokens=MAX_OUTPUT_TOKENS)
 # The smoke run caps outputs: a run lasts as long as its longest stream.
 QUICK = Defaults(rate=36.0, num_requests=40, time_scale=1.0, max_output_tokens=200)
 
@@ -56,6 +56,7 @@ class DemoSettings:
     out: Path
     quick: bool = False
     max_output_tokens: int = MAX_OUTPUT_TOKENS
+    scale_note: str = ""  # how the time scale was chosen
     workload: str = "azure-conv"
     profile: str = "a100-llama3-8b"
     slo_ttft_s: float = 1.0  # model time
@@ -95,6 +96,11 @@ class DemoSettings:
     def work_items(self) -> list[WorkItem]:
         return build_workload(self.workload_spec())
 
+    def model_tokens_per_s(self) -> float:
+        """Tokens per second of model time the workload streams on average."""
+        items = self.work_items()
+        return self.rate * sum(i.output_tokens for i in items) / len(items)
+
     def to_json(self) -> dict[str, Any]:
         return {
             "policies": list(self.policies),
@@ -107,6 +113,7 @@ class DemoSettings:
             "slo_ttft_s": self.slo_ttft_s,
             "slo_tbt_s": self.slo_tbt_s,
             "time_scale": self.time_scale,
+            "time_scale_note": self.scale_note,
             "profile": self.profile,
             "engines": "3 emulated vLLM (priority scheduling); ascendra: 2 LP + 1 HP, "
             "others: 3 mixed",
@@ -132,13 +139,14 @@ class DemoSettings:
             f"load      {self.rate:g} req/s, SLO TTFT {self.slo_ttft_s:g} s / mean TBT "
             f"{self.slo_tbt_s:g} s (model time)",
         ]
+        note = f" ({self.scale_note})" if self.scale_note else ""
         if self.time_scale == 1.0:
-            lines.append("scale     time scale 1: the emulated GPUs run at A100 speed")
+            lines.append(f"scale     time scale 1: the emulated GPUs run at A100 speed{note}")
         else:
             lines.append(
                 f"scale     time scale {self.time_scale:g}: every GPU step takes "
-                f"{self.time_scale:g}x longer (to spare the CPU), so the demo sends "
-                f"{self.wall_rate:g} req/s with SLOs {ttft:g} s / {tbt:g} s of wall clock; "
-                "times below are divided back by the scale"
+                f"{self.time_scale:g}x longer{note}; the demo sends {self.wall_rate:g} req/s, "
+                f"SLOs and the proxy's timers are scaled alike ({ttft:g} s / {tbt:g} s of wall "
+                "clock); times below are divided back by the scale"
             )
         return lines

@@ -5,17 +5,22 @@ coefficient multiplied by the time scale (the emulated GPU is that many times sl
 both the engines *and* the proxy's predictor load that file, so the proxy predicts the
 engines it really talks to.  :func:`proxy_config` writes the proxy YAML for one policy:
 ``ascendra`` runs the three engines as 2 LP + 1 HP, every other policy as one mixed pool of
-the same three.  :func:`running_stack` starts fresh engines (cold KV and prefix caches, same
-seeds) and a proxy on free ports, waits until the proxy reports every backend healthy, and
-stops all of it on exit.  One stack per policy: no policy inherits another's state.
+the same three.  Every time the proxy is configured with is scaled too: the SLOs, the scrape
+interval and each time-valued policy parameter (:func:`scaled_times`: the policy tick, the
+offload margin, scrape-age limits...), so in model time the proxy behaves as it would in
+front of real A100s; only its own CPU and network costs are not slowed down.
+:func:`running_stack` starts fresh engines (cold KV and prefix caches, same seeds) and a
+proxy on free ports, waits until the proxy reports every backend healthy, and stops all of
+it on exit.  One stack per policy: no policy inherits another's state.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,7 +28,8 @@ from typing import Any
 import aiohttp
 import yaml
 
-from ascendra_proxy.config import parse_config
+from ascendra_proxy.config import ScrapeConfig, parse_config
+from ascendra_proxy.core.policies.registry import POLICIES
 from ascendra_proxy.demo.children import Child, ChildError, Children, python_command
 from ascendra_proxy.engine.profile import load_profile
 
@@ -39,7 +45,8 @@ READY_TIMEOUT_S = 30.0
 class StackSpec:
     profile: str  # a profile name, or the path of the scaled profile file
     seed: int
-    slo_ttft_s: float  # wall-clock SLO the proxy is configured with (scaled)
+    time_scale: float
+    slo_ttft_s: float  # model time; the proxy gets them times the time scale
     slo_tbt_s: float
     work_dir: Path  # configs/ and logs/ go here
 
@@ -98,15 +105,40 @@ def proxy_config(policy: str, engine_urls: list[str], spec: StackSpec) -> dict[s
         ]
     else:
         pools = [{"name": "main", "role": "mixed", "backends": backends}]
-    slo = {"ttft_ms": spec.slo_ttft_s * 1000.0, "tpot_ms": spec.slo_tbt_s * 1000.0}
+    scale = spec.time_scale
+    slo = {"ttft_ms": spec.slo_ttft_s * 1000.0 * scale, "tpot_ms": spec.slo_tbt_s * 1000.0 * scale}
     doc = {
         "listen": {"host": "127.0.0.1", "port": 0},
         "pools": pools,
         "slo": {"default": slo},
-        "policy": {"type": policy},
+        "scrape": {"interval_s": ScrapeConfig().interval_s * scale},
+        "policy": {"type": policy, **scaled_times(_policy_defaults(policy), scale)},
     }
     parse_config(doc)  # fail here, with the path of the problem, not in the child
     return doc
+
+
+def _policy_defaults(policy: str) -> dict[str, Any]:
+    spec = POLICIES.get(policy)
+    return {} if spec is None else dataclasses.asdict(spec.params_type())
+
+
+def scaled_times(params: Mapping[str, Any], scale: float) -> dict[str, Any]:
+    """The entries of ``params`` that carry time, rescaled: durations (``*_s``, ``*_ms``)
+    times ``scale``, rates (``*_rate``, per second) divided by it; nested groups recursed.
+    Only changed entries are returned (the rest keep their defaults)."""
+    out: dict[str, Any] = {}
+    for key, value in params.items():
+        if isinstance(value, Mapping):
+            if nested := scaled_times(value, scale):
+                out[key] = nested
+        elif isinstance(value, bool) or not isinstance(value, int | float) or scale == 1.0:
+            continue
+        elif key.endswith(("_s", "_ms")):
+            out[key] = value * scale
+        elif key.endswith("_rate"):
+            out[key] = value / scale
+    return out
 
 
 def _engine_command(spec: StackSpec, index: int) -> list[str]:
