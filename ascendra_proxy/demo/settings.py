@@ -12,8 +12,12 @@ Default operating point (``ascendra-proxy simulate --config configs/paper-3xa100
 --workload azure-conv --num-requests 300 --slo-ttft 1.0 --slo-tbt 0.15``): round-robin over
 the three A100s keeps >= 90% attainment to ~30 req/s and falls to 61-67% at 36 req/s (seeds
 0 and 1), where ``ascendra`` (2 LP + 1 HP, no mid-stream migration) still holds 75-82%.
-The demo runs at 36 req/s.  Time scale 8 brings that to 4.5 req/s and ~950 tokens/s of wall
-clock, which three emulators, the proxy and the client can carry on two cores.
+The demo runs at 36 req/s: ~7,500 tokens/s of model time.  The whole demo costs about
+100 us of CPU per token, so the automatic time scale (2 on an idle 2-core machine, up to 6
+on a busy one; see :func:`ascendra_proxy.demo.cpu.pick_time_scale`) keeps it within a
+quarter of the idle CPU, and a 300-request run takes ~20 s of model time per policy.
+The smoke run (``--quick``) runs 40 requests with outputs capped at 200 tokens at time
+scale 1: it checks the plumbing, not the policies.
 """
 
 from __future__ import annotations
