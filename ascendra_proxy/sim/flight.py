@@ -37,6 +37,7 @@ class Attempt:
     request: EngineRequest
     queued_tokens: int  # prompt tokens counted as queued on the backend until a first token
     open: bool = True
+    closed_by: str = ""  # why the proxy closed it: offload, migration, disconnect, drop, ...
 
 
 @dataclass(slots=True)

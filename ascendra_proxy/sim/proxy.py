@@ -73,6 +73,9 @@ class Tally:
     warms: Counter[str] = field(default_factory=Counter)
     drops: Counter[str] = field(default_factory=Counter)
     skipped: Counter[str] = field(default_factory=Counter)
+    # Tokens an engine had computed for attempts the proxy aborted, by why they were closed
+    # (work thrown away: a partial prefill before an offload, the KV of a migrated stream).
+    aborted_computed: Counter[str] = field(default_factory=Counter)
     roles: list[dict[str, Any]] = field(default_factory=list)
 
 
@@ -187,12 +190,13 @@ class SimProxy:
         self._engine_ids[engine_id] = (f, a)
         self._queue.push(now + self._settings.network_s + b.frontend_s, Kind.ENGINE_ADD, a)
 
-    def _close(self, now: float, f: Flight, abort: bool) -> None:
+    def _close(self, now: float, f: Flight, abort: bool, why: str = "redispatch") -> None:
         a = f.attempt
         if a is None:
             return
         f.attempt = None
         a.open = False
+        a.closed_by = why
         a.backend.end(a.queued_tokens)
         a.queued_tokens = 0
         del self._engine_ids[a.engine_id]
@@ -232,7 +236,7 @@ class SimProxy:
         self.end(now, f, Outcome.REJECTED, f"400 {message}")
 
     def end(self, now: float, f: Flight, outcome: Outcome, error: str | None = None) -> None:
-        self._close(now, f, abort=True)
+        self._close(now, f, abort=True, why=outcome.value)
         self._unhold(f)
         if not f.state.finish(now, outcome):
             return
@@ -308,6 +312,7 @@ class SimProxy:
             }
         )
         self._unhold(f)
+        self._close(now, f, abort=True, why=kind)
         self.dispatch(now, f, d)
 
     def _warm(self, now: float, f: Flight, w: Warm) -> None:

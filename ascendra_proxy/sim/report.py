@@ -4,11 +4,13 @@ Theory of operation: a simulated run is written exactly like a ``loadgen run`` f
 (``{"kind": "run", "config", "summary", "requests"}``, see :mod:`loadgen.results`), so the
 same tables and plots read it.  The ``summary`` is :func:`loadgen.metrics.summarize` of the
 client-side records plus the policy's move counts (``offloads``, ``migrations``, each also
-``*_by_reason``, and ``warms``).  Each request entry is loadgen's, plus ``route`` (the
-backends it was dispatched to, in order) and its ``events`` (offloads, migrations, warm-ups,
-with time, source, target, reason).  A ``sim`` section adds per-backend engine counters,
-the role timeline and every decision reason.  Everything is a function of the run, never
-of the wall clock, so equal seeds give byte-identical files.
+``*_by_reason``, and ``warms``) and ``aborted_computed_tokens``: the tokens engines had
+already computed for attempts the proxy then aborted (work a move threw away).  Each
+request entry is loadgen's, plus ``route`` (the backends it was dispatched to, in order)
+and its ``events`` (offloads, migrations, warm-ups, with time, source, target, reason).
+A ``sim`` section adds per-backend engine counters, the role timeline and every decision
+reason.  Everything is a function of the run, never of the wall clock, so equal seeds give
+byte-identical files.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ def move_counts(result: SimResult) -> dict[str, Any]:
         "warms": sum(t.warms.values()),
         "offloads_by_reason": _sorted(t.offloads),
         "migrations_by_reason": _sorted(t.migrations),
+        "aborted_computed_tokens": sum(t.aborted_computed.values()),
     }
 
 
@@ -77,6 +80,7 @@ def sim_section(result: SimResult) -> dict[str, Any]:
         "decisions_by_reason": _sorted(t.decisions),
         "drops_by_reason": _sorted(t.drops),
         "skipped_actions": _sorted(t.skipped),
+        "aborted_computed_tokens_by_cause": _sorted(t.aborted_computed),
         "roles": list(t.roles),
     }
 

@@ -218,7 +218,11 @@ class Simulator:
         self.proxy.on_rejected(t, payload[0], payload[1])
 
     def _on_abort(self, t: float, a: Attempt) -> None:
-        if a.backend.engine.abort(a.engine_id):
+        engine = a.backend.engine
+        if engine.has_request(a.engine_id):
+            computed = engine.num_computed_tokens(a.engine_id)
+            self.proxy.tally.aborted_computed[a.closed_by] += computed
+        if engine.abort(a.engine_id):
             self._kick(a.backend, t)
 
     def _kick(self, b: SimBackend, t: float) -> None:

@@ -140,6 +140,10 @@ def test_migration_is_a_token_exact_continuation() -> None:
         assert b.state.moves == 1
     hp = moved.backends[2].engine.stats()
     assert hp.prompt_tokens_total > sum(f.item.prompt_tokens for f in moved.flights)
+    # the KV lp-0 had computed (prompt + >= 10 generated tokens each) was thrown away
+    thrown = sum(f.item.prompt_tokens + 10 for f in moved.flights)
+    assert moved.tally.aborted_computed["migration"] >= thrown
+    assert set(moved.tally.aborted_computed) == {"migration"}
 
 
 class _WarmThenOffload(Scripted):
