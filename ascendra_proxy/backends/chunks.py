@@ -81,11 +81,25 @@ class StreamRecord:
 class ChunkReader:
     """Per-upstream-attempt reader: one ``read`` per event parses, counts, records, renders."""
 
-    __slots__ = ("_backend", "_ids_mode", "_last_usage", "asks", "counted", "record", "tokens")
+    __slots__ = (
+        "_backend",
+        "_everything",
+        "_ids_mode",
+        "_keep_ids",
+        "_keep_running_usage",
+        "_last_usage",
+        "asks",
+        "counted",
+        "record",
+        "tokens",
+    )
 
     def __init__(self, backend: str, asks: ClientAsks, record: StreamRecord | None = None) -> None:
         self._backend = backend
         self.asks = asks
+        self._everything = asks.everything
+        self._keep_ids = asks.token_ids
+        self._keep_running_usage = asks.continuous_usage
         self.record = StreamRecord() if record is None else record
         self._ids_mode = False
         self._last_usage = 0
@@ -100,19 +114,66 @@ class ChunkReader:
             raise UpstreamProtocolError(self._backend, f"bad JSON in stream: {exc}") from exc
         if type(obj) is not dict:
             raise UpstreamProtocolError(self._backend, "stream event is not a JSON object")
-        if "error" in obj or obj.get("object") == "error":
+        choices = obj.get("choices")
+        if choices is None and ("error" in obj or obj.get("object") == "error"):
             raise _in_stream_error(self._backend, obj, payload)
+        if self.record.id is None:
+            self.record.set_identity(obj)
+        if type(choices) is list and len(choices) == 1:
+            ch = choices[0]
+            if type(ch) is dict and type(ch.get("token_ids")) is list:
+                return self._read_one(obj, payload, ch)
+        return self._read_general(obj, payload, choices if type(choices) is list else None)
+
+    def _read_one(self, obj: dict[str, Any], payload: bytes, ch: dict[str, Any]) -> bytes | None:
+        """The hot path: one choice carrying its token ids (vLLM/SGLang with n=1)."""
         rec = self.record
-        if rec.id is None:
-            rec.set_identity(obj)
+        tids: list[int] = ch["token_ids"]
+        n = len(tids)
+        if n:
+            rec.token_ids += tids
+        text = ch.get("text")
+        if text is None:
+            delta = ch.get("delta")
+            text = delta.get("content") if type(delta) is dict else None
+        if text and type(text) is str:
+            rec.text.append(text)
+        finish = ch.get("finish_reason")
+        if finish is not None:
+            rec.finish_reason = finish
+        if rec.prompt_token_ids is None:
+            ptids = ch.get("prompt_token_ids") or obj.get("prompt_token_ids")
+            if type(ptids) is list:
+                rec.prompt_token_ids = ptids
+        usage = obj.get("usage")
+        if type(usage) is dict:
+            rec.usage = usage
+        self._ids_mode = True
+        self.tokens = n
+        self.counted += n
+        if self._everything:
+            return b"data: " + payload + b"\n\n"
+        changed = False
+        if not self._keep_ids:
+            del ch["token_ids"]
+            ch.pop("prompt_token_ids", None)
+            obj.pop("prompt_token_ids", None)
+            changed = True
+        if usage is not None and not self._keep_running_usage:
+            del obj["usage"]
+            changed = True
+        return b"data: " + (_dumps(obj) if changed else payload) + b"\n\n"
+
+    def _read_general(
+        self, obj: dict[str, Any], payload: bytes, choices: list[Any] | None
+    ) -> bytes | None:
+        """Every other shape: several choices, no token ids, usage-only and role chunks."""
+        rec = self.record
         usage = obj.get("usage")
         if type(usage) is dict:
             rec.usage = usage
         else:
             usage = None
-        choices = obj.get("choices")
-        if type(choices) is not list:
-            choices = None
         n = _absorb_choices(rec, choices) if choices else -1
         if rec.prompt_token_ids is None:
             top = obj.get("prompt_token_ids")
@@ -144,7 +205,7 @@ class ChunkReader:
         usage: dict[str, Any] | None,
     ) -> bytes | None:
         asks = self.asks
-        if asks.everything:
+        if self._everything:
             return b"data: " + payload + b"\n\n"
         if usage is not None and not choices and not asks.include_usage:
             return None
