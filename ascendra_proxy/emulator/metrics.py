@@ -5,7 +5,8 @@ so several emulators live in one process).  Gauges and counters that the engine 
 keeps (running, waiting, KV usage, prefix-cache queries/hits, preemptions, token totals) are
 read from ``engine.stats()`` at scrape time by a custom collector; per-request latencies are
 observed as they happen: TTFT and inter-token gaps from the stream callback
-(:meth:`ServerMetrics.on_tokens`), end-to-end latency and the finish reason when a stream ends.
+(:meth:`ServerMetrics.on_tokens`), the queue time when a step first schedules a request (vLLM),
+end-to-end latency and the finish reason when a stream ends.
 
 Bucket boundaries are the engines' own.  Client disconnects are not counted in
 ``vllm:request_success_total`` (vLLM does not either); SGLang counts aborts in
@@ -138,6 +139,9 @@ class ServerMetrics:
     def on_finished(self, stream: RequestStream, now: float) -> None:
         self._e2e.observe(now - stream.arrival)
 
+    def on_scheduled(self, stream: RequestStream, now: float) -> None:
+        return None
+
     def on_step(self, result: StepResult, num_tokens: int) -> None:
         return None
 
@@ -165,7 +169,8 @@ class VllmMetrics(ServerMetrics):
         )
         self._success_by_reason = {
             reason: self._success.labels(**labels, finished_reason=reason)
-            for reason in ("stop", "length", "abort")
+            # vLLM 0.32 exports every reason from the start (0 until one happens)
+            for reason in ("stop", "length", "abort", "error", "repetition")
         }
         token_buckets = one_two_five_buckets(max_model_len)
         self._prompt_hist = Histogram(
@@ -189,7 +194,16 @@ class VllmMetrics(ServerMetrics):
             buckets=VLLM_ITERATION_BUCKETS,
             registry=registry,
         ).labels(**labels)
+        self._queue = LatencyHistogram(
+            "vllm:request_queue_time_seconds",
+            "Time a request spent in the waiting queue.",
+            VLLM_E2E_BUCKETS,
+        )
+        registry.register(_HistogramCollector([self._queue], labels))
         registry.register(_VllmEngineCollector(stats, labels, cache_info))
+
+    def on_scheduled(self, stream: RequestStream, now: float) -> None:
+        self._queue.observe(max(0.0, now - stream.arrival))
 
     def on_finished(self, stream: RequestStream, now: float) -> None:
         super().on_finished(stream, now)

@@ -42,6 +42,9 @@ class StepObserver(Protocol):
     """Told about every finished stream and every step (metrics, fault counters)."""
 
     def on_finished(self, stream: RequestStream, now: float) -> None: ...
+    def on_scheduled(self, stream: RequestStream, now: float) -> None:
+        """The request left the waiting queue (the first time) in the step starting ``now``."""
+
     def on_step(self, result: StepResult, num_tokens: int) -> None:
         """After a step's outputs went out; ``num_tokens`` were delivered to open streams."""
 
@@ -149,7 +152,10 @@ class StepLoop:
             now = loop.time()
             if anchor is None or now - (anchor + modelled) > MAX_LAG_S:
                 anchor, modelled = now, 0.0
+            started = loop.time()
             result = self.engine.step(self.model_now())
+            if result.newly_scheduled:
+                self._scheduled(result.newly_scheduled, started)
             if not result.outputs and result.duration_s <= 0.0:
                 # Nothing could be scheduled (e.g. no KV room): wait for an abort or a request.
                 self._wake.clear()
@@ -159,6 +165,13 @@ class StepLoop:
             modelled += result.duration_s * self._scale
             await asyncio.sleep(max(0.0, anchor + modelled - loop.time()))
             self._deliver(result, loop.time())
+
+    def _scheduled(self, request_ids: tuple[str, ...], started: float) -> None:
+        for request_id in request_ids:
+            stream = self._streams.get(request_id)
+            if stream is not None and stream.scheduled_at is None:  # not when resumed
+                stream.scheduled_at = started
+                self._observer.on_scheduled(stream, started)
 
     def _deliver(self, result: StepResult, now: float) -> None:
         streams = self._streams

@@ -70,6 +70,9 @@ class _Observer:
     def on_finished(self, stream: RequestStream, now: float) -> None:
         self._metrics.on_finished(stream, now)
 
+    def on_scheduled(self, stream: RequestStream, now: float) -> None:
+        self._metrics.on_scheduled(stream, now)
+
     def on_step(self, result: StepResult, num_tokens: int) -> None:
         self._metrics.on_step(result, num_tokens)
         if num_tokens:

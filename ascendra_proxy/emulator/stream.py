@@ -96,6 +96,7 @@ class RequestStream:
         "num_cached_tokens",
         "num_generated",
         "prompt_len",
+        "scheduled_at",
     )
 
     def __init__(
@@ -122,6 +123,7 @@ class RequestStream:
         self._waiter: asyncio.Future[None] | None = None
         self.num_generated = 0
         self.num_cached_tokens = 0
+        self.scheduled_at: float | None = None  # start of the step that first scheduled it
         self.first_token_at: float | None = None
         self.last_token_at: float | None = None
         self.finish_reason: str | None = None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -335,9 +336,26 @@ async def test_metrics_names_and_labels(emu: RunningEmulator) -> None:
         metric(text, name, **labels)
     assert metric(text, "vllm:generation_tokens_total", **labels) == 4
     assert metric(text, "vllm:request_success_total", finished_reason="length", **labels) == 1
+    for reason in ("stop", "abort", "error", "repetition"):  # exported at 0, as vLLM 0.32 does
+        assert metric(text, "vllm:request_success_total", finished_reason=reason, **labels) == 0
     assert metric(text, "vllm:time_to_first_token_seconds_count", **labels) == 1
     assert metric(text, "vllm:inter_token_latency_seconds_count", **labels) == 3
     assert 'vllm:time_to_first_token_seconds_bucket{engine="0",le="0.001"' in text
     info = metric(text, "vllm:cache_config_info", block_size="16", enable_prefix_caching="True")
     assert info == 1.0
     assert 'num_gpu_blocks="27000"' in text
+
+
+async def test_queue_time_histogram_counts_the_wait_for_a_slot() -> None:
+    """``vllm:request_queue_time_seconds``: arrival to first scheduling, once per request."""
+    cfg = EmulatorConfig(time_scale=FAST, model="m", max_num_seqs=1)
+    async with run_emulator(cfg) as emu:
+        body = {"prompt": "the", "max_tokens": 40, "ignore_eos": True}
+        await asyncio.gather(*(post(emu.url + "/v1/completions", body) for _ in range(2)))
+        text = await scrape(emu)
+    labels = {"model_name": "m", "engine": "0"}
+    assert metric(text, "vllm:request_queue_time_seconds_count", **labels) == 2
+    waited = metric(text, "vllm:request_queue_time_seconds_sum", **labels)
+    # the second request waited for the whole first one: 40 steps, at least 40 x 8 ms modelled
+    assert waited >= 40 * 0.008 * FAST
+    assert metric(text, "vllm:request_queue_time_seconds_bucket", le="0.3", **labels) >= 1
