@@ -13,7 +13,7 @@ follows; see the research notes on stream shapes).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import orjson
 
@@ -57,15 +57,26 @@ class _Common:
         ).encode()
         self.first = True
 
+    # What vLLM 0.32 adds to usage differs per endpoint and per place (measured):
+    # chat's running usage ends with completion_tokens_details, its last usage chunk reports
+    # created_cache_tokens 0, and non-streaming bodies carry the full details objects.
+    RUNNING_USAGE_TAIL: ClassVar[bytes] = b"}"
+    STREAM_DETAILS: ClassVar[tuple[tuple[str, Any], ...]] = ()
+    BODY_DETAILS: ClassVar[tuple[tuple[str, Any], ...]] = (
+        ("created_cache_tokens", None),
+        ("multimodal_tokens", None),
+    )
+
     def usage(self, completion: int) -> bytes:
         p = self.prompt_len
-        return b'{"prompt_tokens":%d,"total_tokens":%d,"completion_tokens":%d}' % (
+        return b'{"prompt_tokens":%d,"total_tokens":%d,"completion_tokens":%d%s' % (
             p,
             p + completion,
             completion,
+            self.RUNNING_USAGE_TAIL,
         )
 
-    def final_usage(self, stream: RequestStream) -> dict[str, Any]:
+    def final_usage(self, stream: RequestStream, body: bool = False) -> dict[str, Any]:
         n = stream.num_generated
         usage: dict[str, Any] = {
             "prompt_tokens": self.prompt_len,
@@ -73,7 +84,13 @@ class _Common:
             "completion_tokens": n,
         }
         if self.opts.prompt_tokens_details:
-            usage["prompt_tokens_details"] = {"cached_tokens": stream.num_cached_tokens}
+            extra = self.BODY_DETAILS if body else self.STREAM_DETAILS
+            details = {"cached_tokens": stream.num_cached_tokens, **dict(extra)}
+            usage["prompt_tokens_details"] = details
+        else:
+            usage["prompt_tokens_details"] = None
+        if body:
+            usage["completion_tokens_details"] = None
         return usage
 
     def tail(self, stream: RequestStream) -> bytes:
@@ -82,6 +99,22 @@ class _Common:
         usage = orjson.dumps(self.final_usage(stream))
         fp = orjson.dumps(self.fingerprint)
         return self.top + b'[],"usage":' + usage + b',"system_fingerprint":' + fp + b"}\n\n" + DONE
+
+    def _body(
+        self, top: bytes, choice: dict[str, Any], usage: dict[str, Any], extra: dict[str, Any]
+    ) -> bytes:
+        """A non-streaming body: ``top`` is the chunk prefix (``data: {...,"choices":``)."""
+        rest = {
+            "service_tier": None,
+            "system_fingerprint": self.fingerprint,
+            "usage": usage,
+            **extra,
+            "kv_transfer_params": None,
+            "ec_transfer_params": None,
+            "metrics": None,
+        }
+        tail = orjson.dumps(rest)
+        return top[len(b"data: ") :] + orjson.dumps([choice]) + b"," + tail[1:]
 
     def suffix(self, delta: Delta) -> bytes:
         """The choice's ``token_ids``, then the top-level fields after ``choices`` (usage,
@@ -148,12 +181,20 @@ class CompletionRenderer(_Common):
             "token_ids": [t for d in deltas for t in d.token_ids] if rti else None,
             "prompt_logprobs": None,
             "prompt_token_ids": self.prompt_ids if rti else None,
+            "routed_experts": None,
         }
-        return _body(self.top, choice, self.final_usage(stream), {"kv_transfer_params": None})
+        return self._body(self.top, choice, self.final_usage(stream, body=True), {})
 
 
 class ChatRenderer(_Common):
     """``/v1/chat/completions`` chunks (role chunk first) and body."""
+
+    RUNNING_USAGE_TAIL: ClassVar[bytes] = b',"completion_tokens_details":null}'
+    STREAM_DETAILS: ClassVar[tuple[tuple[str, Any], ...]] = (("created_cache_tokens", 0),)
+    BODY_DETAILS: ClassVar[tuple[tuple[str, Any], ...]] = (
+        ("created_cache_tokens", 0),
+        ("multimodal_tokens", None),
+    )
 
     def __init__(
         self,
@@ -218,7 +259,6 @@ class ChatRenderer(_Common):
             "annotations": None,
             "audio": None,
             "function_call": None,
-            "tool_calls": [],
             "reasoning": None,
         }
         choice = {
@@ -228,20 +268,11 @@ class ChatRenderer(_Common):
             "finish_reason": last.finish_reason,
             "stop_reason": last.stop_reason,
             "token_ids": [t for d in deltas for t in d.token_ids] if rti else None,
+            "routed_experts": None,
         }
         extra = {
             "prompt_logprobs": None,
             "prompt_token_ids": self.prompt_ids if rti else None,
-            "kv_transfer_params": None,
+            "prompt_text": None,
         }
-        return _body(self.body_top, choice, self.final_usage(stream), extra)
-
-
-def _body(
-    top: bytes, choice: dict[str, Any], usage: dict[str, Any], extra: dict[str, Any]
-) -> bytes:
-    """A non-streaming body: ``top`` is the chunk prefix (``data: {...,"choices":``)."""
-    usage.setdefault("prompt_tokens_details", None)
-    rest = {"service_tier": None, "system_fingerprint": None, "usage": usage, **extra}
-    tail = orjson.dumps(rest)
-    return top[len(b"data: ") :] + orjson.dumps([choice]) + b"," + tail[1:]
+        return self._body(self.body_top, choice, self.final_usage(stream, body=True), extra)

