@@ -22,7 +22,7 @@ from typing import Any
 
 import aiohttp
 
-from ascendra_proxy.demo.children import ChildError, signals_raise
+from ascendra_proxy.demo.children import ChildError, stop_signals_as_ctrl_c
 from ascendra_proxy.demo.cpu import idle_cores, pick_time_scale
 from ascendra_proxy.demo.settings import FULL, QUICK, DemoSettings
 from ascendra_proxy.demo.stack import StackSpec, proxy_config, running_stack, scaled_profile
@@ -90,16 +90,16 @@ def settings_from_args(args: argparse.Namespace) -> DemoSettings:
 
 
 def run(args: argparse.Namespace) -> int:
-    try:
-        settings = settings_from_args(args)
-        spec = _stack_spec(settings)
-    except ValueError as exc:
-        print(f"ascendra-proxy demo: {exc}", file=sys.stderr)
-        return 2
     started = time.monotonic()
     processes: list[tuple[str, int]] = []
     try:
-        with signals_raise():
+        with stop_signals_as_ctrl_c():
+            try:
+                settings = settings_from_args(args)
+                spec = _stack_spec(settings)
+            except ValueError as exc:
+                print(f"ascendra-proxy demo: {exc}", file=sys.stderr)
+                return 2
             docs = _run_policies(settings, spec, processes)
             _finish(settings, docs, processes, time.monotonic() - started)
     except KeyboardInterrupt:

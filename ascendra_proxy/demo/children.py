@@ -5,11 +5,12 @@ starts (emulated engines, the proxy).  :meth:`Children.start` runs a command in 
 process group (so a Ctrl-C at the terminal reaches only the demo, which then stops the
 children in order instead of racing them), asks the kernel to SIGTERM the child should the
 demo die without cleaning up (Linux ``PR_SET_PDEATHSIG``), and waits for the line a server
-prints once it listens (``listening on URL``) to learn its URL.  :meth:`Children.stop` and
-leaving the ``with`` block, normally or through any exception, send SIGTERM to each child's
-whole process group, wait a grace period, then SIGKILL what is left.  :func:`signals_raise`
-turns SIGTERM and SIGHUP into :class:`Interrupted` while the demo runs, so ``finally``
-blocks (and so this cleanup) also run when the demo is terminated rather than interrupted.
+prints once it listens (``listening on URL``) to learn its URL.  Leaving the ``with`` block,
+normally or through any exception, sends SIGTERM to each child's whole process group (the
+last started first), waits a grace period, then SIGKILLs what is left; stop signals are held
+back meanwhile.  :func:`stop_signals_as_ctrl_c` makes SIGTERM and SIGHUP act as Ctrl-C while
+the demo runs, so ``finally`` blocks (and so this cleanup) run when the demo is terminated
+too.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from dataclasses import dataclass
 from types import FrameType, TracebackType
 from typing import TextIO
 
-__all__ = ["Child", "ChildError", "Children", "Interrupted", "python_command", "signals_raise"]
+__all__ = ["Child", "ChildError", "Children", "python_command", "stop_signals_as_ctrl_c"]
 
 PR_SET_PDEATHSIG = 1
 STOP_GRACE_S = 5.0
@@ -35,10 +36,6 @@ STOP_GRACE_S = 5.0
 
 class ChildError(RuntimeError):
     """A child process failed to start."""
-
-
-class Interrupted(KeyboardInterrupt):
-    """The demo was asked to stop by a signal other than SIGINT."""
 
 
 @dataclass
@@ -164,8 +161,22 @@ def _signal_group(child: Child, sig: signal.Signals) -> None:
         os.killpg(child.pid, sig)
 
 
+_STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
+
+
 def _terminate(children: Sequence[Child]) -> None:
-    """SIGTERM every child's group, wait, SIGKILL the rest; always reaps and closes pipes."""
+    """SIGTERM every child's group, wait, SIGKILL the rest; always reaps and closes pipes.
+
+    Stop signals are held back meanwhile (a second Ctrl-C must not cut the cleanup short);
+    they are delivered, and raise, once every child is gone."""
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
+    try:
+        _terminate_now(children)
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
+def _terminate_now(children: Sequence[Child]) -> None:
     for child in children:
         if child.popen.poll() is None:
             _signal_group(child, signal.SIGTERM)
@@ -181,15 +192,26 @@ def _terminate(children: Sequence[Child]) -> None:
             child.popen.stdout.close()
 
 
-def _raise_interrupted(signum: int, frame: FrameType | None) -> None:
-    raise Interrupted(f"signal {signal.Signals(signum).name}")
+def _as_sigint(signum: int, frame: FrameType | None) -> None:
+    handler = signal.getsignal(signal.SIGINT)  # asyncio.Runner's while a loop runs
+    if callable(handler):
+        handler(signal.SIGINT, frame)
+    else:
+        raise KeyboardInterrupt
 
 
 @contextlib.contextmanager
-def signals_raise() -> Iterator[None]:
-    """SIGTERM/SIGHUP raise :class:`Interrupted` inside the block (main thread only)."""
-    sigs = (signal.SIGTERM, signal.SIGHUP)
-    old = {s: signal.signal(s, _raise_interrupted) for s in sigs}
+def stop_signals_as_ctrl_c() -> Iterator[None]:
+    """SIGTERM/SIGHUP act as Ctrl-C inside the block (main thread only).
+
+    They call the current SIGINT handler rather than raise: inside an event loop that is
+    ``asyncio.Runner``'s, which cancels its main task cleanly, whereas an exception raised at
+    an arbitrary point (say, in a protocol callback) can be swallowed.  A SIGINT that was
+    ignored (a shell's background job) gets Python's default handler meanwhile, so that
+    ``asyncio.Runner`` installs its own."""
+    old = {s: signal.signal(s, _as_sigint) for s in (signal.SIGTERM, signal.SIGHUP)}
+    if signal.getsignal(signal.SIGINT) in (signal.SIG_IGN, signal.SIG_DFL, None):
+        old[signal.SIGINT] = signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         yield
     finally:

@@ -19,6 +19,7 @@ from ascendra_proxy.demo.cpu import verdict
 from ascendra_proxy.demo.load import PolicyRun, to_model_time
 from ascendra_proxy.demo.settings import DemoSettings
 from loadgen.metrics import attained, summarize
+from loadgen.report import _num, _pct
 from loadgen.results import record_to_dict
 
 __all__ = ["format_report", "headline", "policy_document", "summary_document", "write_plots"]
@@ -107,16 +108,8 @@ def headline(docs: Mapping[str, Doc]) -> str | None:
     )
 
 
-def _pct(v: Any) -> str:
-    return "-" if v is None else f"{v * 100:.1f}%"
-
-
 def _ms(v: Any) -> str:
     return "-" if v is None else f"{v * 1000:.0f}"
-
-
-def _num(v: Any, digits: int = 2) -> str:
-    return "-" if v is None else f"{v:.{digits}f}"
 
 
 def _by_role(values: Mapping[str, float | None]) -> tuple[float, float, float] | None:
