@@ -409,6 +409,38 @@ async def load_main(pace: Pace, nbackends: int) -> None:
         print(json.dumps(await run_phase(cmd)), flush=True)
 
 
+# --------------------------------------------------------------------------- reference hop
+
+
+async def raw_proxy_main(ports: list[int]) -> None:
+    """The floor: a bare aiohttp + uvloop passthrough (no parsing, policy or accounting)."""
+    from aiohttp import ClientSession, TCPConnector, web
+
+    session = ClientSession(connector=TCPConnector(limit=0), auto_decompress=False)
+    turn = [0]
+
+    async def handle(request: web.Request) -> web.StreamResponse:
+        body = await request.read()
+        turn[0] += 1
+        url = f"http://127.0.0.1:{ports[turn[0] % len(ports)]}/v1/completions"
+        async with session.post(url, data=body, headers={"Content-Type": "application/json"}) as up:
+            resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+            await resp.prepare(request)
+            async for data in up.content.iter_any():
+                await resp.write(data)
+            await resp.write_eof()
+            return resp
+
+    app = web.Application()
+    app.router.add_post("/v1/completions", handle)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0, backlog=4096)
+    await site.start()
+    print(f"listening on http://127.0.0.1:{runner.addresses[0][1]}", flush=True)
+    await asyncio.Event().wait()
+
+
 # --------------------------------------------------------------------------- driver
 
 
@@ -452,20 +484,10 @@ def proxy_config(ports: list[int], policy: str) -> str:
     )
 
 
-class ProxyProcess:
-    def __init__(self, ports: list[int], policy: str, cpu: int, workdir: Path) -> None:
-        path = workdir / "proxy.yaml"
-        path.write_text(proxy_config(ports, policy))
-        cmd = [
-            sys.executable,
-            "-m",
-            "ascendra_proxy.cli",
-            "serve",
-            "--config",
-            str(path),
-            "--log-level",
-            "WARNING",
-        ]
+class ServerProcess:
+    """A proxy under test (ours, or the bare reference hop), pinned to its own CPU."""
+
+    def __init__(self, cmd: list[str], cpu: int) -> None:
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
         pin(self.proc.pid, cpu)
         assert self.proc.stdout is not None
@@ -473,6 +495,17 @@ class ProxyProcess:
         if "listening on http://" not in line:
             raise RuntimeError(f"proxy did not start: {line!r}")
         self.port = int(line.rsplit(":", 1)[1])
+
+    @classmethod
+    def ours(cls, ports: list[int], policy: str, cpu: int, workdir: Path) -> ServerProcess:
+        path = workdir / "proxy.yaml"
+        path.write_text(proxy_config(ports, policy))
+        serve = ["-m", "ascendra_proxy.cli", "serve", "--config", str(path)]
+        return cls([sys.executable, *serve, "--log-level", "WARNING"], cpu)
+
+    @classmethod
+    def raw(cls, ports: list[int], cpu: int) -> ServerProcess:
+        return cls([sys.executable, __file__, "_rawproxy", ",".join(map(str, ports))], cpu)
 
     def stop(self) -> None:
         self.proc.terminate()
@@ -498,9 +531,10 @@ def print_run(r: dict[str, Any]) -> None:
 
 
 def run_matrix(
-    args: argparse.Namespace, load: LoadProcess, proxy: ProxyProcess
+    args: argparse.Namespace, load: LoadProcess, servers: dict[str, ServerProcess]
 ) -> list[dict[str, Any]]:
-    rows = []
+    """Every (concurrency, repetition): direct and each proxy path, in shuffled order."""
+    rows: list[dict[str, Any]] = []
     rng = random.Random(args.seed)
     itls = args.itl_ms if len(args.itl_ms) > 1 else args.itl_ms * len(args.streams)
     if len(itls) != len(args.streams):
@@ -510,10 +544,11 @@ def run_matrix(
         plan.append((args.saturate, args.saturate_itl_ms, "saturate"))
     for c, itl_ms, kind in plan:
         for rep in range(args.reps):
-            order = ["direct", "proxy"]
+            order = ["direct", *servers]
             rng.shuffle(order)
             for path in order:
-                port_list = load.ports if path == "direct" else [proxy.port]
+                server = servers.get(path, servers["proxy"])
+                ports = load.ports if path == "direct" else [server.port]
                 cmd = {
                     "streams": c,
                     "tokens": args.tokens,
@@ -521,8 +556,8 @@ def run_matrix(
                     "itl_s": itl_ms / 1e3,
                     "warmup_s": args.warmup,
                     "duration_s": args.duration,
-                    "targets": [["127.0.0.1", p] for p in port_list],
-                    "proxy_pid": proxy.proc.pid,
+                    "targets": [["127.0.0.1", p] for p in ports],
+                    "proxy_pid": server.proc.pid,
                 }
                 result = load.phase(cmd)
                 rows.append(
@@ -556,24 +591,39 @@ def _direct(pairs: list[Pair], metric: str, q: str) -> float:
     return _med([d[metric][q] for d, _ in pairs])
 
 
-def summary_row(kind: str, streams: int, pairs: list[Pair]) -> dict[str, Any]:
-    proxy_tps = _med([p["tokens_per_s"] for _, p in pairs])
+def path_stats(pairs: list[Pair], prefix: str) -> dict[str, Any]:
+    """Added latency (vs direct) and CPU cost of one proxy path."""
+    tps = _med([p["tokens_per_s"] for _, p in pairs])
     cpu = _med([p["proxy_cpu_frac"] for _, p in pairs])
-    row: dict[str, Any] = {"kind": kind, "streams": streams, "reps": len(pairs)}
+    row: dict[str, Any] = {}
     for metric in ("ttft_ms", "gap_ms", "latency_ms"):
-        name = metric.removesuffix("_ms")
         for q in ("p50", "p99"):
-            row[f"direct_{name}_{q}_ms"] = _direct(pairs, metric, q)
-            row[f"added_{name}_{q}_ms"] = _added(pairs, metric, q)
-    row.update(
-        direct_tokens_per_s=_med([d["tokens_per_s"] for d, _ in pairs]),
-        proxy_tokens_per_s=proxy_tps,
-        proxy_cpu_pct=round(100 * cpu, 1),
-        proxy_cpu_us_per_token=_med([p["proxy_cpu_us_per_token"] for _, p in pairs]),
-        proxy_tokens_per_cpu_s=round(proxy_tps / cpu) if cpu > 0 else None,
-        load_core_busy_pct=_med([p["core_busy_pct"][0] for _, p in pairs]),
-        errors=sum(d["errors"] + p["errors"] for d, p in pairs),
+            row[f"{prefix}added_{metric.removesuffix('_ms')}_{q}_ms"] = _added(pairs, metric, q)
+    row[f"{prefix}tokens_per_s"] = tps
+    row[f"{prefix}cpu_pct"] = round(100 * cpu, 1)
+    row[f"{prefix}cpu_us_per_token"] = _med([p["proxy_cpu_us_per_token"] for _, p in pairs])
+    row[f"{prefix}tokens_per_cpu_s"] = round(tps / cpu) if cpu > 0 else None
+    row[f"{prefix}runqueue_wait_pct"] = _med(
+        [100 * p["proxy_runqueue_wait_frac"] for _, p in pairs]
     )
+    return row
+
+
+def summary_row(kind: str, streams: int, reps: list[dict[str, dict[str, Any]]]) -> dict[str, Any]:
+    direct_proxy = [(r["direct"], r["proxy"]) for r in reps]
+    row: dict[str, Any] = {"kind": kind, "streams": streams, "reps": len(reps)}
+    for metric in ("ttft_ms", "gap_ms", "latency_ms"):
+        for q in ("p50", "p99"):
+            row[f"direct_{metric.removesuffix('_ms')}_{q}_ms"] = _direct(direct_proxy, metric, q)
+    row["direct_tokens_per_s"] = _med([d["tokens_per_s"] for d, _ in direct_proxy])
+    row.update(path_stats(direct_proxy, "proxy_"))
+    if all("raw" in r for r in reps):
+        row.update(path_stats([(r["direct"], r["raw"]) for r in reps], "raw_"))
+    row["load_core_busy_pct"] = _med([r["proxy"]["core_busy_pct"][0] for r in reps])
+    row["load_runqueue_wait_pct"] = _med(
+        [100 * r["proxy"]["load_runqueue_wait_frac"] for r in reps]
+    )
+    row["errors"] = sum(run["errors"] for r in reps for run in r.values())
     return row
 
 
@@ -582,39 +632,45 @@ def summarize(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     for r in rows:
         groups.setdefault((r["kind"], r["streams"]), {}).setdefault(r["rep"], {})[r["path"]] = r
     order = sorted(groups, key=lambda k: (k[0] != "paced", k[1]))
-    return [
-        summary_row(kind, c, [(g["direct"], g["proxy"]) for g in groups[(kind, c)].values()])
-        for kind, c in order
-    ]
+    return [summary_row(kind, c, list(groups[(kind, c)].values())) for kind, c in order]
 
 
 COLUMNS = [  # (header, key, format)
     ("kind", "kind", "{:8s}"),
     ("C", "streams", "{:5d}"),
     ("TTFT direct", "direct_ttft_p50_ms", "{:8.2f}ms"),
-    ("+TTFT p50", "added_ttft_p50_ms", "{:+8.2f}"),
-    ("+TTFT p99", "added_ttft_p99_ms", "{:+8.2f}"),
-    ("+gap p99", "added_gap_p99_ms", "{:+8.2f}"),
-    ("+lat p50", "added_latency_p50_ms", "{:+8.2f}"),
-    ("+lat p99", "added_latency_p99_ms", "{:+8.2f}"),
-    ("tok/s proxied", "proxy_tokens_per_s", "{:10.0f}"),
-    ("proxy CPU", "proxy_cpu_pct", "{:7.1f}%"),
-    ("us/token", "proxy_cpu_us_per_token", "{:7.1f}"),
-    ("tok/CPU-s", "proxy_tokens_per_cpu_s", "{:9.0f}"),
-    ("load core", "load_core_busy_pct", "{:7.1f}%"),
+    ("+TTFT p50", "proxy_added_ttft_p50_ms", "{:+8.2f}"),
+    ("+TTFT p99", "proxy_added_ttft_p99_ms", "{:+8.2f}"),
+    ("+gap p99", "proxy_added_gap_p99_ms", "{:+8.2f}"),
+    ("+lat p50", "proxy_added_latency_p50_ms", "{:+8.2f}"),
+    ("+lat p99", "proxy_added_latency_p99_ms", "{:+8.2f}"),
+    ("tok/s", "proxy_tokens_per_s", "{:8.0f}"),
+    ("CPU", "proxy_cpu_pct", "{:5.1f}%"),
+    ("us/tok", "proxy_cpu_us_per_token", "{:6.1f}"),
+    ("raw +TTFT p50", "raw_added_ttft_p50_ms", "{:+8.2f}"),
+    ("raw +lat p99", "raw_added_latency_p99_ms", "{:+8.2f}"),
+    ("raw us/tok", "raw_cpu_us_per_token", "{:6.1f}"),
+    ("wait", "proxy_runqueue_wait_pct", "{:4.0f}%"),
+    ("load wait", "load_runqueue_wait_pct", "{:4.0f}%"),
     ("errors", "errors", "{:5d}"),
 ]
+
+
+def _cell(value: Any, fmt: str) -> str:
+    return "-" if value is None else fmt.format(value)
 
 
 def print_table(summary: list[dict[str, Any]]) -> None:
     cells = [[h for h, _, _ in COLUMNS]]
     for s in summary:
-        cells.append([fmt.format(s[key] if s[key] is not None else 0) for _, key, fmt in COLUMNS])
+        cells.append([_cell(s.get(key), fmt) for _, key, fmt in COLUMNS])
     widths = [max(len(row[i]) for row in cells) for i in range(len(COLUMNS))]
     for row in cells:
         print("  ".join(c.rjust(w) for c, w in zip(row, widths, strict=True)))
     print(
-        "(added = proxied minus direct, ms, median over repetitions; lat = one-way chunk latency)"
+        "(+: added vs direct, ms, median over repetitions; lat: one-way chunk latency; raw: a bare"
+        " aiohttp passthrough hop for reference; wait: share of the window the proxy was runnable"
+        " but not running, i.e. other tenants held its core)"
     )
 
 
@@ -623,11 +679,12 @@ def goals(summary: list[dict[str, Any]]) -> dict[str, Any]:
     best = max((s["proxy_tokens_per_cpu_s"] or 0 for s in summary), default=0)
     delivered = max((s["proxy_tokens_per_s"] for s in summary), default=0)
     gap = max(
-        (s["added_gap_p99_ms"] for s in summary if s["kind"] == "paced"), default=float("nan")
+        (s["proxy_added_gap_p99_ms"] for s in summary if s["kind"] == "paced"),
+        default=float("nan"),
     )
     return {
-        "added_ttft_p50_ms_at_256 (<= 1)": at256 and at256["added_ttft_p50_ms"],
-        "added_ttft_p99_ms_at_256 (<= 5)": at256 and at256["added_ttft_p99_ms"],
+        "added_ttft_p50_ms_at_256 (<= 1)": at256 and at256["proxy_added_ttft_p50_ms"],
+        "added_ttft_p99_ms_at_256 (<= 5)": at256 and at256["proxy_added_ttft_p99_ms"],
         "worst_added_gap_p99_ms (<= 0.5)": gap,
         "max_delivered_tokens_per_s": delivered,
         "proxy_tokens_per_cpu_second (>= 30000)": best,
@@ -664,12 +721,18 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     )
     p.add_argument("--saturate-itl-ms", type=float, default=2.0)
     p.add_argument("--policy", default="least_loaded")
+    p.add_argument("--no-raw", action="store_true", help="skip the bare aiohttp reference hop")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--out", default="proxy_overhead.json", help="JSON results file")
     return p.parse_args(argv)
 
 
 def main(argv: list[str]) -> int:
+    if argv[:1] == ["_rawproxy"]:
+        import uvloop
+
+        uvloop.run(raw_proxy_main([int(p) for p in argv[1].split(",")]))
+        return 0
     if argv[:1] == ["_load"]:
         import uvloop
 
@@ -681,11 +744,14 @@ def main(argv: list[str]) -> int:
     print(f"idle CPU busy per core before the run (other tenants): {noise}%", flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         load = LoadProcess(backends=2, cpu=0)
-        proxy = ProxyProcess(load.ports, args.policy, cpu=1, workdir=Path(tmp))
+        servers = {"proxy": ServerProcess.ours(load.ports, args.policy, 1, Path(tmp))}
+        if not args.no_raw:
+            servers["raw"] = ServerProcess.raw(load.ports, 1)
         try:
-            rows = run_matrix(args, load, proxy)
+            rows = run_matrix(args, load, servers)
         finally:
-            proxy.stop()
+            for server in servers.values():
+                server.stop()
             load.stop()
     summary = summarize(rows)
     print()

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import signal
 from collections.abc import AsyncIterator, Iterator
@@ -132,6 +133,7 @@ async def start_server(
 
 async def _serve_until_signalled(config: ProxyConfig, host: str, port: int) -> None:
     runner, addrs = await start_server(config, host, port)
+    gc.freeze()  # startup objects never die: keep them out of every later collection
     for h, p in addrs:
         print(f"ascendra-proxy listening on http://{h}:{p}", flush=True)
     stop = asyncio.Event()
