@@ -46,10 +46,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     a(
         "--time-scale",
         type=_scale_arg,
-        default="auto",
         help="every emulated GPU step takes this many times longer; rate, SLOs and the "
         "proxy's timers are scaled to match, so the comparison is unchanged at less CPU "
-        "per second (default auto: 2 to 6 depending on the idle CPU)",
+        "per second (default 'auto': 2 to 6 depending on the idle CPU; 1 with --quick)",
     )
     a("--out", default="results/demo", help="output directory (default results/demo)")
     a(
@@ -60,9 +59,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _scale_arg(text: str) -> float | None:
+def _scale_arg(text: str) -> float | str:
     if text == "auto":
-        return None
+        return text
     try:
         return float(text)
     except ValueError:
@@ -72,7 +71,8 @@ def _scale_arg(text: str) -> float | None:
 def settings_from_args(args: argparse.Namespace) -> DemoSettings:
     defaults = QUICK if args.quick else FULL
     policies = tuple(p.strip() for p in args.policies.split(",") if p.strip())
-    scale = defaults.time_scale if args.time_scale is None else args.time_scale
+    given: float | str | None = args.time_scale
+    scale = defaults.time_scale if given is None else None if given == "auto" else float(given)
     settings = DemoSettings(
         policies=policies,
         rate=defaults.rate if args.rate is None else args.rate,

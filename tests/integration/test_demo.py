@@ -156,14 +156,14 @@ def test_stopping_the_demo_mid_run_stops_every_child(tmp_path: Path, stop: str) 
 
 def test_bad_options_start_nothing(tmp_path: Path) -> None:
     proc = subprocess.run(
-        [*DEMO, "--policies", "round_robin,fastest", "--out", str(tmp_path)],
+        [*DEMO, "--policies", "round_robin,fastest", "--out", str(tmp_path / "demo")],
         capture_output=True,
         text=True,
         timeout=60,
     )
     assert proc.returncode == 2
-    assert "fastest" in proc.stderr and "known" in proc.stderr
-    assert not (tmp_path / "logs").exists()
+    assert "unknown policy 'fastest' (known: ascendra," in proc.stderr
+    assert not (tmp_path / "demo").exists()
 
 
 STUB = (
