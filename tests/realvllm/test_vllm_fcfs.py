@@ -31,6 +31,10 @@ def real_vllm_fcfs(vllm_launcher: VllmLauncher) -> Iterator[VllmServer]:
     vllm_launcher.stop(server)
 
 
+# Generous: the first test also pays for starting this module's own vLLM.
+pytestmark = pytest.mark.timeout(600)
+
+
 @pytest.fixture(params=[pytest.param("real", marks=pytest.mark.realvllm), "emulator"])
 async def fcfs_target(request: pytest.FixtureRequest) -> AsyncIterator[Target]:
     if request.param == "real":

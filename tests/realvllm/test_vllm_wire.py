@@ -38,7 +38,8 @@ import pytest
 from vllm_harness import Json, Target, metric, scrape, wait_metric
 from vllm_harness import sse as sse_url
 
-pytestmark = pytest.mark.timeout(180)
+# Generous: the first test also pays for starting vLLM (a minute or more on a busy CPU).
+pytestmark = pytest.mark.timeout(600)
 
 COMPLETION_CHOICE_KEYS = {
     "index",
