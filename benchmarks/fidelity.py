@@ -84,7 +84,7 @@ def workload(args: argparse.Namespace) -> list[WorkItem]:
     return items
 
 
-def prepared(items: list[WorkItem], seed: int) -> Prepared:
+def prepared(items: list[WorkItem], seed: str) -> Prepared:
     prompts = PromptIds(seed)
     bodies = [request_body(prompts.make(i.prompt_tokens), i.output_tokens) for i in items]
     return Prepared(items, bodies, [i.prompt_tokens for i in items])
@@ -185,7 +185,7 @@ def measure(args: argparse.Namespace, url: str, items: list[WorkItem]) -> dict[s
     """Alternate real and emulated runs; run ``i`` of both replays the same prompts."""
     sides = {"real": Side(), "emulator": Side()}
     for run in range(args.runs):
-        prep = prepared(items, args.seed * 1000 + run)
+        prep = prepared(items, f"fidelity-{args.seed}-{run}")
         print(f"run {run}: real vLLM", flush=True)
         sides["real"].add(run, url, prep)
         time.sleep(args.cooldown)
@@ -219,6 +219,7 @@ def table(rows: list[dict[str, Any]], sides: dict[str, Side]) -> str:
             f"{names[r['metric']] + ' ' + r['q']:<22} {r['real_ms']:>13.2f} "
             f"{r['emulator_ms']:>12.2f} {r['ratio']:>9.3f}  {'yes' if ok else 'NO'}"
         )
+    lines.append(noise_line(sides["real"]))
     lines.append("per run (TTFT p50/p90, TBT p50/p90, ITL p50/p90 in ms):")
     for name, side in sides.items():
         for r in side.runs:
@@ -227,6 +228,25 @@ def table(rows: list[dict[str, Any]], sides: dict[str, Side]) -> str:
             )
             lines.append(f"  {name:<8} run {r['run']}: {cells}  ({r['completed']} completed)")
     return "\n".join(lines)
+
+
+def run_spread(side: Side) -> dict[str, float]:
+    """Largest / smallest per-run value of each metric: how much runs of one engine differ."""
+    out = {}
+    for m in METRICS:
+        for q in ("p50", "p90"):
+            values = [r[m][q] for r in side.runs if r[m][q]]
+            if len(values) > 1:
+                out[f"{m} {q}"] = max(values) / min(values)
+    return out
+
+
+def noise_line(real: Side) -> str:
+    spread = run_spread(real)
+    if not spread:
+        return "real vLLM run-to-run spread: one run only"
+    cells = ", ".join(f"{k} x{v:.2f}" for k, v in spread.items())
+    return f"real vLLM run-to-run spread (max/min over its runs): {cells}"
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -270,6 +290,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "machine": platform.platform(),
         "goal": GOAL,
         "comparison": rows,
+        "real_run_spread": run_spread(sides["real"]),
         "runs": {name: side.runs for name, side in sides.items()},
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

