@@ -31,6 +31,7 @@ __all__ = ["PolicyRun", "prepare_workload", "proxy_counters", "run_policy", "to_
 
 # The bodies only depend on the model name and the endpoint, not on the server's address.
 PLACEHOLDER = Target("http://prepared.invalid", MODEL)
+CPU_SAMPLE_S = 1.0  # wall-clock interval of the CPU meter's samples
 
 
 @dataclass(slots=True)
@@ -55,10 +56,20 @@ async def run_policy(stack: Stack, prepared: Prepared, progress: bool) -> Policy
     async with make_session() as session:
         meter.start()
         t0 = time.monotonic()
-        result = await execute(session, target, prepared, RunOptions(progress=progress))
+        sampler = asyncio.create_task(_tick_every(meter, CPU_SAMPLE_S))
+        try:
+            result = await execute(session, target, prepared, RunOptions(progress=progress))
+        finally:
+            sampler.cancel()
         cpu = meter.stop(time.monotonic() - t0)
         counters = await proxy_counters(session, stack.proxy.url)
     return PolicyRun(stack.policy, result.records, result.duration_s, counters, cpu)
+
+
+async def _tick_every(meter: CpuMeter, interval_s: float) -> None:
+    while True:
+        await asyncio.sleep(interval_s)
+        meter.tick()
 
 
 async def proxy_counters(session: aiohttp.ClientSession, url: str) -> dict[str, Any]:
@@ -73,7 +84,8 @@ async def proxy_counters(session: aiohttp.ClientSession, url: str) -> dict[str, 
 def counters_from_metrics(text: str) -> dict[str, Any]:
     decisions: dict[str, int] = {}
     outcomes: dict[str, int] = {}
-    retries = upstream_errors = 0
+    retries = 0
+    upstream_errors: dict[str, int] = {}
     for family in text_string_to_metric_families(text):
         for s in family.samples:
             if s.name == "ascendra_decisions_total":
@@ -84,7 +96,8 @@ def counters_from_metrics(text: str) -> dict[str, Any]:
             elif s.name == "ascendra_retries_total":
                 retries += int(s.value)
             elif s.name == "ascendra_upstream_errors_total":
-                upstream_errors += int(s.value)
+                kind = s.labels["kind"]
+                upstream_errors[kind] = upstream_errors.get(kind, 0) + int(s.value)
     return {
         "offloads": sum(n for r, n in decisions.items() if r.startswith("offload")),
         "migrations": sum(
@@ -92,7 +105,8 @@ def counters_from_metrics(text: str) -> dict[str, Any]:
         ),
         "migrations_refused": sum(n for r, n in decisions.items() if "unsupported" in r),
         "retries": retries,
-        "upstream_errors": upstream_errors,
+        "upstream_errors": sum(upstream_errors.values()),
+        "upstream_errors_by_kind": upstream_errors,
         "outcomes": outcomes,
         "decisions": decisions,
     }

@@ -126,9 +126,9 @@ def _cores(cpu: Mapping[str, Any]) -> str:
     return "-" if roles is None else "/".join(f"{v:.2f}" for v in roles)
 
 
-def _waits(doc: Mapping[str, Any]) -> str:
-    """Mean run-queue wait per wake-up in model ms: worst engine / proxy / client."""
-    waits = doc["cpu"].get("run_queue_wait_per_slice_s") or {}
+def _waits(doc: Mapping[str, Any], key: str) -> str:
+    """Run-queue wait per wake-up in model ms: worst engine / proxy / client."""
+    waits = doc["cpu"].get(key) or {}
     engines = [v for k, v in waits.items() if k.startswith("engine") and v is not None]
     worst = {"engine": max(engines, default=None), "proxy": waits.get("proxy")}
     roles = _by_role({**worst, "client": waits.get("client")})
@@ -155,8 +155,13 @@ _ROWS: tuple[tuple[str, Any], ...] = (
         lambda d: f"{d['proxy']['migrations']} ({d['proxy']['migrations_refused']})",
     ),
     ("failed / unfinished", lambda d: f"{d['summary']['failed']} / {d['summary']['unfinished']}"),
+    (
+        "upstream errors (retried)",
+        lambda d: f"{d['proxy']['upstream_errors']} ({d['proxy']['retries']})",
+    ),
     ("CPU cores: engines/proxy/client", lambda d: _cores(d["cpu"])),
-    ("CPU wait ms/wake-up (model time)", _waits),
+    ("CPU wait/wake-up (ms), mean", lambda d: _waits(d, "run_queue_wait_per_slice_s")),
+    ("  in the worst second", lambda d: _waits(d, "worst_interval_wait_per_slice_s")),
     ("machine busy (anyone's work)", lambda d: _pct(d["cpu"].get("machine_busy"))),
 )
 
