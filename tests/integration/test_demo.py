@@ -19,7 +19,9 @@ import pytest
 import yaml
 
 from ascendra_proxy.demo.children import ChildError, Children
+from ascendra_proxy.demo.cpu import pick_time_scale, verdict
 from ascendra_proxy.demo.load import counters_from_metrics, to_model_time
+from ascendra_proxy.demo.stack import scaled_times
 from loadgen.metrics import Outcome, RequestRecord
 
 DEMO = [sys.executable, "-m", "ascendra_proxy.cli", "demo"]
@@ -232,3 +234,37 @@ def test_model_time_divides_every_time_and_keeps_attainment() -> None:
     assert (m.arrival_s, m.end_s, m.slo_ttft_s, m.slo_tbt_s) == (0.25, 0.75, 1.0, 0.15)
     assert m.ttft_s == pytest.approx(0.125) and m.tbt_mean_s == pytest.approx(0.125)
     assert r.chunk_times == [3.0, 4.0, 5.0]  # the original is untouched
+
+
+def test_time_scale_grows_with_the_cpu_the_machine_lacks() -> None:
+    tokens_per_s = 7500.0  # the default load: ~0.75 cores of work at scale 1
+    assert pick_time_scale(tokens_per_s, idle=2.0)[0] == 2.0
+    assert pick_time_scale(tokens_per_s, idle=0.5)[0] == 3.0
+    scale, why = pick_time_scale(tokens_per_s, idle=0.05)
+    assert scale == 6.0 and "busy" in why
+    assert pick_time_scale(tokens_per_s, idle=None)[0] == 6.0
+
+
+def test_every_time_the_proxy_is_given_scales_with_the_gpu() -> None:
+    params = {
+        "tick_ms": 20.0,
+        "lp_queue_steps": 2.0,
+        "roles": "static",
+        "offload": {"margin_s": 0.7, "infeasible": False, "margin_max_frac": 0.3},
+        "adaptive": {"grow_offload_rate": 1.0, "min_lp": 1},
+    }
+    assert scaled_times(params, 4.0) == {
+        "tick_ms": 80.0,
+        "offload": {"margin_s": 2.8},
+        "adaptive": {"grow_offload_rate": 0.25},
+    }
+    assert scaled_times(params, 1.0) == {}
+
+
+def test_verdict_flags_a_starved_second_in_model_time() -> None:
+    calm = {"run_queue_wait_per_slice_s": {"engine-0": 0.002, "proxy": 0.001}}
+    assert verdict(calm, send_lag_p99_s=0.01, scale=4.0) is None
+    starved = {**calm, "worst_interval_wait_per_slice_s": {"engine-0": 0.2, "proxy": 0.01}}
+    text = verdict(starved, send_lag_p99_s=0.01, scale=4.0)
+    assert text is not None and "engine-0 waited 50.0 ms" in text
+    assert "late" in (verdict(calm, send_lag_p99_s=1.0, scale=4.0) or "")
