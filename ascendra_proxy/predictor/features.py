@@ -16,15 +16,18 @@ turns a batch into a C-contiguous ``float32`` matrix of ``len(FEATURE_NAMES)`` c
 * the analytical model's own answer (``ttft``, ``next_k`` per token) and its step costs are
   inputs too: the trees learn corrections to a physically sensible estimate rather than the
   whole queueing behaviour from scratch, which keeps the model small (fast to evaluate);
-* **dispatch times** (optional inputs): how long the request has been on the backend
-  (``on_backend_s``) and how long the oldest not-started request there has been
-  (``head_age_s``).  The proxy cannot see how far an engine got through the prefill queue;
-  these say how long it has been at it, and ``progress_tokens`` (head age times the
-  backend's prefill rate) turns that into tokens already done, so ``work_left_*`` is the
-  queue still ahead.  They come from ``QueryBatch.on_backend_s`` and
-  ``BackendFeatures.oldest_unstarted_s`` when the policy provides those fields (read with
-  ``getattr``: see the package notes), or explicitly (training rows); absent, they and what
-  derives from them are NaN, and models are trained to cope (see :mod:`.train`).
+* **dispatch times** (optional inputs, :data:`EXTRA_INPUTS`): how long the request has
+  been on the backend (``on_backend_s``), how long the oldest not-started request there
+  has been (``head_age_s``), and how long ago the last request there got its first token
+  (``last_first_token_s``).  The proxy cannot see how far an engine got through its
+  prefill queue, but it can tell how long the engine has been at the current head: since
+  the head was dispatched or since the request before it got its first token, whichever
+  is later (``busy_s``).  ``progress_tokens`` (that time the backend's prefill rate) turns
+  it into tokens already done, so ``work_left_*`` is the queue still ahead.  The inputs
+  come from ``QueryBatch.on_backend_s`` and ``BackendFeatures.oldest_unstarted_s`` /
+  ``BackendFeatures.last_first_token_s`` when the policy provides those fields (read with
+  ``getattr``: see the package notes), or explicitly (training rows); absent, they and
+  what derives from them are NaN, and models are trained to cope (see :mod:`.train`).
 
 Missing values (never scraped, no observed step time, an unknown role or profile) are NaN,
 which LightGBM routes as missing.  The schema is versioned: :data:`SCHEMA_VERSION` and
@@ -34,7 +37,7 @@ refused when it is loaded (see :mod:`.model`).  Change a column, bump the versio
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import numpy.typing as npt
@@ -43,14 +46,17 @@ from ascendra_proxy.core.predict import AnalyticalPredictor, Prediction, QueryBa
 
 __all__ = [
     "DISPATCH_COLUMNS",
+    "EXTRA_INPUTS",
     "FEATURE_NAMES",
     "ROLE_CODES",
     "SCHEMA_VERSION",
+    "Extras",
     "FeatureBuilder",
     "Matrix",
 ]
 
 Matrix = npt.NDArray[np.float32]
+Extras = Mapping[str, npt.NDArray[np.float64]]  # per-row values of EXTRA_INPUTS
 
 SCHEMA_VERSION = 1
 
@@ -91,9 +97,10 @@ _DERIVED = (
     "an_ttft_s",
     "an_next_token_s",
 )
+EXTRA_INPUTS = ("on_backend_s", "head_age_s", "last_first_token_s")
 _DISPATCH = (
-    "on_backend_s",
-    "head_age_s",
+    *EXTRA_INPUTS,
+    "busy_s",
     "progress_tokens",
     "work_left_tokens",
     "work_left_steps",
@@ -124,7 +131,8 @@ class FeatureBuilder:
         self.width = len(FEATURE_NAMES)
 
     def backend_table(self, batch: QueryBatch) -> npt.NDArray[np.float64]:
-        """Per backend of the batch: the ``_BACKEND`` columns, then the head age."""
+        """Per backend of the batch: the ``_BACKEND`` columns, then the backend-level
+        extra inputs (head age, last first token)."""
         rows = []
         for f in batch.backends:
             c = self.analytical.costs(f)
@@ -147,24 +155,24 @@ class FeatureBuilder:
                     c.s_dec,
                     c.s_mix,
                     _opt(getattr(f, "oldest_unstarted_s", None)),
+                    _opt(getattr(f, "last_first_token_s", None)),
                 )
             )
         if not rows:
-            return np.zeros((0, len(_BACKEND) + 1), dtype=np.float64)
+            return np.zeros((0, len(_BACKEND) + 2), dtype=np.float64)
         return np.asarray(rows, dtype=np.float64)
 
     def build(
         self,
         batch: QueryBatch,
         analytical: Prediction | None = None,
-        on_backend_s: npt.NDArray[np.float64] | None = None,
-        head_age_s: npt.NDArray[np.float64] | None = None,
+        extras: Extras | None = None,
     ) -> Matrix:
         """The feature matrix (``len(batch)`` x ``width``, float32, C order).
 
         ``analytical`` is the analytical model's answer for the same batch when the caller
-        already has it (it is computed here otherwise); ``on_backend_s`` / ``head_age_s``
-        (per row) override the batch's own dispatch times (training rows carry them)."""
+        already has it (it is computed here otherwise); ``extras`` (per row, keys from
+        :data:`EXTRA_INPUTS`) override the batch's own dispatch times (training rows)."""
         n = len(batch)
         out = np.empty((n, self.width), dtype=np.float32)
         if n == 0:
@@ -199,10 +207,13 @@ class FeatureBuilder:
         out[:, j + 4] = analytical.ttft_s
         out[:, j + 5] = analytical.next_k_s / max(batch.horizon_tokens, 1)
         j += len(_DERIVED)
-        if on_backend_s is None:
-            on_backend_s = getattr(batch, "on_backend_s", None)
-        head = table[:, nb] if head_age_s is None else head_age_s
-        self._dispatch(out[:, j:], table, work, budget, analytical.ttft_s, on_backend_s, head)
+        given = extras or {}
+        times = (
+            given.get("on_backend_s", getattr(batch, "on_backend_s", None)),
+            given.get("head_age_s", table[:, nb]),
+            given.get("last_first_token_s", table[:, nb + 1]),
+        )
+        self._dispatch(out[:, j:], table, work, budget, analytical.ttft_s, times)
         return out
 
     @staticmethod
@@ -212,16 +223,18 @@ class FeatureBuilder:
         work: npt.NDArray[np.float64],
         budget: npt.NDArray[np.float64],
         an_ttft: npt.NDArray[np.float64],
-        on_backend: npt.NDArray[np.float64] | None,
-        head: npt.NDArray[np.float64],
+        times: tuple[npt.NDArray[np.float64] | None, ...],
     ) -> None:
         """The ``_DISPATCH`` columns (NaN where the dispatch times are unknown)."""
-        out[:, 0] = _NAN if on_backend is None else on_backend
-        out[:, 1] = head
+        for i, t in enumerate(times):
+            out[:, i] = _NAN if t is None else t
+        head, last = out[:, 1].astype(np.float64), out[:, 2].astype(np.float64)
+        busy = np.where(np.isnan(last), head, np.minimum(head, last))
         cap = np.maximum(budget - table[:, 5], 1.0)  # prefill tokens per mixed step
-        progress = head * cap / np.maximum(table[:, 15], 1e-4)
+        progress = busy * cap / np.maximum(table[:, 15], 1e-4)
         left = np.maximum(work - progress, 0.0)
-        out[:, 2] = progress
-        out[:, 3] = left
-        out[:, 4] = left / cap
-        out[:, 5] = np.maximum(an_ttft - head, 0.0)
+        out[:, 3] = busy
+        out[:, 4] = progress
+        out[:, 5] = left
+        out[:, 6] = left / cap
+        out[:, 7] = np.maximum(an_ttft - busy, 0.0)

@@ -10,8 +10,10 @@ estimate), one per target:
 * ``next_token``: seconds per token of the following ``k`` tokens (so any horizon works:
   ``next_k_s = prediction * horizon_tokens``);
 
-each either direct (``base: none``) or a correction added to the analytical model's own
-answer (``base: analytical``), plus the metadata that makes a mismatch fail loudly: the
+each on a ``log`` scale (the booster predicts ``log(seconds + 1 ms)``: quantiles survive a
+monotone transform, and the loss weighs a 50 ms error on a 100 ms wait like a 5 s error
+on a 10 s one) or in seconds (``identity``), plus the metadata that makes a mismatch fail
+loudly: the
 file format and version, the feature schema version and names, the profile vocabulary,
 the quantile, and training statistics.  :func:`read_model` validates all of it and raises
 :class:`ModelFileError` with a message that says what is wrong and what to do.
@@ -46,11 +48,17 @@ from ascendra_proxy.core.predict import (
     PredictorSource,
     QueryBatch,
 )
-from ascendra_proxy.predictor.features import FEATURE_NAMES, SCHEMA_VERSION, FeatureBuilder
+from ascendra_proxy.predictor.features import (
+    FEATURE_NAMES,
+    SCHEMA_VERSION,
+    Extras,
+    FeatureBuilder,
+)
 
 __all__ = [
     "FILE_FORMAT",
     "FILE_VERSION",
+    "LOG_OFFSET_S",
     "TARGETS",
     "LearnedPredictor",
     "ModelFileError",
@@ -65,7 +73,8 @@ log = logging.getLogger(__name__)
 FILE_FORMAT = "ascendra-slack-predictor"
 FILE_VERSION = 1
 TARGETS = ("ttft", "next_token")
-BASES = ("none", "analytical")
+TRANSFORMS = ("identity", "log")
+LOG_OFFSET_S = 1e-3  # log(seconds + offset): finite at 0
 
 
 class ModelFileError(ValueError):
@@ -75,7 +84,7 @@ class ModelFileError(ValueError):
 @dataclass(frozen=True, slots=True)
 class TargetModel:
     booster: lgb.Booster
-    base: str  # "none" | "analytical"
+    transform: str  # "identity" | "log"
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,9 +157,10 @@ def _check_schema(doc: dict[str, Any], where: object) -> None:
 def _target(where: object, name: str, spec: object) -> TargetModel:
     if not isinstance(spec, dict) or not isinstance(spec.get("model"), str):
         raise _fail(where, f"target {name!r}: no LightGBM model text")
-    base = spec.get("base", "none")
-    if base not in BASES:
-        raise _fail(where, f"target {name!r}: unknown base {base!r} (known: {list(BASES)})")
+    transform = spec.get("transform", "identity")
+    if transform not in TRANSFORMS:
+        known = list(TRANSFORMS)
+        raise _fail(where, f"target {name!r}: unknown transform {transform!r} (known: {known})")
     try:
         booster = lgb.Booster(model_str=spec["model"])
     except lgb.basic.LightGBMError as e:
@@ -161,7 +171,7 @@ def _target(where: object, name: str, spec: object) -> TargetModel:
             f"target {name!r}: model has {booster.num_feature()} features, "
             f"schema v{SCHEMA_VERSION} has {len(FEATURE_NAMES)}",
         )
-    return TargetModel(booster, str(base))
+    return TargetModel(booster, str(transform))
 
 
 def read_model(path: str | os.PathLike[str]) -> PredictorModel:
@@ -251,33 +261,28 @@ class LearnedPredictor:
     def predict(self, batch: QueryBatch) -> Prediction:
         return self.predict_with(batch)
 
-    def predict_with(
-        self,
-        batch: QueryBatch,
-        on_backend_s: FloatArray | None = None,
-        head_age_s: FloatArray | None = None,
-    ) -> Prediction:
+    def predict_with(self, batch: QueryBatch, extras: Extras | None = None) -> Prediction:
         """``predict`` with the dispatch times given per row (training rows carry them;
         see :mod:`.features`)."""
         model, builder = self._model, self._builder
         an = self.fallback.predict(batch)
         if model is None or len(batch) == 0:
             return an
-        x = builder.build(batch, an, on_backend_s, head_age_s)
+        x = builder.build(batch, an, extras)
         horizon = max(batch.horizon_tokens, 1)
-        per_token = _apply(model.targets["next_token"], x, an.next_k_s / horizon)
+        per_token = _apply(model.targets["next_token"], x)
         ttft = per_token.copy()  # a stream's next token: within one step
         first = np.flatnonzero(~batch.resident)
         if len(first):
             xf = x if len(first) == len(batch) else x[first]
-            ttft[first] = _apply(model.targets["ttft"], xf, an.ttft_s[first])
+            ttft[first] = _apply(model.targets["ttft"], xf)
         return Prediction(ttft, per_token * horizon, "learned")
 
 
-def _apply(t: TargetModel, x: np.ndarray, base: FloatArray) -> FloatArray:
+def _apply(t: TargetModel, x: np.ndarray) -> FloatArray:
     y: FloatArray = np.asarray(t.booster.predict(x, num_threads=1), dtype=np.float64)
-    if t.base == "analytical":
-        y = y + base
+    if t.transform == "log":
+        y = np.exp(y) - LOG_OFFSET_S
     return np.maximum(y, 0.0)
 
 

@@ -25,6 +25,7 @@ import orjson
 
 from ascendra_proxy.core.predict import BackendFeatures, FloatArray, QueryBatch
 from ascendra_proxy.predictor.dataset import QUERY_FIELDS
+from ascendra_proxy.predictor.features import EXTRA_INPUTS
 
 __all__ = ["LabelledRows", "RowsError", "expand_paths", "read_rows"]
 
@@ -43,8 +44,7 @@ class LabelledRows:
     slo_ttft_s: FloatArray  # NaN when unknown
     slo_tbt_s: FloatArray
     groups: tuple[str, ...]  # "<run>|<request>" per row
-    on_backend_s: FloatArray  # dispatch times (see .features), NaN when not recorded
-    head_age_s: FloatArray
+    extras: dict[str, FloatArray]  # dispatch times (features.EXTRA_INPUTS), NaN if absent
 
     def __len__(self) -> int:
         return len(self.batch)
@@ -69,8 +69,7 @@ class LabelledRows:
             self.slo_ttft_s[idx],
             self.slo_tbt_s[idx],
             tuple(self.groups[i] for i in idx.tolist()),
-            self.on_backend_s[idx],
-            self.head_age_s[idx],
+            {k: v[idx] for k, v in self.extras.items()},
         )
 
     def split(self, holdout: float, seed: int) -> tuple[LabelledRows, LabelledRows]:
@@ -142,7 +141,7 @@ def read_rows(paths: Iterable[str | Path]) -> LabelledRows:
     slo_t: list[float] = []
     slo_b: list[float] = []
     groups: list[str] = []
-    extras: dict[str, list[float]] = {"on_backend_s": [], "head_age_s": []}
+    extras: dict[str, list[float]] = {k: [] for k in EXTRA_INPUTS}
     horizons: set[int] = set()
     for rid in sorted(queries, key=_row_order):
         lab = labels.get(rid)
@@ -213,6 +212,5 @@ def _assemble(
         arr(slo_t),
         arr(slo_b),
         tuple(groups),
-        arr(extras["on_backend_s"]),
-        arr(extras["head_age_s"]),
+        {k: arr(v) for k, v in extras.items()},
     )

@@ -15,7 +15,8 @@ backend view (``BackendState.features()``), for every request the policy would r
   of the held prompt tokens ahead of it in deadline order; any non-HP backend's tokens
   label it (late binding picks one), an HP backend's do not (that is an offload);
 * with each row, the dispatch times the policy does not pass yet (the request's time on
-  the backend, the age of the oldest not-started request there; see :mod:`.features`).
+  the backend, the age of the oldest not-started request there, the time since the last
+  first token there; see :mod:`.features`).
 
 The rows go to a :class:`~.dataset.TrainingRecorder` (which rate limits them); the driver
 also reports dispatches (:meth:`on_dispatched`, for the engine priority), tokens
@@ -174,21 +175,21 @@ class TrainingTap:
         due = self.recorder.due
         feats = None
         ahead = 0
-        head = _head_age(b, now)
+        head, last = _head_age(b, now), _last_first_token(b, now)
         for r in b.queue:
             cached = self._cached(r, b)
             if due(r.id, now, False):
                 feats = feats or b.features()
                 waited = now - r.arrival
                 q = PredictionQuery(0, r.prompt_tokens, r.tokens, waited, ahead, cached, False)
-                x = {"on_backend_s": _on_backend(r, now), "head_age_s": head}
+                x = _extras(_on_backend(r, now), head, last)
                 obs.append(_Obs(r.id, q, feats, (r.slo.ttft_s, r.slo.tbt_s), x))
             ahead += max(r.prompt_tokens - cached, 0)
         for r in b.streams:
             if due(r.id, now, True):
                 feats = feats or b.features()
                 q = PredictionQuery(0, r.prompt_tokens, r.tokens, now - r.arrival, 0, 0, True)
-                x = {"on_backend_s": _on_backend(r, now), "head_age_s": head}
+                x = _extras(_on_backend(r, now), head, last)
                 obs.append(_Obs(r.id, q, feats, (r.slo.ttft_s, r.slo.tbt_s), x))
 
     def _collect_held(
@@ -212,7 +213,7 @@ class TrainingTap:
             spread[r.model] += r.prompt_tokens
             if self.recorder.due(r.id, now, False):
                 q = PredictionQuery(0, r.prompt_tokens, 0, now - r.arrival, int(ahead), 0, False)
-                x = {"on_backend_s": 0.0, "head_age_s": _head_age(b, now)}
+                x = _extras(0.0, _head_age(b, now), _last_first_token(b, now))
                 slo = (r.slo.ttft_s, r.slo.tbt_s)
                 obs.append(_Obs(r.id, q, b.features(), slo, x, [c.name for c in cands]))
 
@@ -260,6 +261,19 @@ def _head_age(b: BackendState, now: float) -> float:
     """Seconds since the oldest not-started request on ``b`` was dispatched (0: none)."""
     oldest = min((r.dispatched_at for r in b.queue if r.dispatched_at is not None), default=now)
     return now - oldest
+
+
+def _last_first_token(b: BackendState, now: float) -> float | None:
+    """Seconds since the last first token among the streams on ``b`` (None: no streams)."""
+    last = max((r.first_token_at for r in b.streams if r.first_token_at is not None), default=None)
+    return None if last is None else now - last
+
+
+def _extras(on_backend: float, head: float, last: float | None) -> dict[str, float]:
+    x = {"on_backend_s": on_backend, "head_age_s": head}
+    if last is not None:
+        x["last_first_token_s"] = last
+    return x
 
 
 def facts_for(infos: Sequence[BackendInfo]) -> dict[str, EngineFacts]:

@@ -43,19 +43,21 @@ from ascendra_proxy.predictor.features import (
     SCHEMA_VERSION,
     FeatureBuilder,
 )
-from ascendra_proxy.predictor.model import FILE_FORMAT, FILE_VERSION, parse_model
+from ascendra_proxy.predictor.model import FILE_FORMAT, FILE_VERSION, LOG_OFFSET_S, parse_model
 from ascendra_proxy.predictor.rows import LabelledRows
 
 __all__ = ["DEFAULT_PARAMS", "TrainResult", "analytical_for", "evaluate", "train"]
 
 DEFAULT_PARAMS: dict[str, Any] = {
-    "num_boost_round": 80,  # ttft trees
+    "num_boost_round": 60,  # ttft trees
     "num_leaves": 31,
+    "max_depth": 5,  # bounds the evaluation cost per tree
     "next_boost_round": 30,  # next_token trees
     "next_num_leaves": 15,
+    "next_max_depth": 4,
     "learning_rate": 0.1,
     "min_data_in_leaf": 40,
-    "base": "none",
+    "transform": "log",
     "mask_dispatch": True,
 }
 
@@ -88,21 +90,21 @@ def analytical_for(profiles: list[str], loader: Any = None, **kwargs: float) -> 
 def _fit(
     x: np.ndarray,
     y: FloatArray,
-    base: FloatArray,
     quantile: float,
     seed: int,
     p: Mapping[str, Any],
-    size: tuple[int, int],
+    size: tuple[int, int, int],
 ) -> lgb.Booster:
-    rounds, leaves = size
+    rounds, leaves, depth = size
     if p["mask_dispatch"]:  # a copy without dispatch times: the model copes when they are absent
         masked = x.copy()
         masked[:, DISPATCH_COLUMNS] = np.nan
-        x, y, base = np.vstack([x, masked]), np.concatenate([y, y]), np.concatenate([base, base])
+        x, y = np.vstack([x, masked]), np.concatenate([y, y])
     params = {
         "objective": "quantile",
         "alpha": quantile,
         "num_leaves": leaves,
+        "max_depth": depth,
         "learning_rate": p["learning_rate"],
         "min_data_in_leaf": p["min_data_in_leaf"],
         "deterministic": True,
@@ -111,7 +113,7 @@ def _fit(
         "force_col_wise": True,
         "verbosity": -1,
     }
-    target = y - base if p["base"] == "analytical" else y
+    target = np.log(y + LOG_OFFSET_S) if p["transform"] == "log" else y
     data = lgb.Dataset(x, target, feature_name=list(FEATURE_NAMES), free_raw_data=False)
     return lgb.train(params, data, num_boost_round=rounds)
 
@@ -176,20 +178,17 @@ def train(
     fit_rows, test_rows = rows.split(holdout, seed) if holdout > 0 else (rows, None)
     if len(fit_rows) == 0:
         raise ValueError("no training rows left after the held-out split")
-    an_fit = an.predict(fit_rows.batch)
-    x = builder.build(fit_rows.batch, an_fit, fit_rows.on_backend_s, fit_rows.head_age_s)
-    horizon = fit_rows.batch.horizon_tokens
+    x = builder.build(fit_rows.batch, None, fit_rows.extras)
     first = ~fit_rows.batch.resident
     if not first.any():
         raise ValueError("no first-token rows (every row is a streaming request)")
-    size = (int(p["num_boost_round"]), int(p["num_leaves"]))
-    ttft_b = _fit(x[first], fit_rows.ttft_s[first], an_fit.ttft_s[first], quantile, seed, p, size)
+    size = (int(p["num_boost_round"]), int(p["num_leaves"]), int(p["max_depth"]))
+    ttft_b = _fit(x[first], fit_rows.ttft_s[first], quantile, seed, p, size)
     has = ~np.isnan(fit_rows.next_token_s)
     if not has.any():
         raise ValueError("no rows with a next-k label (requests too short for the horizon)")
-    size = (int(p["next_boost_round"]), int(p["next_num_leaves"]))
-    an_nt = an_fit.next_k_s[has] / horizon
-    nt_b = _fit(x[has], fit_rows.next_token_s[has], an_nt, quantile, seed, p, size)
+    size = (int(p["next_boost_round"]), int(p["next_num_leaves"]), int(p["next_max_depth"]))
+    nt_b = _fit(x[has], fit_rows.next_token_s[has], quantile, seed, p, size)
     doc = {
         "format": FILE_FORMAT,
         "format_version": FILE_VERSION,
@@ -198,8 +197,8 @@ def train(
         "profiles": profiles,
         "quantile": quantile,
         "targets": {
-            "ttft": {"base": p["base"], "model": ttft_b.model_to_string()},
-            "next_token": {"base": p["base"], "model": nt_b.model_to_string()},
+            "ttft": {"transform": p["transform"], "model": ttft_b.model_to_string()},
+            "next_token": {"transform": p["transform"], "model": nt_b.model_to_string()},
         },
         "training": {
             "rows": len(fit_rows),
@@ -227,7 +226,7 @@ def _compare(
 
     learned = LearnedPredictor("<memory>", an, parse_model(data))
     first = int((~rows.batch.resident).sum())
-    with_times = learned.predict_with(rows.batch, rows.on_backend_s, rows.head_age_s)
+    with_times = learned.predict_with(rows.batch, rows.extras)
     return {
         "holdout_first_token_rows": first,
         "holdout_next_k_rows": int((~np.isnan(rows.next_token_s)).sum()),

@@ -80,6 +80,5 @@ def synthetic_rows(n: int, seed: int) -> LabelledRows:
         np.ones(n),
         np.full(n, 0.1),
         tuple(f"run|r{i}" for i in range(n)),
-        np.zeros(n),
-        np.zeros(n),
+        {},
     )

@@ -124,7 +124,9 @@ def test_join_across_rotated_files_and_truncated_tail(tmp_path: Path) -> None:
     assert rows.next_token_s.tolist() == [0.0]  # 2 more tokens in the same chunk
     assert rows.slo_ttft_s.tolist() == [2.0] and rows.groups == ("run|r1",)
     assert rows.batch.backends[0].name == "lp-0"
-    assert rows.on_backend_s.tolist() == [0.3] and rows.head_age_s.tolist() == [0.5]
+    assert rows.extras["on_backend_s"].tolist() == [0.3]
+    assert rows.extras["head_age_s"].tolist() == [0.5]
+    assert math.isnan(rows.extras["last_first_token_s"][0])  # not recorded: NaN
 
 
 def test_malformed_line_names_file_and_line(tmp_path: Path) -> None:

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import math
+from dataclasses import asdict, dataclass, fields, replace
 
 import numpy as np
 import pytest
 from predictor_builders import PROFILE, analytical, backend
 
-from ascendra_proxy.core.predict import PredictionQuery, QueryBatch
+from ascendra_proxy.core.predict import BackendFeatures, PredictionQuery, QueryBatch
 from ascendra_proxy.predictor.features import FEATURE_NAMES, SCHEMA_VERSION, FeatureBuilder
 
 
@@ -101,12 +102,18 @@ def test_empty_batch() -> None:
 def test_dispatch_columns_are_nan_unless_known(batch: QueryBatch) -> None:
     b = FeatureBuilder(analytical(), [PROFILE])
     x = b.build(batch)
-    for name in ("on_backend_s", "head_age_s", "progress_tokens", "work_left_tokens"):
+    for name in ("on_backend_s", "head_age_s", "busy_s", "progress_tokens", "work_left_tokens"):
         assert all(math.isnan(v) for v in col(x, name)), name
-    on_backend = np.array([0.1, 0.0, 3.0])
-    head = np.array([0.2, 0.0, 0.2])
-    x = b.build(batch, on_backend_s=on_backend, head_age_s=head)
+    extras = {
+        "on_backend_s": np.array([0.1, 0.0, 3.0]),
+        "head_age_s": np.array([0.5, 0.0, 0.5]),
+        "last_first_token_s": np.array([0.2, np.nan, 0.2]),  # hp-0 has no streams
+    }
+    x = b.build(batch, extras=extras)
     assert col(x, "on_backend_s") == pytest.approx([0.1, 0.0, 3.0])
+    # lp-0's head was dispatched 0.5 s ago, but the request before it got its first token
+    # 0.2 s ago: the engine has been on the head for 0.2 s
+    assert col(x, "busy_s") == pytest.approx([0.2, 0.0, 0.2])
     s_mix = col(x, "an_step_mixed_s")[0]
     rate = (2048 - 2) / s_mix  # lp-0: budget minus its 2 decodes, per mixed step
     progress = col(x, "progress_tokens")
@@ -117,3 +124,30 @@ def test_dispatch_columns_are_nan_unless_known(batch: QueryBatch) -> None:
     assert col(x, "work_left_steps")[1] == pytest.approx(520 / (1024 - 2))
     an = col(x, "an_ttft_s")
     assert col(x, "an_ttft_left_s")[0] == pytest.approx(max(an[0] - 0.2, 0), abs=1e-6)
+
+
+@dataclass(frozen=True, slots=True)
+class TimedBackend(BackendFeatures):
+    """BackendFeatures as the policy would extend it (see the package notes)."""
+
+    oldest_unstarted_s: float | None = None
+    last_first_token_s: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TimedBatch(QueryBatch):
+    on_backend_s: np.ndarray | None = None
+
+
+def test_dispatch_times_from_the_batch_types_when_the_policy_passes_them() -> None:
+    """Forward compatible: the fields the batch types may gain are read when present."""
+    lp = backend("lp-0")
+    timed = TimedBackend(**asdict(lp), oldest_unstarted_s=0.4, last_first_token_s=0.1)
+    plain = QueryBatch.from_rows([timed], [PredictionQuery(0, 100, 0, 1.0, 0, 0, False)], 8)
+    batch = TimedBatch(**{f.name: getattr(plain, f.name) for f in fields(plain)})
+    batch = replace(batch, on_backend_s=np.array([0.3]))
+    x = FeatureBuilder(analytical(), [PROFILE]).build(batch)
+    assert col(x, "on_backend_s") == pytest.approx([0.3])
+    assert col(x, "head_age_s") == pytest.approx([0.4])
+    assert col(x, "last_first_token_s") == pytest.approx([0.1])
+    assert col(x, "busy_s") == pytest.approx([0.1])

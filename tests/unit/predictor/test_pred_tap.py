@@ -69,8 +69,9 @@ def test_queue_positions_and_streams_on_a_backend() -> None:
     assert b["recent_step_s"] == pytest.approx(0.05)  # type: ignore[index]
     assert b["running"] == 1 and b["scrape_age_s"] == 0.1  # type: ignore[index]
     assert b["profile"] == "a100-llama3-8b" and b["role"] == "lp"  # type: ignore[index]
-    assert got["b"]["x"] == {"on_backend_s": 1.0, "head_age_s": 2.0}  # a came first, at 1.0
-    assert got["s"]["x"] == {"on_backend_s": 2.9, "head_age_s": 2.0}
+    # a came first, at 1.0; s got its first token at 0.3
+    assert got["b"]["x"] == {"on_backend_s": 1.0, "head_age_s": 2.0, "last_first_token_s": 2.7}
+    assert got["s"]["x"]["on_backend_s"] == pytest.approx(2.9)  # type: ignore[index]
 
 
 def test_priority_scheduling_orders_the_queue_by_priority() -> None:
