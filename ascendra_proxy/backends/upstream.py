@@ -14,7 +14,8 @@ expiry, re-checks, and re-arms.  When a budget is really exhausted (first event,
 total) it records why and closes the response, which wakes the pending read; the read then
 raises the matching error.  ``close`` is also the abort: for vLLM closing the connection
 frees the engine slot; adapters that need more (SGLang) do it in ``adapter.abort``, which
-the owner schedules separately so a cancelled handler never waits for it.
+the owner schedules separately so a cancelled handler never waits for it.  A complete
+answer ends with ``release`` instead, which keeps the connection for the next request.
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ import aiohttp
 
 from ascendra_proxy.backends import errors as E
 from ascendra_proxy.backends.base import UpstreamRequest
+
+RELEASE_DRAIN_S = 1.0  # after [DONE], how long to wait for the end of the HTTP body
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,6 +142,28 @@ class UpstreamAttempt:
             self._timer = None
         if self._resp is not None:
             self._resp.close()
+
+    async def release(self) -> None:
+        """After a complete answer: return the connection to the pool for the next request.
+
+        ``[DONE]`` may arrive before the chunked-encoding terminator; what is left is read
+        (briefly) so the connection can be reused.  Anything odd: the connection is dropped.
+        """
+        resp = self._resp
+        if resp is None:
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        try:
+            if not resp.content.at_eof():
+                async with asyncio.timeout(RELEASE_DRAIN_S):
+                    while await resp.content.readany():
+                        pass
+        except (TimeoutError, aiohttp.ClientError, OSError):
+            resp.close()
+            return
+        resp.release()
 
     # -- timers --------------------------------------------------------------------------
 

@@ -207,12 +207,19 @@ class Gateway:
                 self.telemetry.retry(backend.name)
 
     def end_attempt(self, flight: Flight, complete: bool = False) -> None:
-        """Release the current attempt; abort it upstream unless it completed."""
+        """Release the current attempt; abort it upstream unless it completed.
+
+        A completed attempt's connection goes back to the backend's pool (in the background:
+        the client has its answer already); any other attempt is closed, which is the abort.
+        """
         attempt, backend = flight.attempt, flight.backend
         if attempt is None or backend is None:
             return
         flight.attempt = None
-        attempt.close()
+        if complete:
+            self.spawn(attempt.release())
+        else:
+            attempt.close()
         backend.end(flight.queued_tokens)
         flight.queued_tokens = 0
         if not complete and backend.adapter.needs_abort_call:

@@ -33,6 +33,7 @@ class Script:
     split_events: bool = False
     omit_token_ids: bool = False  # behave like an engine that ignores return_token_ids
     omit_done: bool = False
+    linger_s: float = 0.0  # pause between [DONE] and the end of the HTTP body
 
 
 @dataclass
@@ -47,6 +48,7 @@ class FakeBackend:
     started: int = 0
     aborted_rids: list[str] = field(default_factory=list)
     auth_headers: list[str | None] = field(default_factory=list)
+    peers: set[tuple[str, int]] = field(default_factory=set)  # client address per connection
     cancelled: int = 0
     metrics_text: str = "vllm:num_requests_running 0\n"
     healthy: bool = True
@@ -75,6 +77,8 @@ class FakeBackend:
         body = await request.json()
         self.bodies.append(body)
         self.auth_headers.append(request.headers.get("Authorization"))
+        if request.transport is not None:
+            self.peers.add(request.transport.get_extra_info("peername"))
         self.started += 1
         s = Script(**body["fake_script"]) if "fake_script" in body else self.script
         if s.status is not None:
@@ -175,6 +179,7 @@ class FakeBackend:
             await self._send(resp, {**base, "choices": [], "usage": _usage(sent)}, s)
         if not s.omit_done:
             await resp.write(b"data: [DONE]\n\n")
+        await asyncio.sleep(s.linger_s)
         return resp
 
     async def _send(self, resp: web.StreamResponse, obj: dict[str, Any], s: Script) -> None:

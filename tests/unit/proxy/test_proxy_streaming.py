@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import replace
 from typing import Any
 
@@ -172,3 +173,13 @@ async def test_policy_priority_reaches_only_priority_scheduling_engines(
             await r.post("/v1/completions", {"model": MODEL, "prompt": "x", "stream": True})
         )
         assert fake.bodies[0].get("priority") == sent
+
+
+async def test_upstream_connections_are_reused_after_done(make_rig: RigFactory) -> None:
+    fake = FakeBackend("a", script=Script(linger_s=0.02))  # body ends a bit after [DONE]
+    async with make_rig([fake], scrape={"interval_s": 60}) as r:
+        for _ in range(10):
+            body = {"model": MODEL, "prompt": "x", "stream": True}
+            await (await r.post("/v1/completions", body)).read()
+            await asyncio.sleep(0.05)  # the finished attempt is released in the background
+        assert fake.started == 10 and len(fake.peers) <= 2, fake.peers  # 2: a startup probe
