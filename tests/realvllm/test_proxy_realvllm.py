@@ -58,7 +58,7 @@ from vllm_harness import (
     wait_metric,
 )
 
-pytestmark = [pytest.mark.realvllm, pytest.mark.timeout(420)]
+pytestmark = [pytest.mark.realvllm, pytest.mark.timeout(900)]
 
 MODEL = "tiny"
 PROMPT = "The proxy streams tokens"

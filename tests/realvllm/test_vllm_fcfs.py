@@ -32,7 +32,7 @@ def real_vllm_fcfs(vllm_launcher: VllmLauncher) -> Iterator[VllmServer]:
 
 
 # Generous: the first test also pays for starting this module's own vLLM.
-pytestmark = pytest.mark.timeout(600)
+pytestmark = pytest.mark.timeout(900)
 
 
 @pytest.fixture(params=[pytest.param("real", marks=pytest.mark.realvllm), "emulator"])

@@ -39,7 +39,7 @@ from vllm_harness import Json, Target, metric, scrape, wait_metric
 from vllm_harness import sse as sse_url
 
 # Generous: the first test also pays for starting vLLM (a minute or more on a busy CPU).
-pytestmark = pytest.mark.timeout(600)
+pytestmark = pytest.mark.timeout(900)
 
 COMPLETION_CHOICE_KEYS = {
     "index",

@@ -31,7 +31,7 @@ REPO = Path(__file__).resolve().parents[2]
 ENGINES_SH = REPO / "scripts" / "engines.sh"
 MODEL_NAME = "tiny"
 REQUIRE_ENV = "ASCENDRA_REQUIRE_REAL_VLLM"
-START_TIMEOUT_S = 240
+START_TIMEOUT_S = 420
 
 Json = dict[str, Any]
 Metrics = dict[tuple[str, frozenset[tuple[str, str]]], float]
