@@ -101,7 +101,7 @@ def run(args: argparse.Namespace) -> int:
                 print(f"ascendra-proxy demo: {exc}", file=sys.stderr)
                 return 2
             docs = _run_policies(settings, spec, processes)
-            _finish(settings, docs, processes, time.monotonic() - started)
+            _finish(settings, docs, processes, started)
     except KeyboardInterrupt:
         print("\ninterrupted: every process the demo started has been stopped", file=sys.stderr)
         return 130
