@@ -257,8 +257,9 @@ def _sglang_command(b: BackendConfig, source: str) -> tuple[str, ...]:
         "--context-length", str(s.max_model_len),
     ]  # fmt: skip
     if s.scheduling_policy == "priority":
-        # SGLang's default order is the reverse of vLLM's; the flag makes lower values first.
-        args += ["--enable-priority-scheduling", "--schedule-low-priority-values-first"]
+        # SGLang's default order (higher value first): the proxy's SGLang adapter sends
+        # priorities in that convention, so the engine keeps its default.
+        args += ["--enable-priority-scheduling"]
     if not s.enable_prefix_caching:
         args.append("--disable-radix-cache")
     if len(b.gpu_ids) > 1:
@@ -286,6 +287,4 @@ def _emulator_command(b: BackendConfig) -> tuple[str, ...]:
         args += ["--num-gpu-blocks", str(s.num_gpu_blocks)]
     if not s.enable_prefix_caching:
         args.append("--no-prefix-caching")
-    if b.engine == "sglang" and s.scheduling_policy == "priority":
-        args.append("--schedule-low-priority-values-first")
     return tuple(args)
