@@ -132,19 +132,7 @@ class ChunkReader:
         n = len(tids)
         if n:
             rec.token_ids += tids
-        text = ch.get("text")
-        if text is None:
-            delta = ch.get("delta")
-            text = delta.get("content") if type(delta) is dict else None
-        if text and type(text) is str:
-            rec.text.append(text)
-        finish = ch.get("finish_reason")
-        if finish is not None:
-            rec.finish_reason = finish
-        if rec.prompt_token_ids is None:
-            ptids = ch.get("prompt_token_ids") or obj.get("prompt_token_ids")
-            if type(ptids) is list:
-                rec.prompt_token_ids = ptids
+        _record_choice(rec, ch, obj)
         usage = obj.get("usage")
         if type(usage) is dict:
             rec.usage = usage
@@ -174,7 +162,7 @@ class ChunkReader:
             rec.usage = usage
         else:
             usage = None
-        n = _absorb_choices(rec, choices) if choices else -1
+        n = _absorb_choices(rec, choices, obj) if choices else -1
         if rec.prompt_token_ids is None:
             top = obj.get("prompt_token_ids")
             if type(top) is list:
@@ -222,7 +210,7 @@ _loads = orjson.loads
 _dumps = orjson.dumps
 
 
-def _absorb_choices(rec: StreamRecord, choices: list[Any]) -> int:
+def _absorb_choices(rec: StreamRecord, choices: list[Any], obj: dict[str, Any]) -> int:
     """Record choice 0; returns the token ids summed over choices, -1 if no choice had ids."""
     n = -1
     first = True
@@ -237,20 +225,22 @@ def _absorb_choices(rec: StreamRecord, choices: list[Any]) -> int:
         first = False
         if tids:
             rec.token_ids.extend(tids)
-        text = ch.get("text")
-        if text is None:
-            delta = ch.get("delta")
-            text = delta.get("content") if type(delta) is dict else None
-        if text and type(text) is str:
-            rec.text.append(text)
-        finish = ch.get("finish_reason")
-        if finish is not None:
-            rec.finish_reason = finish
-        if rec.prompt_token_ids is None:
-            ptids = ch.get("prompt_token_ids")
-            if type(ptids) is list:
-                rec.prompt_token_ids = ptids
+        _record_choice(rec, ch, obj)
     return n
+
+
+def _record_choice(rec: StreamRecord, ch: dict[str, Any], obj: dict[str, Any]) -> None:
+    """Append choice 0's text and finish reason (and, once, the prompt ids) to the record."""
+    text = _choice_text(ch)
+    if text:
+        rec.text.append(text)
+    finish = ch.get("finish_reason")
+    if finish is not None:
+        rec.finish_reason = finish
+    if rec.prompt_token_ids is None:
+        ptids = ch.get("prompt_token_ids") or obj.get("prompt_token_ids")
+        if type(ptids) is list:
+            rec.prompt_token_ids = ptids
 
 
 def _choice_text(ch: dict[str, Any]) -> str | None:
