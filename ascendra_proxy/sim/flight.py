@@ -9,9 +9,9 @@ token-exact continuation possible (prompt + generated, with the remaining ``max_
 An :class:`Attempt` is one try on one engine; once closed, whatever it still produces is
 dropped.
 
-:class:`PromptIds` makes the prompt token ids: deterministic per request index and seed,
-drawn from the engine tokenizer's word vocabulary after a BOS, with the first
-``prefix_tokens`` shared by every request of the same prefix group.
+:class:`PromptIds` makes the prompt token ids, deterministic for a seed and a workload:
+drawn from the engine tokenizer's word vocabulary after a BOS (one seeded stream, in
+arrival order), the first ``prefix_tokens`` shared by every request of a prefix group.
 """
 
 from __future__ import annotations
@@ -71,12 +71,14 @@ class PromptIds:
         vocab = tokenizer.generation_vocab()
         self._words = np.asarray(vocab.word_ids, dtype=np.int64)
         self._bos = tokenizer.bos_token_id
+        # One stream, drawn in arrival order (seeding a generator per request costs more
+        # than drawing its prompt); shared prefixes come from their own streams.
+        self._rng = rng_for(seed, "prompt-ids")
         self._seed = seed
         self._prefixes: dict[int, list[int]] = {}
 
-    def _draw(self, aspect: str, n: int) -> list[int]:
-        idx = rng_for(self._seed, aspect).integers(len(self._words), size=max(n, 0))
-        out: list[int] = self._words[idx].tolist()
+    def _draw(self, rng: np.random.Generator, n: int) -> list[int]:
+        out: list[int] = self._words[rng.integers(len(self._words), size=max(n, 0))].tolist()
         return out
 
     def for_item(self, item: WorkItem) -> list[int]:
@@ -86,7 +88,7 @@ class PromptIds:
             group = item.prefix_group
             assert group is not None
             if group not in self._prefixes:
-                self._prefixes[group] = self._draw(f"prefix-{group}", shared - 1)
+                rng = rng_for(self._seed, f"prefix-{group}")
+                self._prefixes[group] = self._draw(rng, shared - 1)
             head += self._prefixes[group]
-        own = item.prompt_tokens - len(head)
-        return head + self._draw(f"prompt-{item.index}", own)
+        return head + self._draw(self._rng, item.prompt_tokens - len(head))
