@@ -58,6 +58,7 @@ class StreamRecord:
         "object",
         "prompt_token_ids",
         "text",
+        "text_at",
         "token_ids",
         "usage",
     )
@@ -70,6 +71,7 @@ class StreamRecord:
         self.prompt_token_ids: list[int] | None = None
         self.token_ids: list[int] = []
         self.text: list[str] = []
+        self.text_at = 0  # generated tokens when text was last sent (later ones: partial UTF-8)
         self.finish_reason: str | None = None
         self.usage: dict[str, Any] | None = None
 
@@ -108,15 +110,8 @@ class ChunkReader:
 
     def read(self, payload: bytes) -> bytes | None:
         """Absorb one SSE data payload; returns the client's framed bytes, or None to drop it."""
-        try:
-            obj = _loads(payload)
-        except orjson.JSONDecodeError as exc:
-            raise UpstreamProtocolError(self._backend, f"bad JSON in stream: {exc}") from exc
-        if type(obj) is not dict:
-            raise UpstreamProtocolError(self._backend, "stream event is not a JSON object")
+        obj = parse_event(self._backend, payload)
         choices = obj.get("choices")
-        if choices is None and ("error" in obj or obj.get("object") == "error"):
-            raise _in_stream_error(self._backend, obj, payload)
         if self.record.id is None:
             self.record.set_identity(obj)
         if type(choices) is list and len(choices) == 1:
@@ -210,6 +205,19 @@ _loads = orjson.loads
 _dumps = orjson.dumps
 
 
+def parse_event(backend: str, payload: bytes) -> dict[str, Any]:
+    """One SSE data payload as a JSON object; raises the in-stream error if it is one."""
+    try:
+        obj = _loads(payload)
+    except orjson.JSONDecodeError as exc:
+        raise UpstreamProtocolError(backend, f"bad JSON in stream: {exc}") from exc
+    if type(obj) is not dict:
+        raise UpstreamProtocolError(backend, "stream event is not a JSON object")
+    if obj.get("choices") is None and ("error" in obj or obj.get("object") == "error"):
+        raise _in_stream_error(backend, obj, payload)
+    return obj
+
+
 def _absorb_choices(rec: StreamRecord, choices: list[Any], obj: dict[str, Any]) -> int:
     """Record choice 0; returns the token ids summed over choices, -1 if no choice had ids."""
     n = -1
@@ -234,6 +242,7 @@ def _record_choice(rec: StreamRecord, ch: dict[str, Any], obj: dict[str, Any]) -
     text = _choice_text(ch)
     if text:
         rec.text.append(text)
+        rec.text_at = len(rec.token_ids)
     finish = ch.get("finish_reason")
     if finish is not None:
         rec.finish_reason = finish

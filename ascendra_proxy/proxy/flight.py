@@ -5,7 +5,9 @@ deadlines, outcome).  The proxy needs more per request, kept here: the parsed cl
 request, the current backend and upstream attempt, the backends that already failed it
 (``exclude``), decisions taken outside the request's own call path (``pending``: a tick
 ``Assign`` or ``Move``; ``dropped``: a tick ``Drop``), the prompt tokens counted as queued
-on the current backend, and the last upstream error (for an honest 502 when every backend failed).
+on the current backend, the last upstream error (for an honest 502 when every backend
+failed); for streams, the client's ``record`` and the ``continuation`` plan once a started
+stream resumes on another backend.
 
 ``Signal`` is the wake-up for held requests: any change in capacity (an attempt ends, a
 request finishes, a tick assigns) calls ``notify``; waiters also re-check after ``at_most_s``.
@@ -16,6 +18,8 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING
 
+from ascendra_proxy.backends.chunks import StreamRecord
+from ascendra_proxy.backends.continuation import Continuation
 from ascendra_proxy.backends.errors import UpstreamError
 from ascendra_proxy.core.decisions import Dispatch, Reject
 from ascendra_proxy.core.request import Outcome, RequestState
@@ -30,6 +34,7 @@ class Flight:
     __slots__ = (
         "attempt",
         "backend",
+        "continuation",
         "dropped",
         "exclude",
         "gen",
@@ -37,6 +42,7 @@ class Flight:
         "outcome",
         "pending",
         "queued_tokens",
+        "record",
         "state",
     )
 
@@ -45,6 +51,8 @@ class Flight:
         self.gen = gen
         self.backend: BackendRuntime | None = None
         self.attempt: UpstreamAttempt | None = None
+        self.continuation: Continuation | None = None  # set once a stream resumes elsewhere
+        self.record: StreamRecord | None = None  # what a streaming client was sent
         self.exclude: set[str] = set()
         self.pending: Dispatch | None = None
         self.dropped: Reject | None = None

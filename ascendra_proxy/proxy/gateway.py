@@ -33,6 +33,7 @@ import aiohttp
 from aiohttp import web
 
 from ascendra_proxy.backends import errors as up
+from ascendra_proxy.backends.base import Endpoint
 from ascendra_proxy.backends.upstream import Budgets, UpstreamAttempt
 from ascendra_proxy.config import ProxyConfig
 from ascendra_proxy.core.backend import Role
@@ -180,7 +181,11 @@ class Gateway:
         # vLLM rejects a non-zero priority unless the engine runs with priority scheduling
         priority = d.priority if backend.info.priority_scheduling else None
         gen = flight.gen
-        request = backend.adapter.prepare(gen.endpoint, gen.body, state.id, priority)
+        cont = flight.continuation
+        if cont is None:
+            request = backend.adapter.prepare(gen.endpoint, gen.body, state.id, priority)
+        else:
+            request = backend.adapter.prepare(Endpoint.COMPLETIONS, cont.body, state.id, priority)
         headers = backend.stream_headers if request.stream else backend.headers
         attempt = UpstreamAttempt(
             backend.name, backend.url, backend.session, request, headers, self.budgets

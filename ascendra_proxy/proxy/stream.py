@@ -17,27 +17,34 @@ histograms.
 
 When an attempt ends abnormally, ``_next_attempt`` is the one swap point: before the client
 saw anything, the gateway retries elsewhere (or follows a policy ``Move``); after that,
-``resume`` is asked for a continuation attempt.  Today ``resume`` returns None and the pump
-reports an OpenAI-shaped error event followed by ``data: [DONE]``; the Ascendra issue makes
-it build a token-exact continuation from ``ClientStream``'s record, and the loop carries on
-with the same client stream.  A client disconnect cancels the handler task (the app runs
+``resume`` is asked for a continuation attempt: a token-exact continuation built from
+``ClientStream``'s record (``backends/continuation.py``) on the backend the policy picks, read
+by a ``ContinuationReader`` that keeps the client's stream identity, and the loop carries on
+with the same client stream.  When none exists the pump reports an OpenAI-shaped error event
+followed by ``data: [DONE]``.  A client disconnect cancels the handler task (the app runs
 with ``handler_cancellation``), which unwinds through here into the gateway, where the
 attempt is closed (vLLM's abort) and, for SGLang, ``/abort_request`` is called.
 """
 
 from __future__ import annotations
 
+import logging
+
 import orjson
 from aiohttp import web
 
 from ascendra_proxy.backends import errors as up
+from ascendra_proxy.backends.base import Endpoint
 from ascendra_proxy.backends.chunks import ChunkReader, StreamRecord
+from ascendra_proxy.backends.continuation import ContinuationReader, plan
 from ascendra_proxy.backends.sse import DONE, SSEDecoder, SSEOverflow, frame
 from ascendra_proxy.backends.upstream import UpstreamAttempt
 from ascendra_proxy.core.request import Outcome
-from ascendra_proxy.proxy.errors import error_json
+from ascendra_proxy.proxy.errors import ApiError, error_json
 from ascendra_proxy.proxy.flight import Flight
 from ascendra_proxy.proxy.gateway import Gateway
+
+log = logging.getLogger(__name__)
 
 SSE_HEADERS = {
     "Content-Type": "text/event-stream; charset=utf-8",
@@ -85,6 +92,7 @@ class StreamPump:
         self.gw = gw
         self.flight = flight
         self.client = ClientStream(http)
+        flight.record = self.client.record
 
     async def run(self) -> web.StreamResponse:
         attempt = await self.gw.acquire(self.flight)
@@ -108,7 +116,12 @@ class StreamPump:
     async def _forward(self, attempt: UpstreamAttempt) -> None:
         """Pump one attempt until [DONE] (returns) or failure (raises UpstreamError)."""
         gw, client = self.gw, self.client
-        reader = ChunkReader(attempt.backend, attempt.request.asks, client.record)
+        cont = self.flight.continuation
+        reader = (
+            ChunkReader(attempt.backend, attempt.request.asks, client.record)
+            if cont is None
+            else ContinuationReader(attempt.backend, attempt.request.asks, client.record, cont)
+        )
         feed, read_event, record = SSEDecoder().feed, reader.read, client.record
         clock, read = gw.clock, attempt.read
         while True:
@@ -174,6 +187,8 @@ class StreamPump:
         else:
             gw.attempt_failed(flight, exc)
         if self.client.started or flight.state.started:
+            if _final(exc):
+                return None
             return await self.resume(exc)
         self.client.held.clear()
         if isinstance(exc, up.InStreamError) and exc.is_client_error:
@@ -181,8 +196,29 @@ class StreamPump:
         return await gw.acquire(flight)
 
     async def resume(self, exc: up.UpstreamError) -> UpstreamAttempt | None:
-        """Mid-stream recovery hook (token-exact continuation comes with the Ascendra policy)."""
-        return None
+        """The token-exact continuation of this started stream on another backend, if any.
+
+        The target is the policy's: a pending ``Move`` (migration) or ``route`` with the
+        failed backend excluded (failover).  None when no exact continuation exists or no
+        backend takes it; the pump then ends the stream with an error event.
+        """
+        flight, gw = self.flight, self.gw
+        if flight.dropped is not None or flight.state.finished:
+            return None
+        gen = flight.gen
+        chat = gen.endpoint is Endpoint.CHAT
+        cont = plan(gen.body, chat, self.client.record, gen.max_tokens)
+        if cont is None:
+            return None
+        reason = flight.pending.reason if flight.pending is not None else "failover"
+        flight.continuation = cont
+        try:
+            attempt = await gw.acquire(flight)
+        except (ApiError, up.UpstreamRejected) as err:
+            log.warning("request %s: no continuation: %s", flight.state.id, err)
+            return None
+        gw.telemetry.migration(reason)
+        return attempt
 
     async def _fail(self, exc: up.UpstreamError) -> web.StreamResponse:
         client = self.client
@@ -197,6 +233,13 @@ class StreamPump:
         self.flight.outcome = outcome
         await client.write(frame(payload) + DONE_FRAME)
         return await client.end()
+
+
+def _final(exc: up.UpstreamError) -> bool:
+    """Failures a continuation must not paper over (the request itself is at fault)."""
+    if isinstance(exc, up.InStreamError):
+        return exc.is_client_error
+    return isinstance(exc, up.StreamTotalTimeout)
 
 
 async def serve_unary(gw: Gateway, flight: Flight) -> web.Response:

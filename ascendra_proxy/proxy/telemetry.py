@@ -97,6 +97,7 @@ class Telemetry(Collector):
         self.upstream_errors: dict[tuple[str, str], int] = {}
         self.retries = dict.fromkeys(names, 0)
         self.decisions: dict[str, int] = {}
+        self.migrations: dict[str, int] = {}  # started streams continued elsewhere, by reason
         self.gauges = gauges  # live gauges, read at scrape time
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(self)
@@ -116,6 +117,9 @@ class Telemetry(Collector):
 
     def decision(self, reason: str) -> None:
         self.decisions[reason] = self.decisions.get(reason, 0) + 1
+
+    def migration(self, reason: str) -> None:
+        self.migrations[reason] = self.migrations.get(reason, 0) + 1
 
     # -- exposition --------------------------------------------------------------------------
 
@@ -147,6 +151,12 @@ class Telemetry(Collector):
             self.retries,
         )
         yield _counter_by("decisions", "Policy decisions by reason", "reason", self.decisions)
+        yield _counter_by(
+            "migrations",
+            "Started streams continued token-exactly on another backend, by reason",
+            "reason",
+            self.migrations,
+        )
 
     def _histograms(self) -> Iterator[HistogramMetricFamily]:
         for name, doc, table in (

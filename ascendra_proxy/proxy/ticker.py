@@ -7,8 +7,9 @@ never starts.  Actions name requests by id; one that finished in the meantime is
 - ``Assign``: a request held in the proxy queue gets its backend (late binding).
 - ``Move``: the current attempt is closed; the stream pump then takes the pending dispatch
   as its next attempt.  Before the first token this is an offload (invisible to the client).
-  A mid-stream ``migrate`` needs the token-exact continuation of the Ascendra issue; until
-  ``StreamPump.resume`` implements it, such moves are refused and counted.
+  A mid-stream ``migrate`` makes the pump resume the stream token-exactly on the target
+  (``StreamPump.resume``); one that cannot continue exactly (stop strings, ``n`` > 1, no
+  prompt token ids yet) is refused and counted as ``migrate_unsupported``.
 - ``Drop``: the request ends with the policy's ``Reject``.
 - ``Warm``: the request's prompt goes to another backend as a separate one-token
   generation whose answer is discarded (it only fills that engine's prefix cache).
@@ -20,7 +21,10 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from ascendra_proxy.backends.base import Endpoint
+from ascendra_proxy.backends.continuation import plan
 from ascendra_proxy.core.decisions import Action, Assign, Drop, Move, SetRole, Warm
+from ascendra_proxy.proxy.flight import Flight
 from ascendra_proxy.proxy.gateway import Gateway
 
 log = logging.getLogger(__name__)
@@ -61,7 +65,7 @@ def apply_action(gw: Gateway, action: Action) -> bool:
         flight.pending = action.dispatch
         gw.telemetry.decision(action.dispatch.reason)
     elif isinstance(action, Move):
-        if action.kind == "migrate" and flight.state.started:
+        if action.kind == "migrate" and flight.state.started and not can_migrate(flight):
             gw.telemetry.decision("migrate_unsupported")
             return False
         flight.pending = action.dispatch
@@ -75,3 +79,11 @@ def apply_action(gw: Gateway, action: Action) -> bool:
             flight.attempt.close()
     gw.capacity.notify()
     return True
+
+
+def can_migrate(flight: Flight) -> bool:
+    """Whether the started stream of ``flight`` has a token-exact continuation right now."""
+    record, gen = flight.record, flight.gen
+    if record is None or flight.attempt is None or flight.pending is not None:
+        return False
+    return plan(gen.body, gen.endpoint is Endpoint.CHAT, record, gen.max_tokens) is not None

@@ -61,13 +61,34 @@ async def test_drop_ends_the_request_with_the_policy_reject(make_rig: RigFactory
         await wait_until(lambda: fake.running == 0)
 
 
-async def test_migrate_mid_stream_is_refused_until_continuations_exist(
-    make_rig: RigFactory,
-) -> None:
+async def test_migrate_mid_stream_continues_on_the_target(make_rig: RigFactory) -> None:
+    fake = FakeBackend("a", script=Script(tokens=50, gap_s=0.02))
+    async with make_rig([fake, FakeBackend("b", script=Script(tokens=3))]) as r:
+        gw = r.gateway
+        body = {**STREAM, "max_tokens": 20, "min_tokens": 10, "seed": 3}
+        resp = await r.post("/v1/completions", body)
+        await resp.content.readline()
+        (flight,) = gw.flights.values()
+        await wait_until(lambda: flight.state.tokens >= 2)
+        assert apply_action(gw, Move(flight.state.id, Dispatch("b", "tbt"), "migrate"))
+        events, done = await read_events(resp)
+        assert done and "error" not in events[-1]
+        (cont,) = r.fakes[1].bodies
+        kept = len(cont["prompt"]) - 3  # the fake reports prompt token ids [1, 2, 3]
+        assert kept >= 2 and cont["prompt"] == [1, 2, 3, *range(100, 100 + kept)]
+        assert cont["max_tokens"] == 20 - kept and cont["min_tokens"] == 10 - kept
+        assert cont["seed"] == 3 and cont["return_token_ids"] is True
+        assert len(events) == kept + 2 and {e["id"] for e in events} == {"cmpl-fake"}  # 1 read
+        assert "token_ids" not in events[-1]["choices"][0]
+        assert gw.telemetry.migrations == {"tbt": 1}
+        await wait_until(lambda: fake.running == 0)
+
+
+async def test_migrate_with_stop_strings_is_refused(make_rig: RigFactory) -> None:
     fake = FakeBackend("a", script=Script(tokens=50, gap_s=0.02))
     async with make_rig([fake, FakeBackend("b")]) as r:
         gw = r.gateway
-        resp = await r.post("/v1/completions", STREAM)
+        resp = await r.post("/v1/completions", {**STREAM, "stop": ["zz"]})
         await resp.content.readline()
         (flight,) = gw.flights.values()
         assert not apply_action(gw, Move(flight.state.id, Dispatch("b", "tbt"), "migrate"))

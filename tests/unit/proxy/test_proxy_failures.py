@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+from typing import Any
 
 import aiohttp
 import pytest
@@ -10,6 +11,7 @@ from fake_backend import FakeBackend, Script, serve_fake
 from proxy_rig import MODEL, RigFactory, config_for
 from sse_client import read_events, text_of
 
+from ascendra_proxy.core.decisions import Dispatch, Reject
 from ascendra_proxy.proxy.app import start_server
 from ascendra_proxy.proxy.keys import GATEWAY
 
@@ -120,8 +122,8 @@ async def test_every_backend_failing_gives_502(make_rig: RigFactory) -> None:
 async def test_failure_after_first_byte_is_an_in_stream_error(
     make_rig: RigFactory, script: Script
 ) -> None:
-    a, b = FakeBackend("a", script=script), FakeBackend("b", script=script)
-    async with make_rig([a, b]) as r:
+    a = FakeBackend("a", script=script)
+    async with make_rig([a]) as r:  # nowhere to continue
         resp = await r.post("/v1/completions", STREAM)
         assert resp.status == 200
         events, done = await read_events(resp)
@@ -129,8 +131,31 @@ async def test_failure_after_first_byte_is_an_in_stream_error(
         assert text_of(events[:-1]) == " t100 t101 t102"
         assert set(events[-1]) == {"error"}
         assert set(events[-1]["error"]) == {"message", "type", "param", "code"}
-        assert a.started + b.started == 1, "no silent duplicate after the first byte"
+        assert a.started == 1, "no silent duplicate after the first byte"
         assert r.gateway.telemetry.requests == {(MODEL, "backend_failed"): 1}
+
+
+async def test_failure_after_first_byte_resumes_on_another_backend(make_rig: RigFactory) -> None:
+    a = FakeBackend("a", script=Script(tokens=6, die_after=3))
+    b = FakeBackend("b", script=Script(tokens=2))
+    async with make_rig([a, b]) as r:
+        r.gateway.policy.route = _prefer_a  # type: ignore[method-assign,assignment]
+        resp = await r.post("/v1/completions", {**STREAM, "max_tokens": 5})
+        events, done = await read_events(resp)
+        assert done and "error" not in events[-1]
+        # the fake is no real continuation (its ids restart at 100), but the plumbing is exact
+        assert text_of(events) == " t100 t101 t102 t100 t101"
+        (cont,) = b.bodies
+        assert cont["prompt"] == [1, 2, 3, 100, 101, 102] and cont["max_tokens"] == 2
+        assert r.gateway.telemetry.migrations == {"failover": 1}
+        assert r.gateway.telemetry.requests == {(MODEL, "completed"): 1}
+
+
+def _prefer_a(state: Any, snaps: Any, now: float, exclude: frozenset[str]) -> Dispatch | Reject:
+    for name in ("a", "b"):
+        if name not in exclude:
+            return Dispatch(name, "test")
+    return Reject(503, "no_backend", "none left", "test")
 
 
 async def test_first_byte_timeout_retries_elsewhere(make_rig: RigFactory) -> None:
