@@ -16,9 +16,13 @@ was sent, regenerates the rolled-back tokens (a deterministic engine, or greedy 
 reproduces them), and the reader skips them after checking their ids match what was sent.
 Their text arrives with the first complete character, exactly as an unmigrated stream had it.
 
-Limitation: engines hold back stop-string text (``len(longest stop) - 1`` characters) that is
-not tied to token boundaries; a cut while text is held back loses it, and a stop string split
-across the cut is seen by neither engine.  ``plan`` refuses requests with stop strings.
+Stop strings: engines hold back stop-string text (``len(longest stop) - 1`` characters) that
+is not tied to token boundaries, and a stop string split across a cut would be seen by
+neither engine.  So a request with stop strings continues only as a full *replay*: the
+original prompt, every sent token regenerated (ids checked) and the text already sent
+skipped by characters; the target engine then applies the stop strings over the whole output
+exactly as an unmigrated run.  Replays cost a decode of the sent tokens, so the pump uses
+them only for failover; a policy migration of such a request is refused.
 """
 
 from __future__ import annotations
@@ -62,21 +66,35 @@ class Continuation:
     body: dict[str, Any]
     rollback: int  # generated tokens already sent that the new backend regenerates
     kept: int  # generated tokens in the continuation's prompt
+    skip_chars: int  # text already sent that the regenerated tokens produce again
     prompt_tokens: int  # the original prompt's size (usage)
     chat: bool
 
 
 def plan(
-    body: dict[str, Any], chat: bool, record: StreamRecord, max_tokens: int | None
+    body: dict[str, Any],
+    chat: bool,
+    record: StreamRecord,
+    max_tokens: int | None,
+    replay: bool = False,
 ) -> Continuation | None:
-    """The continuation request for ``record``, or None when no exact continuation exists."""
+    """The continuation request for ``record``, or None when no exact continuation exists.
+
+    With stop strings only a full ``replay`` is exact (see the module docstring).
+    """
     prompt = record.prompt_token_ids
     if prompt is None or record.finish_reason is not None or record.id is None:
         return None
-    if body.get("stop") or (body.get("n") or 1) != 1 or body.get("best_of"):
+    if (body.get("n") or 1) != 1 or body.get("best_of"):
         return None
     generated = record.token_ids
-    rollback = len(generated) - record.text_at
+    skip_chars = 0
+    if body.get("stop"):
+        if not replay:
+            return None
+        rollback, skip_chars = len(generated), sum(map(len, record.text))
+    else:
+        rollback = len(generated) - record.text_at
     kept = len(generated) - rollback
     cont = {k: v for k, v in body.items() if k not in _CHAT_ONLY}
     cont["prompt"] = list(prompt) + generated[:kept]
@@ -90,18 +108,19 @@ def plan(
     min_tokens = body.get("min_tokens")
     if type(min_tokens) is int and min_tokens > 0:
         cont["min_tokens"] = max(0, min_tokens - kept)
-    return Continuation(cont, rollback, kept, len(prompt), chat)
+    return Continuation(cont, rollback, kept, skip_chars, len(prompt), chat)
 
 
 class ContinuationReader(ChunkReader):
     """Reads a continuation's completions chunks as the original client stream."""
 
-    __slots__ = ("_plan", "_skip", "_skipped")
+    __slots__ = ("_plan", "_skip", "_skip_chars", "_skipped")
 
     def __init__(self, backend: str, asks: ClientAsks, record: StreamRecord, c: Continuation):
         super().__init__(backend, asks, record)
         self._plan = c
         self._skip = c.rollback
+        self._skip_chars = c.skip_chars
         self._skipped: list[int] = []
 
     def read(self, payload: bytes) -> bytes | None:
@@ -119,6 +138,9 @@ class ContinuationReader(ChunkReader):
         text = ch.get("text")
         if type(text) is not str:
             text = ""
+        elif self._skip_chars:
+            cut = min(self._skip_chars, len(text))
+            text, self._skip_chars = text[cut:], self._skip_chars - cut
         finish = ch.get("finish_reason")
         if not ids and not text and finish is None:
             return None

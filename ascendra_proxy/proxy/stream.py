@@ -207,10 +207,11 @@ class StreamPump:
             return None
         gen = flight.gen
         chat = gen.endpoint is Endpoint.CHAT
-        cont = plan(gen.body, chat, self.client.record, gen.max_tokens)
+        failover = flight.pending is None
+        cont = plan(gen.body, chat, self.client.record, gen.max_tokens, replay=failover)
         if cont is None:
             return None
-        reason = flight.pending.reason if flight.pending is not None else "failover"
+        reason = "failover" if flight.pending is None else flight.pending.reason
         flight.continuation = cont
         try:
             attempt = await gw.acquire(flight)

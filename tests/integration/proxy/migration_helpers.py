@@ -17,6 +17,7 @@ class Transcript:
     """Everything a client saw in one stream."""
 
     text: str = ""
+    pieces: list[str] = field(default_factory=list)  # text per chunk with tokens
     token_ids: list[int] = field(default_factory=list)
     ids: set[str] = field(default_factory=set)
     created: set[int] = field(default_factory=set)
@@ -33,8 +34,12 @@ class Transcript:
         if chunk.usage is not None:
             self.usage = chunk.usage
         for ch in chunk.choices:
-            self.text += (ch.delta.content if chat else ch.text) or ""
-            self.token_ids += (ch.model_extra or {}).get("token_ids") or []
+            piece = (ch.delta.content if chat else ch.text) or ""
+            self.text += piece
+            ids = (ch.model_extra or {}).get("token_ids") or []
+            self.token_ids += ids
+            if ids:
+                self.pieces.append(piece)
             if ch.finish_reason is not None:
                 self.finish.append(ch.finish_reason)
 

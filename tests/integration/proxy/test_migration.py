@@ -29,8 +29,10 @@ SAMPLING = {"seed": 1, "ignore_eos": True, "return_token_ids": True}
 CUTS = [1, 2, 7, 11, 12, 13, 30]
 
 
-async def _run(s: Stack, chat: bool, max_tokens: int, prompt: str = PROMPT, seed: int = 1) -> Any:
-    extra = {**SAMPLING, "seed": seed}
+async def _run(
+    s: Stack, chat: bool, max_tokens: int, prompt: str = PROMPT, seed: int = 1, **more: Any
+) -> Any:
+    extra = {**SAMPLING, "seed": seed, **more}
     opts: Any = {"include_usage": True}
     if chat:
         msgs: Any = [{"role": "user", "content": prompt}]
@@ -115,6 +117,27 @@ async def test_policy_migrate_moves_a_stream_token_exactly(chat: bool, after: in
         _same(got, ref)
         assert gw.telemetry.migrations == {"tbt_slow": 1}
         assert gw.telemetry.decisions["tbt_slow"] == 1
+
+
+@pytest.mark.parametrize("chat", [False, True], ids=["completions", "chat"])
+@pytest.mark.parametrize("cut", [3, 19, 20])
+async def test_crash_across_a_stop_string_ends_like_the_unmigrated_stream(
+    chat: bool, cut: int
+) -> None:
+    """The stop string spans tokens 19 and 20: cut 20 splits it between the two engines."""
+    async with make_stack(("v1", "v2")) as s:
+        pin_route(s.gateway, ("v1", "v2"))
+        free = await _reference(s, chat, 48)
+        stop = free.pieces[19][-3:] + free.pieces[20][:3]
+        assert len(stop) == 6 and free.text.find(stop) == len("".join(free.pieces[:20])) - 3
+        ref = await transcript(await _run(s, chat, 48, stop=[stop]), chat)
+        assert ref.finish == ["stop"] and ref.text == free.text[: free.text.find(stop)]
+        s.emulators["v1"].set_faults(FaultConfig(crash_after_tokens=cut))
+        got = await transcript(await _run(s, chat, 48, stop=[stop]), chat)
+        assert got.text.encode() == ref.text.encode() and got.finish == ["stop"]
+        assert got.token_ids == ref.token_ids
+        assert len(got.ids) == 1 and got.usage.completion_tokens == ref.usage.completion_tokens
+        assert s.gateway.telemetry.migrations == {"failover": 1}
 
 
 async def test_backend_killed_under_many_streams_every_request_completes_once() -> None:
