@@ -140,6 +140,20 @@ async def test_crash_across_a_stop_string_ends_like_the_unmigrated_stream(
         assert s.gateway.telemetry.migrations == {"failover": 1}
 
 
+@pytest.mark.parametrize("chat", [False, True], ids=["completions", "chat"])
+async def test_a_continuation_that_fails_continues_again_on_sglang(chat: bool) -> None:
+    async with make_stack(("v1", "v2", "sg1")) as s:
+        pin_route(s.gateway, ("v1", "v2", "sg1"))
+        ref = await _reference(s, chat, 48)
+        s.emulators["v1"].set_faults(FaultConfig(crash_after_tokens=5))
+        s.emulators["v2"].set_faults(FaultConfig(crash_after_tokens=7))
+        got = await transcript(await _run(s, chat, 48), chat)
+        _same(got, ref)
+        tel = s.gateway.telemetry
+        assert tel.migrations == {"failover": 2} and tel.tokens["sg1"] > 0
+        assert s.emulators["sg1"].engine.stats().num_running == 0
+
+
 async def test_backend_killed_under_many_streams_every_request_completes_once() -> None:
     n, max_tokens = 150, 32
     async with make_stack(("v1", "v2")) as s:
