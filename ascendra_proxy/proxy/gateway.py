@@ -242,6 +242,7 @@ class Gateway:
 
     async def _route(self, flight: Flight) -> Dispatch:
         held = False
+        held_at = self.clock()
         try:
             while True:
                 if flight.dropped is not None:
@@ -262,7 +263,7 @@ class Gateway:
                     self._check_queue_room(decision)
                     held = True
                     self.held += 1
-                await self._wait_for_capacity(flight)
+                await self._wait_for_capacity(flight, held_at)
         finally:
             if held:
                 self.held -= 1
@@ -275,8 +276,9 @@ class Gateway:
                 code="queue_full",
             )
 
-    async def _wait_for_capacity(self, flight: Flight) -> None:
-        waited = self.clock() - flight.state.arrival
+    async def _wait_for_capacity(self, flight: Flight, held_at: float) -> None:
+        # a stream that already started (a continuation) waits from when it was held
+        waited = self.clock() - (held_at if flight.state.started else flight.state.arrival)
         if waited >= self.cfg.timeouts.first_byte_s:
             raise ApiError(504, "timed out waiting for a backend with room", code="queue_timeout")
         tick = self.policy.tick_interval_s or HOLD_RECHECK_S

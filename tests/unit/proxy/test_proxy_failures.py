@@ -11,7 +11,7 @@ from fake_backend import FakeBackend, Script, serve_fake
 from proxy_rig import MODEL, RigFactory, config_for
 from sse_client import read_events, text_of
 
-from ascendra_proxy.core.decisions import Dispatch, Reject
+from ascendra_proxy.core.decisions import Dispatch, Hold, Reject
 from ascendra_proxy.proxy.app import start_server
 from ascendra_proxy.proxy.keys import GATEWAY
 
@@ -202,3 +202,26 @@ async def test_no_healthy_backend_is_503_with_retry_after(make_rig: RigFactory) 
         assert (await resp.json())["error"]["code"] == "no_healthy_backend"
         ready = await r.session.get(r.url + "/ready")
         assert ready.status == 503
+
+
+async def test_a_continuation_may_wait_for_room_longer_than_first_byte_s(
+    make_rig: RigFactory,
+) -> None:
+    a = FakeBackend("a", script=Script(tokens=6, die_after=3, gap_s=0.15))
+    b = FakeBackend("b", script=Script(tokens=2))
+    holds: list[float] = []
+
+    def route(state: Any, snaps: Any, now: float, exclude: frozenset[str]) -> Any:
+        if "a" not in exclude:
+            return Dispatch("a", "test")
+        if len(holds) < 3:  # no room at first: the continuation is held a moment
+            holds.append(now)
+            return Hold("no_room")
+        return Dispatch("b", "test")
+
+    async with make_rig([a, b], timeouts={"first_byte_s": 0.3, "idle_s": 5}) as r:
+        r.gateway.policy.route = route  # type: ignore[method-assign,assignment]
+        resp = await r.post("/v1/completions", {**STREAM, "max_tokens": 5})
+        events, done = await read_events(resp)
+        assert done and "error" not in events[-1] and len(holds) == 3
+        assert r.gateway.telemetry.migrations == {"failover": 1}
