@@ -15,6 +15,10 @@ rolls those tokens back (``rollback``): the continuation starts at the last toke
 was sent, regenerates the rolled-back tokens (a deterministic engine, or greedy sampling,
 reproduces them), and the reader skips them after checking their ids match what was sent.
 Their text arrives with the first complete character, exactly as an unmigrated stream had it.
+An engine that samples differently (real vLLM with temperature > 0 does not reproduce a
+seeded sample from a continuation) may regenerate other tokens there: when the client saw
+neither their text nor their ids the new ones simply stand (a valid sample), otherwise the
+continuation fails as diverged.
 
 Stop strings: engines hold back stop-string text (``len(longest stop) - 1`` characters) that
 is not tied to token boundaries, and a stop string split across a cut would be seen by
@@ -156,9 +160,12 @@ class ContinuationReader(ChunkReader):
             rec, c = self.record, self._plan
             sent = rec.token_ids[c.kept : c.kept + c.rollback]
             if self._skipped != sent:
-                raise UpstreamProtocolError(
-                    self._backend, "continuation diverged from the tokens already sent"
-                )
+                if self.asks.token_ids or c.skip_chars:
+                    raise UpstreamProtocolError(
+                        self._backend, "continuation diverged from the tokens already sent"
+                    )
+                # the client saw no text (and no ids) of these tokens: the new ones stand
+                rec.token_ids[c.kept : c.kept + c.rollback] = self._skipped
         return ids[take:]
 
     def _emit(

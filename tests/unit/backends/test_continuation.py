@@ -96,10 +96,20 @@ def test_reader_skips_the_rolled_back_tokens_and_keeps_the_identity() -> None:
     assert rec.token_ids == [10, 11, 12] and "".join(rec.text) == "aé"
 
 
-def test_reader_refuses_a_continuation_that_diverges() -> None:
+def test_reader_refuses_a_continuation_that_diverges_from_ids_the_client_saw() -> None:
+    rec = _record([10, 11], ["a", ""])
+    c = plan({"model": "m", "prompt": "p", "stream": True}, False, rec, 6)
+    assert c is not None
+    reader = ContinuationReader("b", ClientAsks(token_ids=True), rec, c)
+    with pytest.raises(UpstreamProtocolError, match="diverged"):
+        reader.read(_chunk([99], ""))
+
+
+def test_reader_accepts_other_tokens_where_the_client_saw_nothing() -> None:
     rec = _record([10, 11], ["a", ""])
     c = plan({"model": "m", "prompt": "p", "stream": True}, False, rec, 6)
     assert c is not None
     reader = ContinuationReader("b", ClientAsks(), rec, c)
-    with pytest.raises(UpstreamProtocolError, match="diverged"):
-        reader.read(_chunk([99], ""))
+    out = reader.read(_chunk([99], "z"))
+    assert out is not None and b'"text":"z"' in out and reader.tokens == 0
+    assert rec.token_ids == [10, 99]
