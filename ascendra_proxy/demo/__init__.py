@@ -165,15 +165,16 @@ def _finish(
     settings: DemoSettings,
     docs: dict[str, dict[str, Any]],
     processes: list[tuple[str, int]],
-    runtime_s: float,
+    started: float,
 ) -> None:
+    """Plots, summary.json and the report; ``started`` is the demo's monotonic start."""
     from ascendra_proxy.demo.report import format_report, summary_document, write_plots
     from loadgen.results import write_json
 
     paths = [str(settings.out / f"{p}.json") for p in docs]
     write_plots(docs, paths, settings.out)
-    write_json(
-        settings.out / "summary.json", summary_document(settings, docs, processes, runtime_s)
-    )
+    runtime_s = time.monotonic() - started
+    summary = summary_document(settings, docs, processes, runtime_s)
+    write_json(settings.out / "summary.json", summary)
     print()
     print(format_report(settings, docs, runtime_s))

@@ -69,6 +69,7 @@ def _wait_gone(pids: list[int], within_s: float = 15.0, marker: bytes = b"ascend
 @pytest.mark.timeout(400)
 def test_quick_demo_runs_both_policies_on_the_same_load(tmp_path: Path) -> None:
     out = tmp_path / "demo"
+    t0 = time.monotonic()
     proc = subprocess.run(
         [*DEMO, "--quick", "--out", str(out)], capture_output=True, text=True, timeout=360
     )
@@ -106,6 +107,8 @@ def test_quick_demo_runs_both_policies_on_the_same_load(tmp_path: Path) -> None:
 
     summary = json.loads((out / "summary.json").read_text())
     assert set(summary["policies"]) == {"round_robin", "ascendra"}
+    assert 0 < summary["runtime_s"] < time.monotonic() - t0
+    assert f"demo wall time {summary['runtime_s']:.0f} s" in proc.stdout
     pids = [p["pid"] for p in summary["processes"]]
     assert len(pids) == 8  # 3 engines + 1 proxy per policy
     assert _wait_gone(pids, within_s=0) == []
