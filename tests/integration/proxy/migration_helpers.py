@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import openai
+from proxy_stack import CLIENT_KEY, MODEL, TIME_SCALE, Stack, proxy_config
+
+from ascendra_proxy.config import parse_config
 from ascendra_proxy.core.backend import BackendSnapshot
 from ascendra_proxy.core.decisions import Dispatch, Hold, Reject
 from ascendra_proxy.core.request import RequestState
+from ascendra_proxy.emulator.server import EmulatorConfig, run_emulator
+from ascendra_proxy.proxy.app import start_server
 from ascendra_proxy.proxy.gateway import Gateway
 
 
@@ -63,3 +70,34 @@ def pin_route(gw: Gateway, order: tuple[str, ...]) -> None:
         return Reject(503, "no_backend", "every backend excluded", "no_backend")
 
     gw.policy.route = route  # type: ignore[method-assign,assignment]
+
+
+HP_SEQS = 2  # a small HP engine: one running request already refuses tickets (frac 0.5)
+
+
+@contextlib.asynccontextmanager
+async def ascendra_stack(policy: dict[str, Any], slo: dict[str, Any]) -> AsyncIterator[Stack]:
+    """2 LP (``lp1``, ``lp2``) + 1 small HP (``hp1``) emulated vLLM engines, ascendra policy."""
+    async with contextlib.AsyncExitStack() as stack:
+        emus = {}
+        for name in ("lp1", "lp2", "hp1"):
+            seqs = HP_SEQS if name == "hp1" else None
+            cfg = EmulatorConfig(
+                flavor="vllm", model=MODEL, time_scale=TIME_SCALE, seed=7, max_num_seqs=seqs
+            )
+            emus[name] = await stack.enter_async_context(run_emulator(cfg))
+        data = proxy_config(emus, policy={"type": "ascendra", **policy}, slo=slo)
+        main = data["pools"][0]["backends"]
+        main[2]["engine_settings"] = {"max_num_seqs": HP_SEQS}
+        data["pools"] = [
+            {"name": "lp", "role": "lp", "backends": main[:2]},
+            {"name": "hp", "role": "hp", "backends": main[2:]},
+        ]
+        runner, addrs = await start_server(parse_config(data), "127.0.0.1", 0, shutdown_grace_s=0.5)
+        stack.push_async_callback(runner.cleanup)
+        url = f"http://{addrs[0][0]}:{addrs[0][1]}"
+        client = openai.AsyncOpenAI(
+            base_url=url + "/v1", api_key=CLIENT_KEY, max_retries=0, timeout=30
+        )
+        stack.push_async_callback(client.close)
+        yield Stack(url, emus, runner, client)

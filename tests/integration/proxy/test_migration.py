@@ -13,7 +13,7 @@ import asyncio
 from typing import Any
 
 import pytest
-from migration_helpers import Transcript, pin_route, transcript
+from migration_helpers import Transcript, ascendra_stack, pin_route, transcript
 from proxy_stack import MODEL, Stack, make_stack
 
 from ascendra_proxy.core.decisions import Dispatch, Move
@@ -185,3 +185,27 @@ async def _until(cond: Any, limit_s: float = 5.0) -> None:
     while not cond():
         assert loop.time() < end, "condition not reached in time"
         await asyncio.sleep(0.01)
+
+
+async def test_ascendra_migrates_a_stream_off_a_stalled_lp_engine_exactly() -> None:
+    policy = {
+        "tick_ms": 20,
+        "ticket": {"running_frac": 0.5},
+        "migration": {"enabled": True, "min_remaining_tokens": 4, "hp_running_frac": 1.0},
+    }
+    slo = {"default": {"ttft_ms": 5000, "tpot_ms": 40}}
+    async with ascendra_stack(policy, slo) as s:
+        blocker = asyncio.create_task(transcript(await _run(s, False, 3000, "busy"), False))
+        await _until(lambda: s.running("hp1") == 1)  # HP took it (ticket) and now refuses
+        ref = await _reference(s, False, 120)  # unmigrated, on LP
+        got = Transcript()
+        async for chunk in await _run(s, False, 120):
+            got.add(chunk, False)
+            if len(got.token_ids) == 3:  # the LP engines stall once the stream has started
+                for name in ("lp1", "lp2"):
+                    s.emulators[name].set_faults(FaultConfig(stall_s=2.0))
+        blocker.cancel()
+        _same(got, ref)
+        tel = s.gateway.telemetry
+        assert tel.tokens["lp1"] + tel.tokens["lp2"] > 0, (tel.decisions, tel.tokens)
+        assert tel.migrations == {"migrate_tbt": 1}, (tel.decisions, tel.tokens)
