@@ -12,10 +12,19 @@ This package answers it with a model learned from the proxy's own observations:
 * :mod:`.features`: the versioned feature schema (a batch -> a float32 matrix);
 * :mod:`.train` and :mod:`.cli` (``ascendra-proxy train``): LightGBM quantile regression
   per target, evaluated against the analytical model on held-out requests;
-* :mod:`.model`: the model file, :class:`LearnedPredictor` (hot reload) and
-  :func:`load_predictor` (falls back to the analytical model);
+* :mod:`.model`: the model file, :class:`~.model.LearnedPredictor` (hot reload) and
+  :func:`~.model.load_predictor` (falls back to the analytical model);
 * :mod:`.retrain`: periodic retraining in a worker process;
 * :mod:`.metrics`: ``ascendra_predictor_source`` and the prediction-error histograms.
+
+Inputs the batch types may gain.  Three timings sharpen the time-to-first-token estimate a
+lot (see :mod:`.features`): ``QueryBatch.on_backend_s`` (per row: seconds since the request
+was dispatched to the backend asked about, 0 for a hypothetical target),
+``BackendFeatures.oldest_unstarted_s`` (seconds since the oldest not-started request there
+was dispatched) and ``BackendFeatures.last_first_token_s`` (seconds since the last first
+token there).  The features read them with ``getattr`` when present; the tap records them
+for training; until the policy passes them, models answer from a copy of the training rows
+trained without them.
 
 Importing this package does not import LightGBM; the modules that need it do.
 """

@@ -13,10 +13,10 @@ estimate), one per target:
 each on a ``log`` scale (the booster predicts ``log(seconds + 1 ms)``: quantiles survive a
 monotone transform, and the loss weighs a 50 ms error on a 100 ms wait like a 5 s error
 on a 10 s one) or in seconds (``identity``), plus the metadata that makes a mismatch fail
-loudly: the
-file format and version, the feature schema version and names, the profile vocabulary,
-the quantile, and training statistics.  :func:`read_model` validates all of it and raises
-:class:`ModelFileError` with a message that says what is wrong and what to do.
+loudly: the file format and version, the feature schema version and names, the profile
+vocabulary, the quantile, and training statistics.  :func:`read_model` validates all of
+it and raises :class:`ModelFileError` with a message that says what is wrong and what to
+do.
 
 :class:`LearnedPredictor` answers a :class:`~ascendra_proxy.core.predict.QueryBatch` with
 one feature build and one ``predict`` per booster (single-threaded: at 1,000 rows thread

@@ -49,13 +49,13 @@ from ascendra_proxy.predictor.rows import LabelledRows
 __all__ = ["DEFAULT_PARAMS", "TrainResult", "analytical_for", "evaluate", "train"]
 
 DEFAULT_PARAMS: dict[str, Any] = {
-    "num_boost_round": 60,  # ttft trees
+    "num_boost_round": 30,  # ttft trees
     "num_leaves": 31,
     "max_depth": 5,  # bounds the evaluation cost per tree
-    "next_boost_round": 30,  # next_token trees
+    "next_boost_round": 20,  # next_token trees
     "next_num_leaves": 15,
     "next_max_depth": 4,
-    "learning_rate": 0.1,
+    "learning_rate": 0.2,
     "min_data_in_leaf": 40,
     "transform": "log",
     "mask_dispatch": True,
