@@ -48,7 +48,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=_scale_arg,
         help="every emulated GPU step takes this many times longer; rate, SLOs and the "
         "proxy's timers are scaled to match, so the comparison is unchanged at less CPU "
-        "per second (default 'auto': 2 to 6 depending on the idle CPU; 1 with --quick)",
+        "per second (default 'auto': 3 to 6 depending on the idle CPU; 1 with --quick)",
     )
     a("--out", default="results/demo", help="output directory (default results/demo)")
     a(

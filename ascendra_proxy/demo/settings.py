@@ -13,9 +13,10 @@ Default operating point (``ascendra-proxy simulate --config configs/paper-3xa100
 the three A100s keeps >= 90% attainment to ~30 req/s and falls to 61-67% at 36 req/s (seeds
 0 and 1), where ``ascendra`` (2 LP + 1 HP, no mid-stream migration) still holds 75-82%.
 The demo runs at 36 req/s: ~7,500 tokens/s of model time.  The whole demo costs about
-100 us of CPU per token, so the automatic time scale (2 on an idle 2-core machine, up to 6
+100 us of CPU per token, so the automatic time scale (3 on an idle 2-core machine, up to 6
 on a busy one; see :func:`ascendra_proxy.demo.cpu.pick_time_scale`) keeps it within a
-quarter of the idle CPU, and a 300-request run takes ~20 s of model time per policy.
+quarter of the idle CPU.  A 300-request run takes ~20 s of model time per policy: the whole
+demo lasts ~2.5 minutes at scale 3, ~4.5 at scale 6.
 The smoke run (``--quick``) runs 40 requests with outputs capped at 200 tokens at time
 scale 1: it checks the plumbing, not the policies.
 """

@@ -242,8 +242,8 @@ def test_model_time_divides_every_time_and_keeps_attainment() -> None:
 
 def test_time_scale_grows_with_the_cpu_the_machine_lacks() -> None:
     tokens_per_s = 7500.0  # the default load: ~0.75 cores of work at scale 1
-    assert pick_time_scale(tokens_per_s, idle=2.0)[0] == 2.0
-    assert pick_time_scale(tokens_per_s, idle=0.5)[0] == 3.0
+    assert pick_time_scale(tokens_per_s, idle=2.0)[0] == 3.0
+    assert pick_time_scale(tokens_per_s, idle=0.4)[0] == 4.0
     scale, why = pick_time_scale(tokens_per_s, idle=0.05)
     assert scale == 6.0 and "busy" in why
     assert pick_time_scale(tokens_per_s, idle=None)[0] == 6.0
