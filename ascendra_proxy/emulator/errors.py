@@ -3,8 +3,11 @@
 Theory of operation: request parsing and serving code raise :class:`APIError` (status, type,
 message, param); one middleware per flavour turns it into the JSON body the real engine would
 send.  vLLM wraps the fields in ``{"error": {...}}``; SGLang's OpenAI layer sends them flat with
-``"object": "error"``.  Unknown routes and wrong methods get FastAPI's ``{"detail": ...}``
-bodies, as both real servers are FastAPI apps.
+``"object": "error"``.  Body validation failures are :class:`ValidationProblem` objects (pydantic's
+error list); vLLM 0.32 words them ``N validation error(s):`` with one line per error, type
+``Bad Request`` and the first location as ``param`` (:func:`vllm_error_body`), and its own
+checks end in ``(parameter=..., value=...)`` (:func:`param_error`).  Unknown routes and wrong
+methods get FastAPI's ``{"detail": ...}`` bodies, as both real servers are FastAPI apps.
 """
 
 from __future__ import annotations
