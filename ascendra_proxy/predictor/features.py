@@ -27,7 +27,11 @@ turns a batch into a C-contiguous ``float32`` matrix of ``len(FEATURE_NAMES)`` c
   come from ``QueryBatch.on_backend_s`` and ``BackendFeatures.oldest_unstarted_s`` /
   ``BackendFeatures.last_first_token_s`` when the policy provides those fields (read with
   ``getattr``: see the package notes), or explicitly (training rows); absent, they and
-  what derives from them are NaN, and models are trained to cope (see :mod:`.train`).
+  what derives from them are NaN, and models are trained to cope (see :mod:`.train`);
+* the request's **TTFT SLO** (``slo_ttft_s``, optional like the dispatch times, from
+  ``QueryBatch.slo_ttft_s``) and ``slack_s`` (SLO minus time waited): under deadline
+  ordering, and a policy that serves requests it cannot save last, how long a held
+  request waits depends on its own deadline.
 
 Missing values (never scraped, no observed step time, an unknown role or profile) are NaN,
 which LightGBM routes as missing.  The schema is versioned: :data:`SCHEMA_VERSION` and
@@ -97,7 +101,7 @@ _DERIVED = (
     "an_ttft_s",
     "an_next_token_s",
 )
-EXTRA_INPUTS = ("on_backend_s", "head_age_s", "last_first_token_s")
+EXTRA_INPUTS = ("on_backend_s", "head_age_s", "last_first_token_s", "slo_ttft_s")
 _DISPATCH = (
     *EXTRA_INPUTS,
     "busy_s",
@@ -105,6 +109,7 @@ _DISPATCH = (
     "work_left_tokens",
     "work_left_steps",
     "an_ttft_left_s",
+    "slack_s",
 )
 FEATURE_NAMES: tuple[str, ...] = _ROW + _BACKEND + _DERIVED + _DISPATCH
 # Columns that are NaN when the dispatch times are not known.
@@ -212,8 +217,10 @@ class FeatureBuilder:
             given.get("on_backend_s", getattr(batch, "on_backend_s", None)),
             given.get("head_age_s", table[:, nb]),
             given.get("last_first_token_s", table[:, nb + 1]),
+            given.get("slo_ttft_s", getattr(batch, "slo_ttft_s", None)),
         )
         self._dispatch(out[:, j:], table, work, budget, analytical.ttft_s, times)
+        out[:, -1] = out[:, j + 3] - batch.waited_s  # slack: NaN without the SLO
         return out
 
     @staticmethod
@@ -225,7 +232,7 @@ class FeatureBuilder:
         an_ttft: npt.NDArray[np.float64],
         times: tuple[npt.NDArray[np.float64] | None, ...],
     ) -> None:
-        """The ``_DISPATCH`` columns (NaN where the dispatch times are unknown)."""
+        """The ``_DISPATCH`` columns but the last (NaN where the inputs are unknown)."""
         for i, t in enumerate(times):
             out[:, i] = _NAN if t is None else t
         head, last = out[:, 1].astype(np.float64), out[:, 2].astype(np.float64)
@@ -233,8 +240,9 @@ class FeatureBuilder:
         cap = np.maximum(budget - table[:, 5], 1.0)  # prefill tokens per mixed step
         progress = busy * cap / np.maximum(table[:, 15], 1e-4)
         left = np.maximum(work - progress, 0.0)
-        out[:, 3] = busy
-        out[:, 4] = progress
-        out[:, 5] = left
-        out[:, 6] = left / cap
-        out[:, 7] = np.maximum(an_ttft - busy, 0.0)
+        k = len(times)
+        out[:, k] = busy
+        out[:, k + 1] = progress
+        out[:, k + 2] = left
+        out[:, k + 3] = left / cap
+        out[:, k + 4] = np.maximum(an_ttft - busy, 0.0)

@@ -165,9 +165,11 @@ def read_rows(paths: Iterable[str | Path]) -> LabelledRows:
         slo_t.append(float(slo[0]) if slo else float("nan"))  # type: ignore[index]
         slo_b.append(float(slo[1]) if slo else float("nan"))  # type: ignore[index]
         groups.append(f"{rid.rsplit(':', 1)[0]}|{q.get('rid')}")
-        x = q.get("x") or {}
+        x = dict(q.get("x") or {})  # type: ignore[call-overload]
+        if slo:
+            x.setdefault("slo_ttft_s", slo[0])  # type: ignore[index]
         for k, vals in extras.items():
-            v = x.get(k)  # type: ignore[attr-defined]
+            v = x.get(k)
             vals.append(float("nan") if v is None else float(v))
     if not index:
         raise RowsError(f"no labelled rows in {', '.join(str(p) for p in files)}")

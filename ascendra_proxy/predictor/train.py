@@ -17,7 +17,9 @@ The ``ttft`` booster learns from first-token rows only (a streaming request's ne
 comes within one step: the model answers it with the per-token prediction), and every
 booster also learns from a copy of its rows without dispatch times (see
 :mod:`.features`), so it still answers well for a policy that does not pass them; the
-report gives both (``learned``, ``learned_without_dispatch_times``).
+report gives both (``learned``, ``learned_without_dispatch_times``).  Rows are weighted so
+that every request counts the same (a request observed every 100 ms while it waits gives
+many rows, and under overload long waits would otherwise dominate).
 
 Training is deterministic: LightGBM runs with ``deterministic``, one thread, a fixed seed
 and no bagging, and the file is written with sorted keys and no timings, so the same rows
@@ -28,12 +30,14 @@ and seed give a byte-identical model file.  The boosters are small on purpose (s
 from __future__ import annotations
 
 import math
+from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import lightgbm as lgb
 import numpy as np
+import numpy.typing as npt
 import orjson
 
 from ascendra_proxy.core.predict import AnalyticalPredictor, FloatArray, Prediction, StepTimeModel
@@ -87,19 +91,29 @@ def analytical_for(profiles: list[str], loader: Any = None, **kwargs: float) -> 
     return AnalyticalPredictor(models, **kwargs)
 
 
+def _request_weights(groups: npt.NDArray[np.object_]) -> FloatArray:
+    """1 / (rows of the row's request): every request weighs the same, however long it
+    waited (a request held for 10 s gives 100 rows; without this, overload would decide
+    what the model learns about every load)."""
+    counts = Counter(groups.tolist())
+    return np.fromiter((1.0 / counts[g] for g in groups.tolist()), np.float64, len(groups))
+
+
 def _fit(
     x: np.ndarray,
     y: FloatArray,
+    groups: npt.NDArray[np.object_],
     quantile: float,
     seed: int,
     p: Mapping[str, Any],
     size: tuple[int, int, int],
 ) -> lgb.Booster:
     rounds, leaves, depth = size
+    w = _request_weights(groups)
     if p["mask_dispatch"]:  # a copy without dispatch times: the model copes when they are absent
         masked = x.copy()
         masked[:, DISPATCH_COLUMNS] = np.nan
-        x, y = np.vstack([x, masked]), np.concatenate([y, y])
+        x, y, w = np.vstack([x, masked]), np.concatenate([y, y]), np.concatenate([w, w])
     params = {
         "objective": "quantile",
         "alpha": quantile,
@@ -114,7 +128,7 @@ def _fit(
         "verbosity": -1,
     }
     target = np.log(y + LOG_OFFSET_S) if p["transform"] == "log" else y
-    data = lgb.Dataset(x, target, feature_name=list(FEATURE_NAMES), free_raw_data=False)
+    data = lgb.Dataset(x, target, weight=w, feature_name=list(FEATURE_NAMES), free_raw_data=False)
     return lgb.train(params, data, num_boost_round=rounds)
 
 
@@ -183,12 +197,13 @@ def train(
     if not first.any():
         raise ValueError("no first-token rows (every row is a streaming request)")
     size = (int(p["num_boost_round"]), int(p["num_leaves"]), int(p["max_depth"]))
-    ttft_b = _fit(x[first], fit_rows.ttft_s[first], quantile, seed, p, size)
+    groups = np.asarray(fit_rows.groups, dtype=object)
+    ttft_b = _fit(x[first], fit_rows.ttft_s[first], groups[first], quantile, seed, p, size)
     has = ~np.isnan(fit_rows.next_token_s)
     if not has.any():
         raise ValueError("no rows with a next-k label (requests too short for the horizon)")
     size = (int(p["next_boost_round"]), int(p["next_num_leaves"]), int(p["next_max_depth"]))
-    nt_b = _fit(x[has], fit_rows.next_token_s[has], quantile, seed, p, size)
+    nt_b = _fit(x[has], fit_rows.next_token_s[has], groups[has], quantile, seed, p, size)
     doc = {
         "format": FILE_FORMAT,
         "format_version": FILE_VERSION,
