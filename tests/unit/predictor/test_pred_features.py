@@ -102,12 +102,13 @@ def test_empty_batch() -> None:
 def test_dispatch_columns_are_nan_unless_known(batch: QueryBatch) -> None:
     b = FeatureBuilder(analytical(), [PROFILE])
     x = b.build(batch)
-    for name in ("on_backend_s", "head_age_s", "busy_s", "progress_tokens", "work_left_tokens"):
+    for name in ("on_backend_s", "head_age_s", "busy_s", "work_left_tokens", "slack_s"):
         assert all(math.isnan(v) for v in col(x, name)), name
     extras = {
         "on_backend_s": np.array([0.1, 0.0, 3.0]),
         "head_age_s": np.array([0.5, 0.0, 0.5]),
         "last_first_token_s": np.array([0.2, np.nan, 0.2]),  # hp-0 has no streams
+        "slo_ttft_s": np.array([1.0, 2.0, 1.0]),
     }
     x = b.build(batch, extras=extras)
     assert col(x, "on_backend_s") == pytest.approx([0.1, 0.0, 3.0])
@@ -124,6 +125,7 @@ def test_dispatch_columns_are_nan_unless_known(batch: QueryBatch) -> None:
     assert col(x, "work_left_steps")[1] == pytest.approx(520 / (1024 - 2))
     an = col(x, "an_ttft_s")
     assert col(x, "an_ttft_left_s")[0] == pytest.approx(max(an[0] - 0.2, 0), abs=1e-6)
+    assert col(x, "slack_s") == pytest.approx([0.5, 0.5, -1.0])  # SLO minus time waited
 
 
 @dataclass(frozen=True, slots=True)
