@@ -32,9 +32,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--holdout", type=float, default=0.2, help="held-out share (0: none)")
     parser.add_argument(
-        "--rounds", type=int, default=DEFAULT_PARAMS["num_boost_round"], help="trees per target"
+        "--rounds",
+        type=int,
+        default=DEFAULT_PARAMS["num_boost_round"],
+        help="trees of the TTFT booster (more: slower ticks)",
     )
-    parser.add_argument("--leaves", type=int, default=DEFAULT_PARAMS["num_leaves"])
+    parser.add_argument(
+        "--leaves", type=int, default=DEFAULT_PARAMS["num_leaves"], help="leaves per TTFT tree"
+    )
     parser.add_argument("--slo-ttft", type=float, default=1.0, help="SLO for rows without one")
     parser.add_argument("--slo-tbt", type=float, default=0.15, help="SLO for rows without one")
 
