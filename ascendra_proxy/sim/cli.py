@@ -31,27 +31,11 @@ __all__ = ["add_arguments", "run"]
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    from loadgen.cli import add_workload_args
+
     p.add_argument("--config", required=True, help="proxy YAML with engine_settings per backend")
-    src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--trace", help="CSV with arrived_at,num_prefill_tokens,num_decode_tokens")
-    src.add_argument("--workload", help="named workload (azure-conv, azure-code) or synthetic")
-    p.add_argument("--prompt-len", help="N | fixed:N | uniform:LO:HI | lognormal:MEDIAN:SIGMA")
-    p.add_argument("--output-len", help="same forms as --prompt-len")
-    p.add_argument("--num-requests", type=int, help="requests per run (default: whole trace)")
-    p.add_argument("--arrivals", choices=("poisson", "gamma", "constant", "trace"))
-    p.add_argument("--rate", type=float, help="req/s (with a trace: re-time to this rate)")
-    p.add_argument("--rate-scale", type=float, help="trace only: multiply its rate by this")
+    add_workload_args(p, rate=True, rates=True)  # loadgen's own options, same names
     p.add_argument("--sweep", action="store_true", help="run every rate of --rates")
-    p.add_argument("--rates", help="comma-separated req/s for --sweep, e.g. 10,14,18")
-    p.add_argument("--burstiness", type=float, default=1.0, help="gamma shape (1 = Poisson)")
-    p.add_argument("--slo-ttft", type=float, help="TTFT SLO in seconds (default: config's)")
-    p.add_argument("--slo-tbt", type=float, help="mean TBT SLO in seconds (default: config's)")
-    p.add_argument("--slo-mix", help='classes "TTFT:TBT:SHARE,..."')
-    p.add_argument("--prefix-groups", type=int, help="number of shared system prompts")
-    p.add_argument("--prefix-tokens", type=int, help="tokens per shared system prompt")
-    p.add_argument("--disconnect-share", type=float, default=0.0, help="share of clients leaving")
-    p.add_argument("--disconnect-after", type=float, default=1.0, help="seconds after sending")
-    p.add_argument("--seed", type=int, default=0)
     p.add_argument(
         "--policy", action="append", default=[], help="policy to run (repeatable; default: config)"
     )

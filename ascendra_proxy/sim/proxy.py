@@ -196,7 +196,7 @@ class SimProxy:
             return
         f.attempt = None
         a.open = False
-        a.closed_by = why
+        a.closed_by = a.closed_by or why
         a.backend.end(a.queued_tokens)
         a.queued_tokens = 0
         del self._engine_ids[a.engine_id]
@@ -312,7 +312,8 @@ class SimProxy:
             }
         )
         self._unhold(f)
-        self._close(now, f, abort=True, why=kind)
+        if f.attempt is not None:
+            f.attempt.closed_by = kind  # dispatch closes it (observers see the old attempt)
         self.dispatch(now, f, d)
 
     def _warm(self, now: float, f: Flight, w: Warm) -> None:

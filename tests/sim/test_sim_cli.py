@@ -14,6 +14,11 @@ from loadgen.metrics import summarize
 from loadgen.results import load_results
 
 
+def sim_args(files: tuple[Path, Path], out: Path | str, *extra: str) -> list[str]:
+    cfg, trace = files
+    return ["simulate", "--config", str(cfg), "--trace", str(trace), "--out", str(out), *extra]
+
+
 @pytest.fixture
 def files(tmp_path: Path) -> tuple[Path, Path]:
     cfg = tmp_path / "sim.yaml"
@@ -27,24 +32,8 @@ def files(tmp_path: Path) -> tuple[Path, Path]:
 
 
 def test_run_writes_a_loadgen_run_file(files: tuple[Path, Path], tmp_path: Path) -> None:
-    cfg, trace = files
     out = tmp_path / "run.json"
-    code = main(
-        [
-            "simulate",
-            "--config",
-            str(cfg),
-            "--trace",
-            str(trace),
-            "--rate",
-            "10",
-            "--num-requests",
-            "40",
-            "--out",
-            str(out),
-        ]
-    )
-    assert code == 0
+    assert main(sim_args(files, out, "--rate", "10", "--num-requests", "40")) == 0
     doc = load_results(out)
     assert doc["kind"] == "run" and doc["config"]["policy"] == "ascendra"
     assert set(summarize([])) <= set(doc["summary"])  # loadgen's schema, plus more
@@ -60,33 +49,10 @@ def test_run_writes_a_loadgen_run_file(files: tuple[Path, Path], tmp_path: Path)
 def test_sweep_with_several_policies(
     files: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    cfg, trace = files
     out = tmp_path / "sweep.json"
-    code = main(
-        [
-            "simulate",
-            "--config",
-            str(cfg),
-            "--trace",
-            str(trace),
-            "--sweep",
-            "--rates",
-            "4,400",
-            "--num-requests",
-            "40",
-            "--slo-ttft",
-            "0.5",
-            "--slo-tbt",
-            "0.1",
-            "--policy",
-            "ascendra",
-            "--policy",
-            "round_robin",
-            "--out",
-            str(out),
-        ]
-    )
-    assert code == 0
+    extra = ["--sweep", "--rates", "4,400", "--num-requests", "40", "--slo-ttft", "0.5"]
+    extra += ["--slo-tbt", "0.1", "--policy", "ascendra", "--policy", "round_robin"]
+    assert main(sim_args(files, out, *extra)) == 0
     printed = capsys.readouterr().out
     assert "capacity @90%" in printed and "round_robin" in printed
     comparison = json.loads(out.read_text())
@@ -102,21 +68,8 @@ def test_sweep_with_several_policies(
 
 
 def test_set_changes_a_policy_parameter(files: tuple[Path, Path], tmp_path: Path) -> None:
-    cfg, trace = files
     out = tmp_path / "run.json"
-    args = [
-        "simulate",
-        "--config",
-        str(cfg),
-        "--trace",
-        str(trace),
-        "--rate",
-        "30",
-        "--num-requests",
-        "40",
-        "--out",
-        str(out),
-    ]
+    args = sim_args(files, out, "--rate", "30", "--num-requests", "40")
     assert main([*args, "--set", "migration.enabled=false", "--set", "tick_ms=50"]) == 0
     assert load_results(out)["config"]["set"] == ["migration.enabled=false", "tick_ms=50"]
     assert main([*args, "--set", "migration.enabeld=false"]) == 2
@@ -125,29 +78,8 @@ def test_set_changes_a_policy_parameter(files: tuple[Path, Path], tmp_path: Path
 def test_errors_are_reported_without_a_traceback(
     files: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    cfg, trace = files
-    out = str(tmp_path / "x.json")
-    assert (
-        main(["simulate", "--config", str(cfg), "--trace", str(trace), "--sweep", "--out", out])
-        == 2
-    )
+    out = tmp_path / "x.json"
+    assert main(sim_args(files, out, "--sweep")) == 2
     assert "--rates" in capsys.readouterr().err
-    assert (
-        main(
-            [
-                "simulate",
-                "--config",
-                str(cfg),
-                "--trace",
-                str(trace),
-                "--rate",
-                "1",
-                "--policy",
-                "nope",
-                "--out",
-                out,
-            ]
-        )
-        == 2
-    )
+    assert main(sim_args(files, out, "--rate", "1", "--policy", "nope")) == 2
     assert "unknown policy" in capsys.readouterr().err
