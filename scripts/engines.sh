@@ -3,7 +3,8 @@
 #
 #   scripts/engines.sh install                  # idempotent; 4-10 min from nothing, ~2.6 GB
 #   scripts/engines.sh start [--name vllm] [--port 0] [--policy priority|fcfs]
-#                            [--kv-bytes N] [--cpus 0] [--max-num-seqs N] [--timeout 300]
+#                            [--kv-bytes N] [--cpus 0] [--max-num-seqs N] [--max-model-len 4096]
+#                            [--timeout 300]
 #                            [-- extra vLLM flags]
 #   scripts/engines.sh stop [--name vllm | --all]
 #   scripts/engines.sh status                   # exit status 3 when vLLM is not installed
@@ -155,6 +156,7 @@ wait_healthy() {
 
 cmd_start() {
   local name=vllm port=0 policy=priority kv_bytes=$((256 * 1024 * 1024)) cpus=0 seqs="" timeout=300
+  local max_len=4096
   while (($#)); do
     case $1 in
       --name) name=$2; shift 2 ;;
@@ -163,6 +165,7 @@ cmd_start() {
       --kv-bytes) kv_bytes=$2; shift 2 ;;
       --cpus) cpus=$2; shift 2 ;;
       --max-num-seqs) seqs=$2; shift 2 ;;
+      --max-model-len) max_len=$2; shift 2 ;;
       --timeout) timeout=$2; shift 2 ;;
       --) shift; break ;;
       *) die "start: unknown option $1" ;;
@@ -180,7 +183,7 @@ cmd_start() {
   local url="http://127.0.0.1:$port" t0=$SECONDS
   local -a flags=(
     --model "$MODEL_DIR" --served-model-name tiny --host 127.0.0.1 --port "$port"
-    --max-model-len 4096 --enforce-eager --kv-cache-memory-bytes "$kv_bytes" --block-size 32
+    --max-model-len "$max_len" --enforce-eager --kv-cache-memory-bytes "$kv_bytes" --block-size 32
     --enable-prefix-caching --scheduling-policy "$policy" --enable-prompt-tokens-details
     --enable-log-requests
   )

@@ -36,7 +36,6 @@ from ascendra_proxy.proxy.keys import GATEWAY
 
 CLIENT_KEY = "realvllm-client-key"
 ADMIN_KEY = "realvllm-admin-key"
-MAX_MODEL_LEN = 4096  # scripts/engines.sh starts vLLM with --max-model-len 4096
 
 
 def backend(server: VllmServer, name: str) -> Json:
@@ -51,7 +50,7 @@ def backend(server: VllmServer, name: str) -> Json:
             "max_num_seqs": opts.max_num_seqs,
             "block_size": opts.block_size,
             "scheduling_policy": opts.policy,
-            "max_model_len": MAX_MODEL_LEN,
+            "max_model_len": opts.max_model_len,
         },
     }
 

@@ -48,6 +48,7 @@ from proxy_helpers import (
     running_proxy,
 )
 from vllm_harness import (
+    LONG_TOKENS,
     START_TIMEOUT_S,
     Json,
     VllmLauncher,
@@ -68,7 +69,7 @@ WAITING = "vllm:num_requests_waiting"
 GENERATED = "vllm:generation_tokens_total"
 FINGERPRINT = "system_fingerprint"
 COUNTS = ("prompt_tokens", "completion_tokens", "total_tokens")
-LONG = 3000  # max_tokens of a request that outlives any test (< 4096 minus the prompt)
+LONG = LONG_TOKENS
 ASKS: dict[str, tuple[Json, Json | None]] = {  # extra body fields, stream_options
     "plain": ({}, None),
     "usage": ({}, {"include_usage": True}),
@@ -389,7 +390,7 @@ async def ascendra(pair: tuple[VllmServer, VllmServer]) -> AsyncIterator[Proxy]:
 
     Default SLO is loose (no request is at risk unless it says so with ``x-slo-ttft-ms``);
     HP grants a ticket only while it runs nothing (``running_frac`` 0.25 of 4 sequences);
-    migration is off (not implemented in the proxy: moves would only be refused)."""
+    migration is off (this test is about offloads before the first token)."""
     lp, hp = pair
     pools = [
         {"name": "lp", "role": "lp", "backends": [backend(lp, "lp-a")]},

@@ -35,7 +35,7 @@ import httpx
 import openai
 import orjson
 import pytest
-from vllm_harness import Json, Target, metric, scrape, wait_metric
+from vllm_harness import LONG_TOKENS, Json, Target, metric, scrape, wait_metric
 from vllm_harness import sse as sse_url
 
 # Generous: the first test also pays for starting vLLM (a minute or more on a busy CPU).
@@ -53,7 +53,7 @@ COMPLETION_CHOICE_KEYS = {
 CHAT_ROLE_CHOICE_KEYS = {"index", "delta", "logprobs", "finish_reason"}
 CHAT_CONTENT_CHOICE_KEYS = {"index", "delta", "logprobs", "finish_reason", "token_ids"}
 ERROR_KEYS = {"message", "type", "param", "code"}
-FILLER_TOKENS = 3500  # a request that outlives any test (seconds on the tiny model); < 4096
+FILLER_TOKENS = LONG_TOKENS
 
 
 # ---------------------------------------------------------------- helpers
@@ -243,7 +243,7 @@ ERROR_CASES: dict[str, tuple[Callable[[Target], Json | bytes | list[int]], int, 
     # name: (body, status, error.type, error.param or its prefix)
     "unknown model": (lambda t: {"model": "nope", "prompt": "x"}, 404, "NotFoundError", "model"),
     "max_tokens over max_model_len": (
-        lambda t: {"model": t.model, "prompt": "x", "max_tokens": 5000},
+        lambda t: {"model": t.model, "prompt": "x", "max_tokens": 100_000},
         400,
         "BadRequestError",
         "max_tokens",

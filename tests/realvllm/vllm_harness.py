@@ -37,6 +37,9 @@ Json = dict[str, Any]
 Metrics = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
 
+LONG_TOKENS = 15000  # max_tokens of a request that outlives any test: over a minute of decoding
+
+
 @dataclass(frozen=True)
 class VllmOptions:
     """How to start one instance; maps onto ``engines.sh start`` flags."""
@@ -46,6 +49,10 @@ class VllmOptions:
     kv_bytes: int = 256 * 1024 * 1024
     cpus: str = "0"
     block_size: int = 32  # engines.sh always passes --block-size 32
+    # Long enough that a request of LONG_TOKENS outlives any test even on a quiet machine
+    # (the tiny model decodes ~200 tokens/s alone: 3,000 tokens were over before a test had
+    # filled the engine); the model itself has 32,768 positions.
+    max_model_len: int = 16384
     extra_args: tuple[str, ...] = ()
 
 
@@ -124,6 +131,8 @@ class VllmLauncher:
             options.cpus,
             "--max-num-seqs",
             str(options.max_num_seqs),
+            "--max-model-len",
+            str(options.max_model_len),
             "--timeout",
             str(START_TIMEOUT_S),
         ]
@@ -166,7 +175,7 @@ async def emulated_target(options: VllmOptions) -> AsyncIterator[Target]:
         scheduling_policy="priority" if options.policy == "priority" else "fcfs",
         max_num_seqs=options.max_num_seqs,
         block_size=options.block_size,
-        max_model_len=4096,
+        max_model_len=options.max_model_len,
     )
     async with run_emulator(cfg) as emu:
         yield Target("emulator", emu.url, MODEL_NAME, options.max_num_seqs, options.block_size)
@@ -226,9 +235,19 @@ async def wait_metric(
     moves, only on what it reaches and on token counts."""
     deadline = time.monotonic() + within_s
     while True:
-        value = metric(await scrape(client, base_url), name)
+        seen = await scrape(client, base_url)
+        value = metric(seen, name)
         if ok(value):
             return value
         if time.monotonic() > deadline:
-            raise AssertionError(f"{name} = {value} after {within_s} s")
+            state = {n: metric(seen, n) for n in ENGINE_STATE}
+            raise AssertionError(f"{name} = {value} after {within_s} s; engine: {state}")
         await asyncio.sleep(0.05)
+
+
+ENGINE_STATE = (  # printed when a wait fails: what the engine was doing
+    "vllm:num_requests_running",
+    "vllm:num_requests_waiting",
+    "vllm:generation_tokens_total",
+    "vllm:request_success_total",
+)
