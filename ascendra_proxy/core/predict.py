@@ -28,11 +28,24 @@ plus generated tokens for a continuation, minus the expected prefix-cache hit) b
 
 and the next ``k`` tokens take ``k`` steps, mixed while prefill work queued behind it
 remains, decode-only after.  A request already decoding on the backend has ``ttft = s_now/2``.
+
+Sequence slots: an engine runs at most ``max_num_seqs`` sequences.  When the decoding
+sequences plus the requests queued ahead (``ahead / mean_queued_prompt``, rounded) fill
+every slot, the request also waits for the ``k``-th slot to free, ``k`` = the overflow,
+which takes the ``k``-th smallest token budget left among the backend's streams
+(``stream_remaining``) in decode steps; its own prefill follows::
+
+    ttft = max(ttft, s_now / 2 + remaining_k * s_dec + own_prefill)
+
+Budgets are ``max_tokens`` minus tokens generated, an upper bound (a stream that ends at
+EOS frees its slot sooner); sequences the proxy does not know about (scraped ``running``
+above its own count) free theirs no sooner than the longest known one, or at once when
+none is known.
 Engine waiting requests the proxy does not know about (scraped ``waiting`` above the
 proxy's count, when fresh) are assumed to be as long as the request's own prompt.  Without
 a profile for the backend every step costs the backend's observed recent step time (or
-``fallback_step_s``).  Not modelled: KV exhaustion and preemption, ``max_num_seqs`` slots,
-arrivals after now; the learned model is there to capture those.
+``fallback_step_s``).  Not modelled: KV exhaustion and preemption, arrivals after now; the
+learned model is there to capture those.
 """
 
 from __future__ import annotations
@@ -94,6 +107,8 @@ class BackendFeatures:
     recent_step_s: float | None  # recent inter-token gap of its streams
     max_num_seqs: int
     max_num_batched_tokens: int
+    # tokens each proxy-known stream may still generate (max_tokens left), ascending
+    stream_remaining: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -189,6 +204,7 @@ class _Costs:
     extra_waiting: float  # engine-waiting requests unknown to the proxy
     pending_tokens: float  # prefill tokens queued on the backend (proxy-known)
     mean_queued_prompt: float  # mean prompt of those, 0 when none
+    decoding: int  # sequences holding a slot (proxy streams, or fresh scraped running)
 
 
 class AnalyticalPredictor:
@@ -233,13 +249,14 @@ class AnalyticalPredictor:
         cap = max(f.max_num_batched_tokens - d, 1)
         mean_prompt = f.unstarted_tokens / f.unstarted if f.unstarted else 0.0
         m = self._models.get(f.profile)
+        queued = (extra_waiting, f.unstarted_tokens, mean_prompt, d)
         if m is None:
             step = f.recent_step_s if f.recent_step_s else self._fallback_step_s
-            return _Costs(cap, step, step, 0.0, extra_waiting, f.unstarted_tokens, mean_prompt)
+            return _Costs(cap, step, step, 0.0, *queued)
         s_dec = m.step_time(0, d, c, 0.0)
         s_mix = m.step_time(cap, d, c, 0.0)
         attn = (m.step_time(cap, d, c, _ATTN_PROBE) - s_mix) / _ATTN_PROBE
-        return _Costs(cap, s_dec, s_mix, attn, extra_waiting, f.unstarted_tokens, mean_prompt)
+        return _Costs(cap, s_dec, s_mix, attn, *queued)
 
     def predict(self, batch: QueryBatch) -> Prediction:
         n = len(batch)
@@ -260,16 +277,36 @@ class AnalyticalPredictor:
         ahead = batch.queued_ahead_tokens + gather("extra_waiting") * prompt
         mean_q = gather("mean_queued_prompt")
         mean_q = np.where(mean_q > 0, mean_q, u)
+        own_attn = gather("attn") * u * (u / 2 + batch.cached_tokens)
         prefill = _chunked_time(ahead + u, cap, s_dec, s_mix)
-        prefill += gather("attn") * (u * (u / 2 + batch.cached_tokens) + ahead * mean_q / 2)
+        prefill += own_attn + gather("attn") * ahead * mean_q / 2
         resident = batch.resident
-        ttft = np.where(resident, 0.5 * s_now, 0.5 * s_now + prefill)
+        slot_wait = _slot_wait(batch, table, np.rint(ahead / mean_q))
+        own = slot_wait + _chunked_time(u, cap, s_dec, s_mix) + own_attn
+        ttft = np.where(resident, 0.5 * s_now, 0.5 * s_now + np.maximum(prefill, own))
         behind = np.where(resident, pending, np.maximum(pending - ahead - u, 0.0))
         k = float(max(batch.horizon_tokens, 0))
         mixed_steps = np.minimum(np.ceil(behind / cap), k)
         mixed_time = np.minimum(_chunked_time(behind, cap, s_dec, s_mix), k * s_mix)
         next_k = mixed_time + (k - mixed_steps) * s_dec
         return Prediction(ttft, next_k, "analytical")
+
+
+def _slot_wait(batch: QueryBatch, table: Sequence[_Costs], ahead_n: FloatArray) -> FloatArray:
+    """Seconds until a sequence slot frees for each row (0 when one is free at once)."""
+    out = np.zeros(len(batch), dtype=np.float64)
+    for j, f in enumerate(batch.backends):
+        t = table[j]
+        rows = np.flatnonzero(batch.backend_index == j)
+        if rows.size == 0:
+            continue
+        k = t.decoding + ahead_n[rows] + 1 - f.max_num_seqs  # slots that must free first
+        if not np.any(k > 0) or not f.stream_remaining:
+            continue
+        left = np.asarray(f.stream_remaining, dtype=np.float64)
+        pos = np.clip(k, 1, left.size).astype(np.int64) - 1
+        out[rows] = np.where(k > 0, left[pos] * t.s_dec, 0.0)
+    return out
 
 
 def _chunked_time(

@@ -32,6 +32,15 @@ __all__ = ["LabelledRows", "RowsError", "expand_paths", "read_rows"]
 _BACKEND_FIELDS = tuple(f.name for f in fields(BackendFeatures))
 
 
+def _backend(raw: object) -> BackendFeatures:
+    """A recorded backend line; ``stream_remaining`` (newer) may be absent, comes as a list."""
+    if not isinstance(raw, dict):
+        raise TypeError("backend features must be an object")
+    values = {k: raw[k] for k in _BACKEND_FIELDS if k != "stream_remaining"}
+    remaining = raw.get("stream_remaining", ())
+    return BackendFeatures(**values, stream_remaining=tuple(int(x) for x in remaining))
+
+
 class RowsError(ValueError):
     """A training data file is unreadable or malformed."""
 
@@ -149,7 +158,7 @@ def read_rows(paths: Iterable[str | Path]) -> LabelledRows:
             continue
         q = queries[rid]
         try:
-            b = BackendFeatures(**{k: q["b"][k] for k in _BACKEND_FIELDS})  # type: ignore[index]
+            b = _backend(q["b"])
             values = q["q"]
             h = int(q["h"])  # type: ignore[call-overload]
             for k, v in zip(QUERY_FIELDS, values, strict=True):  # type: ignore[call-overload]

@@ -140,21 +140,15 @@ class TrainingTap:
         """The per-backend sums of the policy's tick aggregation (``tickstate._fill``), with
         the not-started requests in engine order (priority first when the engine runs
         priority scheduling, then dispatch time), as the policy's review orders them."""
-        q, s = b.queue, b.streams
         prio = self._priority if b.facts.priority_scheduling else {}
-        q.sort(
+        b.queue.sort(
             key=lambda r: (
                 prio.get(r.id, 0),
                 r.dispatched_at if r.dispatched_at is not None else r.arrival,
                 r.id,
             )
         )
-        b.unstarted = len(q)
-        b.queued_tokens = sum(r.prompt_tokens for r in q)
-        b.streaming = len(s)
-        b.decode_context = sum(r.prompt_tokens + r.tokens for r in s)
-        b.gaps = sum(r.gaps for r in s)
-        b.gap_sum = sum(r.gap_sum for r in s)
+        b.aggregate()
 
     def _cached(self, r: RequestState, b: BackendState) -> int:
         """Expected prefix hit of ``r`` on ``b``, fixed when the tap first sees it there."""

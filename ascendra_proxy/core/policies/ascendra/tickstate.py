@@ -78,12 +78,7 @@ def aggregate(
 def _fill(b: BackendState, inp: TickInputs) -> None:
     """Per-backend sums from its request lists, and what the tick must look at there."""
     q, s = b.queue, b.streams
-    b.unstarted = len(q)
-    b.queued_tokens = sum(r.prompt_tokens for r in q)
-    b.streaming = len(s)
-    b.decode_context = sum(r.prompt_tokens + r.tokens for r in s)
-    b.gaps = sum(r.gaps for r in s)
-    b.gap_sum = sum(r.gap_sum for r in s)
+    b.aggregate()
     if not b.snap.healthy:
         inp.unstarted_down.extend((r, b) for r in q)
         inp.streams_down.extend((r, b) for r in s)

@@ -61,6 +61,7 @@ class BackendState:
     decode_context: int = 0
     gap_sum: float = 0.0
     gaps: int = 0
+    stream_remaining: tuple[int, ...] = ()  # token budget left per stream, ascending
     # not-started requests on it (the review sorts them into engine order), streaming ones
     queue: list[RequestState] = field(default_factory=list)
     streams: list[RequestState] = field(default_factory=list)
@@ -121,6 +122,17 @@ class BackendState:
         scraped = self.snap.fresh_scraped(max_age_s)
         return 0 if scraped is None or scraped.waiting is None else scraped.waiting
 
+    def aggregate(self) -> None:
+        """The per-backend sums from ``queue`` and ``streams`` (a tick's aggregation)."""
+        q, s = self.queue, self.streams
+        self.unstarted = len(q)
+        self.queued_tokens = sum(r.prompt_tokens for r in q)
+        self.streaming = len(s)
+        self.decode_context = sum(r.prompt_tokens + r.tokens for r in s)
+        self.gaps = sum(r.gaps for r in s)
+        self.gap_sum = sum(r.gap_sum for r in s)
+        self.stream_remaining = tuple(sorted(r.remaining_tokens for r in s))
+
     def add(self, prompt_tokens: int, started: bool) -> None:
         """Account for a request this decision sends here."""
         self.inflight += 1
@@ -146,6 +158,7 @@ class BackendState:
             recent_step_s=self.gap_sum / self.gaps if self.gaps else None,
             max_num_seqs=self.max_num_seqs,
             max_num_batched_tokens=self.facts.max_num_batched_tokens,
+            stream_remaining=self.stream_remaining,
         )
 
 

@@ -102,6 +102,55 @@ def test_scraped_waiting_beyond_the_proxy_count_adds_work_when_fresh() -> None:
     assert ask(stale, 500)[0] == pytest.approx(base)
 
 
+# four slots, all held by streams with 300, 50, 900 and 2000 tokens left to generate
+FULL = replace(
+    IDLE,
+    inflight=4,
+    decode_seqs=4,
+    decode_context_tokens=400,
+    max_num_seqs=4,
+    stream_remaining=(50, 300, 900, 2000),
+)
+S_DEC_4 = 0.010 + 0.00005 * 4  # decode step of the four streams
+OWN_400 = S_DEC_4 + 400 * 0.00005  # its own prefill: one step with the four decodes
+
+
+def test_a_full_engine_makes_a_new_request_wait_for_the_first_slot_to_free() -> None:
+    ttft, _ = ask(FULL, 400)
+    assert ttft == pytest.approx(0.5 * S_DEC_4 + 50 * S_DEC_4 + OWN_400)
+    # one free slot: no wait beyond the prefill
+    roomy = replace(FULL, max_num_seqs=5)
+    assert ask(roomy, 400)[0] == pytest.approx(0.5 * S_DEC_4 + OWN_400)
+
+
+def test_requests_queued_ahead_take_the_earlier_slots() -> None:
+    # two 400-token prompts queued ahead: the request gets the third slot to free (900 left)
+    queued = replace(FULL, inflight=6, unstarted=2, unstarted_tokens=800)
+    ttft, _ = ask(queued, 400, ahead=800)
+    s_mix = 0.010 + 0.00005 * 1000
+    assert ttft == pytest.approx(0.5 * s_mix + 900 * S_DEC_4 + OWN_400)
+
+
+def test_streams_unknown_to_the_proxy_free_no_sooner_than_the_longest_known() -> None:
+    scraped = replace(FULL, running=6, scrape_age_s=0.1, max_num_seqs=6)  # two unknown
+    s_dec_6 = 0.010 + 0.00005 * 6
+    own = s_dec_6 + 400 * 0.00005
+    ttft, _ = ask(scraped, 400)
+    assert ttft == pytest.approx(0.5 * s_dec_6 + 50 * s_dec_6 + own)
+    # three queued ahead of it, itself the 4th to need a slot: only four streams are known,
+    # so the 4th slot frees when the longest known stream (2000 left) ends
+    crowded = replace(scraped, running=9, inflight=9, unstarted=3, unstarted_tokens=1200)
+    ttft, _ = ask(crowded, 400, ahead=1200)
+    s_mix = 0.010 + 0.00005 * 1000
+    assert ttft == pytest.approx(0.5 * s_mix + 2000 * s_dec_6 + own)
+    unknown = replace(FULL, stream_remaining=())
+    assert ask(unknown, 400)[0] == pytest.approx(ask(replace(FULL, max_num_seqs=5), 400)[0])
+
+
+def test_a_resident_stream_never_waits_for_a_slot() -> None:
+    assert ask(FULL, 400, gen=10, resident=True)[0] == pytest.approx(0.5 * S_DEC_4)
+
+
 def test_without_a_profile_every_step_costs_the_observed_step() -> None:
     f = replace(IDLE, profile="unknown", recent_step_s=0.05)
     ttft, next_k = ask(f, 2500)  # three steps of <= 1000 tokens
