@@ -13,6 +13,9 @@ the mapping to :func:`parse_config`, which
    names, URLs and GPU ids, SLO entries only for served models, no backend pointing at the
    proxy itself, and the policy's own topology rule (e.g. HP needs LP).
 
+A top-level ``simulation:`` block belongs to the simulator (``ascendra_proxy.sim.setup``):
+the proxy skips it, so one file serves both; ``check-config`` validates it too.
+
 Every problem raises :class:`ConfigError` (``path: message``).  Backends without a name are
 named ``<pool>-<index>``.  Secrets are kept out of ``repr``.  ``ProxyConfig`` converts to
 the core's own values (:meth:`ProxyConfig.backend_infos`, :meth:`ProxyConfig.slo_table`,
@@ -275,6 +278,9 @@ class ProxyConfig:
 # -- loading ---------------------------------------------------------------------------
 
 
+SIMULATION_KEY = "simulation"  # the simulator's block; the proxy ignores it
+
+
 def load_config(path: str | os.PathLike[str], env: Mapping[str, str] | None = None) -> ProxyConfig:
     """Read and validate a YAML config file (``env`` defaults to ``os.environ``)."""
     return parse_config(read_yaml(Path(path)), env=env)
@@ -288,7 +294,7 @@ def parse_config(
     """Validate a parsed YAML document; raise ConfigError naming the first bad path."""
     if not isinstance(data, Mapping):
         raise ConfigError("", f"expected a mapping at the top level, got {describe(data)}")
-    rest = {k: v for k, v in data.items() if k != "policy"}
+    rest = {k: v for k, v in data.items() if k not in ("policy", SIMULATION_KEY)}
     if "pools" not in rest:
         raise ConfigError("pools", "required key is missing")
     cfg: ProxyConfig = load(ProxyConfig, rest)

@@ -2,7 +2,8 @@
 
 Prints a readable summary (listen address, policy, pools with roles and backends, SLOs,
 limits, auth) and exits 0, or prints ``error: <path>: <message>`` on stderr and exits 1.
-Secrets are never printed, only whether they are set.
+Secrets are never printed, only whether they are set.  A ``simulation:`` block (read by
+``ascendra-proxy simulate``, skipped by ``serve``) is validated as the simulator does.
 """
 
 from __future__ import annotations
@@ -10,9 +11,18 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from pathlib import Path
 
-from ascendra_proxy.config import BackendConfig, ConfigError, ProxyConfig, SLOTarget, load_config
+from ascendra_proxy.config import (
+    SIMULATION_KEY,
+    BackendConfig,
+    ConfigError,
+    ProxyConfig,
+    SLOTarget,
+    parse_config,
+)
+from ascendra_proxy.configload import read_yaml
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -21,14 +31,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     try:
-        cfg = load_config(args.file)
+        data = read_yaml(Path(args.file))
+        cfg = parse_config(data)
+        sim = _simulation(data)
     except ConfigError as exc:
         print(f"error: {args.file}: {exc}", file=sys.stderr)
         return 1
     print(f"{args.file}: OK")
     for line in summary_lines(cfg):
         print(line)
+    if sim is not None:
+        print(f"simulation {_params(sim).strip()[1:-1]}")
     return 0
+
+
+def _simulation(data: object) -> object | None:
+    """The validated ``simulation:`` block (the proxy ignores it; the simulator reads it)."""
+    if not isinstance(data, Mapping) or SIMULATION_KEY not in data:
+        return None
+    from ascendra_proxy.sim.setup import parse_sim_config
+
+    return parse_sim_config(data).sim
 
 
 def summary_lines(cfg: ProxyConfig) -> Iterator[str]:

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from ascendra_proxy.config import PolicyConfig, ProxyConfig, parse_config
+from ascendra_proxy.config import SIMULATION_KEY, PolicyConfig, ProxyConfig, parse_config
 from ascendra_proxy.configload import ConfigError, load, read_yaml
 from ascendra_proxy.core.backend import BackendInfo
 from ascendra_proxy.core.contracts import Policy
@@ -40,8 +40,6 @@ __all__ = [
     "policy_registry",
     "with_policy",
 ]
-
-SIM_KEY = "simulation"
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,9 +76,8 @@ def policy_registry() -> Mapping[str, PolicySpec[Any]]:
 def parse_sim_config(data: object, env: Mapping[str, str] | None = None) -> SimConfig:
     if not isinstance(data, Mapping):
         raise ConfigError("", "expected a mapping at the top level")
-    rest = {k: v for k, v in data.items() if k != SIM_KEY}
-    sim = load(SimSettings, data.get(SIM_KEY) or {}, SIM_KEY)
-    proxy = parse_config(rest, env=env, policies=policy_registry())
+    sim = load(SimSettings, data.get(SIMULATION_KEY) or {}, SIMULATION_KEY)
+    proxy = parse_config(data, env=env, policies=policy_registry())
     for pool, b in proxy.backends():
         if not b.engine_settings.profile:
             where = f"pools[{pool.name}].backends[{b.name}].engine_settings.profile"

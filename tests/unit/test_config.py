@@ -385,6 +385,18 @@ def test_check_config_cli_ok() -> None:
     assert proc.stderr == ""
 
 
+def test_check_config_accepts_and_validates_a_simulation_block(tmp_path: Path) -> None:
+    proc = run_cli(str(CONFIGS / "paper-3xa100.yaml"))
+    assert proc.returncode == 0, proc.stderr
+    assert "simulation network_s=" in proc.stdout
+    text = (CONFIGS / "paper-3xa100.yaml").read_text()
+    bad = tmp_path / "bad-sim.yaml"
+    bad.write_text(text.replace("simulation:", "simulation:\n  network_ms: 1", 1))
+    proc = run_cli(str(bad))
+    assert proc.returncode == 1
+    assert "simulation.network_ms" in proc.stderr
+
+
 def test_check_config_cli_error(tmp_path: Path) -> None:
     bad = tmp_path / "bad.yaml"
     bad.write_text(
