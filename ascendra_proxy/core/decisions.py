@@ -97,6 +97,7 @@ class Warm:
     backend: str
     reason: str
     detail: str = ""
+    priority: int | None = None  # engine priority to send it at (None: send none)
 
 
 @dataclass(frozen=True, slots=True)

@@ -292,7 +292,7 @@ class Gateway:
             r.status, r.message, code=r.code, param="model" if r.status == 404 else None
         )
 
-    def warm(self, flight: Flight, backend_name: str) -> bool:
+    def warm(self, flight: Flight, backend_name: str, priority: int | None = None) -> bool:
         """Send the flight's prompt to a backend as a discarded one-token generation."""
         backend = self.backends.get(backend_name)
         if backend is None:
@@ -300,7 +300,8 @@ class Gateway:
         body = {k: v for k, v in flight.gen.body.items() if k not in _WARM_DROP}
         body["max_tokens"] = 1
         rid = flight.state.id + "-warm"
-        request = backend.adapter.prepare(flight.gen.endpoint, body, rid)
+        priority = priority if backend.info.priority_scheduling else None
+        request = backend.adapter.prepare(flight.gen.endpoint, body, rid, priority)
         self.spawn(
             _post_discard(
                 backend.session,
@@ -336,7 +337,9 @@ def _is_backend_fault(exc: up.UpstreamError) -> bool:
     return isinstance(exc, up.UpstreamUnavailable | up.StreamBroken)
 
 
-_WARM_DROP = frozenset({"stream", "stream_options", "max_completion_tokens", "n", "rid"})
+_WARM_DROP = frozenset(
+    {"stream", "stream_options", "max_completion_tokens", "n", "rid", "priority"}
+)
 
 
 async def _post_discard(

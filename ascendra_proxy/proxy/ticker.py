@@ -58,7 +58,7 @@ def apply_action(gw: Gateway, action: Action) -> bool:
         return False
     if isinstance(action, Warm):
         gw.telemetry.decision(action.reason)
-        return gw.warm(flight, action.backend)
+        return gw.warm(flight, action.backend, action.priority)
     if isinstance(action, Assign):
         if flight.attempt is not None:
             return False

@@ -324,7 +324,8 @@ class SimProxy:
         self.tally.warms[w.reason] += 1
         engine_id = f"{f.id}#warm{f.warms}"
         spec = SamplingSpec(max_tokens=1, ignore_eos=True, seed=f.item.index)
-        req = EngineRequest(engine_id, f.prompt_ids, spec, arrival_time=now)
+        prio = w.priority if b.info.priority_scheduling else None
+        req = EngineRequest(engine_id, f.prompt_ids, spec, arrival_time=now, priority=prio or 0)
         f.events.append({"t": round(now, 6), "kind": "warm", "to": b.name, "reason": w.reason})
         warm = Attempt(engine_id, b, req, 0)
         self._queue.push(now + self._settings.network_s + b.frontend_s, Kind.ENGINE_ADD, warm)

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 
+import pytest
 from fake_backend import FakeBackend, Script
 from proxy_rig import MODEL, RigFactory, wait_until
 from sse_client import read_events, text_of
 
 from ascendra_proxy.core.backend import Role
+from ascendra_proxy.core.deadline import PRIORITY_MAX
 from ascendra_proxy.core.decisions import Assign, Dispatch, Drop, Hold, Move, Reject, SetRole, Warm
 from ascendra_proxy.proxy.ticker import apply_action
 
@@ -97,19 +100,27 @@ async def test_migrate_with_stop_strings_is_refused(make_rig: RigFactory) -> Non
         assert gw.telemetry.decisions["migrate_unsupported"] == 1
 
 
-async def test_warm_sends_a_discarded_one_token_prefill(make_rig: RigFactory) -> None:
+@pytest.mark.parametrize("scheduling", ["fcfs", "priority"])
+async def test_warm_sends_a_discarded_one_token_prefill(
+    make_rig: RigFactory, scheduling: str
+) -> None:
     lp, hp = FakeBackend("lp", script=Script(first_delay_s=0.3)), FakeBackend("hp")
     async with make_rig([lp, hp]) as r:
         gw = r.gateway
+        backend = gw.backends.get("hp")
+        assert backend is not None
+        backend.info = replace(backend.info, priority_scheduling=scheduling == "priority")
         gw.policy.route = lambda *a, **k: Dispatch("lp", "first")  # type: ignore[method-assign]
         task = asyncio.create_task(r.post("/v1/completions", STREAM))
         await wait_until(lambda: lp.running == 1)
         (flight,) = gw.flights.values()
         assert flight.state.prefix_hashes == () and flight.state.prompt_tokens_exact
-        assert apply_action(gw, Warm(flight.state.id, "hp", "warm_hp"))
+        assert apply_action(gw, Warm(flight.state.id, "hp", "warm_hp", priority=PRIORITY_MAX))
         await wait_until(lambda: hp.started == 1)
         warm = hp.bodies[0]
         assert warm["max_tokens"] == 1 and "stream" not in warm and warm["prompt"] == [5, 6, 7, 8]
+        # behind every real request on a priority engine; none at all on an FCFS one
+        assert warm.get("priority") == (PRIORITY_MAX if scheduling == "priority" else None)
         events, _ = await read_events(await task)
         assert len(events) == 5
 

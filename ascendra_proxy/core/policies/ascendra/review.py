@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ascendra_proxy.core.deadline import PRIORITY_MAX
 from ascendra_proxy.core.decisions import Dispatch, Move
 from ascendra_proxy.core.policies.ascendra.actions import Reason, Warm
 from ascendra_proxy.core.policies.ascendra.ctx import Ctx
@@ -280,4 +281,7 @@ def _warm(ctx: Ctx, rv: Review, idx: list[int], options: list[list[Option]]) -> 
         b.queued_tokens += r.prompt_tokens
         tr.warmed = b.name
         done += 1
-        ctx.actions.append(Warm(r.id, b.name, Reason.WARM_SLACK, f"slack<{wp.lead_s}s+margin"))
+        # behind all real work there: a warm-up only fills the prefix cache ahead of need
+        prio = PRIORITY_MAX if b.facts.priority_scheduling else None
+        detail = f"slack<{wp.lead_s}s+margin"
+        ctx.actions.append(Warm(r.id, b.name, Reason.WARM_SLACK, detail, prio))

@@ -9,6 +9,7 @@ import pytest
 from asc_world import StubPredictor, World, info, names, place, request
 
 from ascendra_proxy.core.backend import Role
+from ascendra_proxy.core.deadline import PRIORITY_MAX
 from ascendra_proxy.core.policies.ascendra import Warm
 from ascendra_proxy.core.policies.ascendra.params import AscendraParams
 
@@ -43,6 +44,7 @@ def test_warming_trigger(lp_ttft: float, expect: str) -> None:
     assert got == expect
     if got == "warm":
         assert isinstance(acts[0], Warm) and acts[0].reason == "warm_low_slack"
+        assert acts[0].priority == PRIORITY_MAX  # behind every real request on that engine
 
 
 def test_warm_once_and_the_offload_follows_the_warmed_prefix() -> None:
