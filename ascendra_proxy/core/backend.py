@@ -21,7 +21,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import Enum
 
-__all__ = ["BackendInfo", "BackendSnapshot", "Role", "ScrapedLoad"]
+__all__ = [
+    "BackendInfo",
+    "BackendSnapshot",
+    "InflightCounts",
+    "Role",
+    "ScrapedLoad",
+    "snapshot_of",
+]
 
 
 class Role(Enum):
@@ -89,3 +96,50 @@ class BackendSnapshot:
         if self.scraped is None or not self.scraped.fresh(max_age_s):
             return None
         return self.scraped
+
+
+class InflightCounts:
+    """The proxy's exact counts for one backend, kept by a driver (the live proxy's
+    ``BackendRuntime``, the simulator's ``SimBackend``): every dispatch, first token and end
+    passes through it, so these are never stale."""
+
+    def __init__(self) -> None:
+        self.inflight = 0
+        self.queued_prompt_tokens = 0  # of in-flight requests without a first token yet
+
+    def begin(self, prompt_tokens: int) -> None:
+        self.inflight += 1
+        self.queued_prompt_tokens += prompt_tokens
+
+    def first_token(self, prompt_tokens: int) -> None:
+        self.queued_prompt_tokens = max(0, self.queued_prompt_tokens - prompt_tokens)
+
+    def end(self, prompt_tokens_still_queued: int) -> None:
+        self.inflight = max(0, self.inflight - 1)
+        if prompt_tokens_still_queued:
+            self.first_token(prompt_tokens_still_queued)
+
+
+def snapshot_of(
+    info: BackendInfo,
+    counts: InflightCounts,
+    *,
+    healthy: bool,
+    scraped: ScrapedLoad | None,
+    inflight_limit: int | None,
+) -> BackendSnapshot:
+    """What a policy sees of one backend: its static facts, the proxy's exact counts and
+    the scraped gauges with their age."""
+    return BackendSnapshot(
+        name=info.name,
+        pool=info.pool,
+        role=info.role,
+        engine=info.engine,
+        model=info.model,
+        healthy=healthy,
+        inflight=counts.inflight,
+        queued_prompt_tokens=counts.queued_prompt_tokens,
+        scraped=scraped,
+        max_num_seqs=info.max_num_seqs,
+        inflight_limit=inflight_limit,
+    )

@@ -11,7 +11,7 @@ the policy, not the driver, decides what to do when everything is full.
 
 from __future__ import annotations
 
-from ascendra_proxy.core.backend import BackendSnapshot, ScrapedLoad
+from ascendra_proxy.core.backend import BackendSnapshot, ScrapedLoad, snapshot_of
 from ascendra_proxy.proxy.runtime import BackendRuntime, Backends
 
 
@@ -21,19 +21,9 @@ class LoadBook:
         self._limit = inflight_limit
 
     def snapshot(self, r: BackendRuntime, now: float) -> BackendSnapshot:
-        info = r.info
-        return BackendSnapshot(
-            name=info.name,
-            pool=info.pool,
-            role=info.role,
-            engine=info.engine,
-            model=info.model,
-            healthy=r.breaker.available(now),
-            inflight=r.inflight,
-            queued_prompt_tokens=r.queued_prompt_tokens,
-            scraped=scraped_load(r, now),
-            max_num_seqs=info.max_num_seqs,
-            inflight_limit=self._limit,
+        healthy = r.breaker.available(now)
+        return snapshot_of(
+            r.info, r, healthy=healthy, scraped=scraped_load(r, now), inflight_limit=self._limit
         )
 
     def snapshots(self, now: float) -> list[BackendSnapshot]:

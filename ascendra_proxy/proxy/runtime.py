@@ -26,12 +26,12 @@ from ascendra_proxy.backends import adapter_for
 from ascendra_proxy.backends.base import EngineAdapter
 from ascendra_proxy.backends.health import BackendMonitor, CircuitBreaker, MonitorSettings
 from ascendra_proxy.config import BackendConfig, PoolConfig, ProxyConfig
-from ascendra_proxy.core.backend import BackendInfo
+from ascendra_proxy.core.backend import BackendInfo, InflightCounts
 
 KEEPALIVE_S = 300.0
 
 
-class BackendRuntime:
+class BackendRuntime(InflightCounts):
     def __init__(
         self,
         pool: PoolConfig,
@@ -50,25 +50,12 @@ class BackendRuntime:
         self.breaker = breaker
         self.monitor = monitor
         self.adapter = adapter
-        self.inflight = 0
-        self.queued_prompt_tokens = 0
+        super().__init__()
         headers = {"Content-Type": "application/json"}
         if cfg.api_key:
             headers["Authorization"] = f"Bearer {cfg.api_key}"
         self.headers = headers
         self.stream_headers = {**headers, "Accept": "text/event-stream"}
-
-    def begin(self, prompt_tokens: int) -> None:
-        self.inflight += 1
-        self.queued_prompt_tokens += prompt_tokens
-
-    def first_token(self, prompt_tokens: int) -> None:
-        self.queued_prompt_tokens = max(0, self.queued_prompt_tokens - prompt_tokens)
-
-    def end(self, prompt_tokens_still_queued: int) -> None:
-        self.inflight = max(0, self.inflight - 1)
-        if prompt_tokens_still_queued:
-            self.first_token(prompt_tokens_still_queued)
 
 
 def _session(cfg: ProxyConfig) -> aiohttp.ClientSession:

@@ -15,7 +15,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ascendra_proxy.core.backend import BackendInfo, BackendSnapshot, ScrapedLoad
+from ascendra_proxy.core.backend import (
+    BackendInfo,
+    BackendSnapshot,
+    InflightCounts,
+    ScrapedLoad,
+    snapshot_of,
+)
 from ascendra_proxy.engine import EngineModel, StepResult
 
 __all__ = ["Gauges", "SimBackend"]
@@ -30,33 +36,18 @@ class Gauges:
     kv_usage: float
 
 
-class SimBackend:
+class SimBackend(InflightCounts):
     def __init__(self, info: BackendInfo, engine: EngineModel, frontend_s: float) -> None:
         self.info = info
         self.name = info.name
         self.engine = engine
         self.frontend_s = frontend_s
         self.busy = False
-        self.inflight = 0
-        self.queued_prompt_tokens = 0
+        super().__init__()
         self.gauges: Gauges | None = None
         self.scraped_at: float | None = None
         self.busy_s = 0.0
         self.steps = 0
-
-    # -- proxy-side exact counts (as BackendRuntime) ----------------------------------------
-
-    def begin(self, prompt_tokens: int) -> None:
-        self.inflight += 1
-        self.queued_prompt_tokens += prompt_tokens
-
-    def first_token(self, prompt_tokens: int) -> None:
-        self.queued_prompt_tokens = max(0, self.queued_prompt_tokens - prompt_tokens)
-
-    def end(self, prompt_tokens_still_queued: int) -> None:
-        self.inflight = max(0, self.inflight - 1)
-        if prompt_tokens_still_queued:
-            self.first_token(prompt_tokens_still_queued)
 
     # -- scraping -------------------------------------------------------------------------
 
@@ -69,7 +60,6 @@ class SimBackend:
         self.scraped_at = now
 
     def snapshot(self, now: float, inflight_limit: int | None) -> BackendSnapshot:
-        info = self.info
         scraped = None
         g = self.gauges
         if g is not None and self.scraped_at is not None:
@@ -77,18 +67,8 @@ class SimBackend:
             scraped = ScrapedLoad(
                 running=g.running, waiting=g.waiting, kv_usage=g.kv_usage, age_s=age
             )
-        return BackendSnapshot(
-            name=info.name,
-            pool=info.pool,
-            role=info.role,
-            engine=info.engine,
-            model=info.model,
-            healthy=True,
-            inflight=self.inflight,
-            queued_prompt_tokens=self.queued_prompt_tokens,
-            scraped=scraped,
-            max_num_seqs=info.max_num_seqs,
-            inflight_limit=inflight_limit,
+        return snapshot_of(
+            self.info, self, healthy=True, scraped=scraped, inflight_limit=inflight_limit
         )
 
     # -- engine stepping ------------------------------------------------------------------
