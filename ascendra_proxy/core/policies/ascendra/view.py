@@ -126,12 +126,22 @@ class BackendState:
         """The per-backend sums from ``queue`` and ``streams`` (a tick's aggregation)."""
         q, s = self.queue, self.streams
         self.unstarted = len(q)
-        self.queued_tokens = sum(r.prompt_tokens for r in q)
+        self.queued_tokens = sum([r.prompt_tokens for r in q])
         self.streaming = len(s)
-        self.decode_context = sum(r.prompt_tokens + r.tokens for r in s)
-        self.gaps = sum(r.gaps for r in s)
-        self.gap_sum = sum(r.gap_sum for r in s)
-        self.stream_remaining = tuple(sorted(r.remaining_tokens for r in s))
+        context = gaps = 0
+        gap_sum = 0.0
+        for r in s:
+            context += r.prompt_tokens + r.tokens
+            gaps += r.gaps
+            gap_sum += r.gap_sum
+        self.decode_context, self.gaps, self.gap_sum = context, gaps, gap_sum
+        # the budgets matter only when the slots may all be taken (the predictor's slot wait)
+        scraped = self.snap.scraped
+        running = scraped.running if scraped is not None and scraped.running else 0
+        if max(len(s), running) + len(q) >= self.max_num_seqs:
+            self.stream_remaining = tuple(sorted([r.remaining_tokens for r in s]))
+        else:
+            self.stream_remaining = ()
 
     def add(self, prompt_tokens: int, started: bool) -> None:
         """Account for a request this decision sends here."""
