@@ -13,6 +13,10 @@ the mapping to :func:`parse_config`, which
    names, URLs and GPU ids, SLO entries only for served models, no backend pointing at the
    proxy itself, and the policy's own topology rule (e.g. HP needs LP).
 
+The optional ``predictor:`` section (:class:`PredictorConfig`) wires the learned slack
+predictor into the live proxy: a model file to load and watch, training rows to record,
+periodic retraining; :mod:`ascendra_proxy.proxy.learning` carries it out.
+
 A top-level ``simulation:`` block belongs to the simulator (``ascendra_proxy.sim.setup``):
 the proxy skips it, so one file serves both; ``check-config`` validates it too.
 
@@ -50,11 +54,14 @@ __all__ = [
     "ListenConfig",
     "PolicyConfig",
     "PoolConfig",
+    "PredictorConfig",
     "ProxyConfig",
+    "RetrainConfig",
     "SLOConfig",
     "SLOTarget",
     "ScrapeConfig",
     "TimeoutsConfig",
+    "TrainingDataConfig",
     "load_config",
     "parse_config",
 ]
@@ -243,6 +250,59 @@ class ScrapeConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class TrainingDataConfig:
+    """Training rows recorded from the live proxy (``ascendra_proxy.predictor.dataset``)."""
+
+    path: str  # rolling JSONL file; rotated siblings path.1 ... path.<keep>
+    max_bytes: int = field(default=256 * MiB, metadata={"ge": 1})  # size cap of the file
+    keep: int = field(default=4, metadata={"ge": 1})  # rotated files kept beside it
+    horizon_tokens: int = field(default=32, metadata={"ge": 1})  # k of the next-k label
+    min_interval_s: float = field(default=0.1, metadata={"gt": 0})  # rows per waiting request
+    resident_interval_s: float = field(default=0.5, metadata={"gt": 0})  # ... per stream
+    max_rows_per_request: int = field(default=64, metadata={"ge": 1})
+    flush_s: float = field(default=1.0, metadata={"gt": 0})  # buffered rows -> file period
+    tick_ms: float = field(default=20.0, metadata={"gt": 0})  # observation tick (baselines)
+
+    def validate(self) -> None:
+        if not self.path:
+            raise ConfigError("path", "must not be empty")
+
+
+@dataclass(frozen=True, slots=True)
+class RetrainConfig:
+    """Periodic retraining in a worker process (``ascendra_proxy.predictor.retrain``)."""
+
+    interval_s: float = field(metadata={"gt": 0})  # between starts; the first after one
+    min_rows: int = field(default=5000, metadata={"ge": 1})  # labelled rows needed
+    quantile: float = field(default=0.9, metadata={"gt": 0, "lt": 1})
+    holdout: float = field(default=0.2, metadata={"ge": 0, "lt": 1})
+    seed: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class PredictorConfig:
+    """The learned slack predictor in the live proxy (used by the ascendra policy)."""
+
+    model_path: str | None = None  # loaded at start, reloaded when the file changes
+    reload_check_s: float = field(default=1.0, metadata={"gt": 0})  # stat period
+    training_data: TrainingDataConfig | None = None
+    retrain: RetrainConfig | None = None  # needs training_data and model_path
+    error_metrics: bool = True  # predict each recorded row; export the error histograms
+
+    def validate(self) -> None:
+        if self.model_path == "":
+            raise ConfigError("model_path", "must not be empty (omit it for none)")
+        if self.retrain is not None:
+            if self.training_data is None:
+                raise ConfigError("retrain", "needs predictor.training_data (the rows it reads)")
+            if self.model_path is None:
+                raise ConfigError("retrain", "needs predictor.model_path (the file it writes)")
+        data, model = self.training_data, self.model_path
+        if data is not None and model is not None and Path(data.path) == Path(model):
+            raise ConfigError("training_data.path", "must differ from model_path")
+
+
+@dataclass(frozen=True, slots=True)
 class ProxyConfig:
     pools: tuple[PoolConfig, ...]
     listen: ListenConfig = field(default_factory=ListenConfig)
@@ -253,6 +313,7 @@ class ProxyConfig:
     auth: AuthConfig = field(default_factory=AuthConfig)
     health: HealthConfig = field(default_factory=HealthConfig)
     scrape: ScrapeConfig = field(default_factory=ScrapeConfig)
+    predictor: PredictorConfig = field(default_factory=PredictorConfig)
 
     def backends(self) -> list[tuple[PoolConfig, BackendConfig]]:
         """Every backend with its pool, in config order."""

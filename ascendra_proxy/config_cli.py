@@ -1,8 +1,9 @@
 """``ascendra-proxy check-config FILE``: validate a config without starting anything.
 
 Prints a readable summary (listen address, policy, pools with roles and backends, SLOs,
-limits, auth) and exits 0, or prints ``error: <path>: <message>`` on stderr and exits 1.
-Secrets are never printed, only whether they are set.  A ``simulation:`` block (read by
+limits, auth, the learned predictor's model file, training rows and retraining) and exits
+0, or prints ``error: <path>: <message>`` on stderr and exits 1.  Secrets are never
+printed, only whether they are set.  A ``simulation:`` block (read by
 ``ascendra-proxy simulate``, skipped by ``serve``) is validated as the simulator does.
 """
 
@@ -18,6 +19,7 @@ from ascendra_proxy.config import (
     SIMULATION_KEY,
     BackendConfig,
     ConfigError,
+    PredictorConfig,
     ProxyConfig,
     SLOTarget,
     parse_config,
@@ -84,6 +86,40 @@ def summary_lines(cfg: ProxyConfig) -> Iterator[str]:
     )
     admin = "set" if cfg.auth.admin_key else "off"
     yield f"auth      client keys {len(cfg.auth.api_keys)}, admin key {admin}"
+    yield from _predictor(cfg.predictor, cfg.policy.type)
+
+
+def _predictor(p: PredictorConfig, policy: str) -> Iterator[str]:
+    """The ``predictor:`` section (only the ascendra policy has a slack predictor)."""
+    if p.model_path is None and p.training_data is None:
+        yield "predictor analytical (no model file, no training rows)"
+        return
+    if p.model_path is None:
+        yield "predictor analytical (no model file)"
+    else:
+        unused = "" if policy == "ascendra" or p.retrain else f"; unused by {policy}"
+        yield (
+            f"predictor model {p.model_path} (reload checked every {p.reload_check_s:g}s{unused})"
+        )
+    t = p.training_data
+    if t is not None:
+        yield (
+            f"          training rows {t.path} (max {t.max_bytes} B per file, "
+            f"{t.keep} rotated kept, horizon {t.horizon_tokens} tokens)"
+        )
+        yield (
+            f"          rows every {t.min_interval_s:g}s waiting / {t.resident_interval_s:g}s "
+            f"streaming (max {t.max_rows_per_request}), flush {t.flush_s:g}s, "
+            f"tick {t.tick_ms:g} ms without a policy tick"
+        )
+        if p.error_metrics and policy == "ascendra":
+            yield "          error metrics on (the recorded rows are predicted too)"
+    r = p.retrain
+    if r is not None:
+        yield (
+            f"          retrain every {r.interval_s:g}s in a worker process (min {r.min_rows} "
+            f"rows, quantile {r.quantile:g}, holdout {r.holdout:g}, seed {r.seed})"
+        )
 
 
 def _params(params: object) -> str:

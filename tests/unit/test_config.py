@@ -206,6 +206,32 @@ ERRORS = [
     (with_("auth.admin_key", "env:EMPTY_VAR"), "auth.admin_key", "EMPTY_VAR is not set or empty"),
     (with_("health.failure_threshold", 0), "health.failure_threshold", "at least 1"),
     (with_("scrape.interval_s", -0.5), "scrape.interval_s", "greater than 0"),
+    (with_("predictor.modelpath", "m.json"), "predictor.modelpath", "unknown key"),
+    (with_("predictor.model_path", ""), "predictor.model_path", "must not be empty"),
+    (with_("predictor.reload_check_s", 0), "predictor.reload_check_s", "greater than 0"),
+    (with_("predictor.training_data", {}), "predictor.training_data.path", "required key"),
+    (
+        with_("predictor.training_data", {"path": "r.jsonl", "max_bytes": 0}),
+        "predictor.training_data.max_bytes",
+        "at least 1",
+    ),
+    (
+        with_("predictor", {"model_path": "a.json", "training_data": {"path": "a.json"}}),
+        "predictor.training_data.path",
+        "must differ from model_path",
+    ),
+    (with_("predictor.retrain", {"interval_s": 60}), "predictor.retrain", "training_data"),
+    (
+        with_("predictor", {"training_data": {"path": "r"}, "retrain": {"interval_s": 60}}),
+        "predictor.retrain",
+        "needs predictor.model_path",
+    ),
+    (
+        with_("predictor.retrain", {"interval_s": 60, "quantile": 1}),
+        "predictor.retrain.quantile",
+        "less than 1",
+    ),
+    (with_("predictor.retrain", {"min_rows": 5}), "predictor.retrain.interval_s", "required"),
     ([1, 2], "", "expected a mapping at the top level"),
 ]
 
@@ -332,6 +358,10 @@ def test_example_covers_every_key() -> None:
         for sub in missing(tp, doc[name])
     ]
     assert not gaps
+    pred = cfg.predictor
+    assert pred.training_data is not None and pred.retrain is not None
+    assert not missing(type(pred.training_data), doc["predictor"]["training_data"])
+    assert not missing(type(pred.retrain), doc["predictor"]["retrain"])
     backend_doc = doc["pools"][0]["backends"][0]
     first = cfg.pools[0].backends[0]
     assert not missing(type(first), backend_doc)
@@ -383,6 +413,27 @@ def test_check_config_cli_ok() -> None:
     ):
         assert fragment in out
     assert proc.stderr == ""
+
+
+def test_check_config_summarises_the_predictor_section(tmp_path: Path) -> None:
+    path = tmp_path / "p.yaml"
+    section = {
+        "model_path": "m.json",
+        "training_data": {"path": "rows.jsonl", "max_bytes": 1000},
+        "retrain": {"interval_s": 600, "min_rows": 50},
+    }
+    path.write_text(yaml.safe_dump({**BASE, "predictor": section}))
+    proc = run_cli(str(path))
+    assert proc.returncode == 0, proc.stderr
+    for fragment in (
+        "predictor model m.json (reload checked every 1s)",
+        "training rows rows.jsonl (max 1000 B per file, 4 rotated kept, horizon 32 tokens)",
+        "retrain every 600s in a worker process (min 50 rows",
+    ):
+        assert fragment in proc.stdout
+    path.write_text(yaml.safe_dump({**BASE, "predictor": {"model_path": "m.json"}}))
+    proc = run_cli(str(path))
+    assert "predictor model m.json (reload checked every 1s; unused by round_robin)" in proc.stdout
 
 
 def test_check_config_accepts_and_validates_a_simulation_block(tmp_path: Path) -> None:
