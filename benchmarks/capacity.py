@@ -238,13 +238,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--rates", help="override the rates of every workload, e.g. 16,20,24")
     ap.add_argument("--no-ablations", action="store_true")
     ap.add_argument("--ablation-workloads", default="conv,code", help="workloads for ablations")
+    ap.add_argument("--ablations", default=",".join(ABLATIONS), help="which ablations (comma list)")
     ap.add_argument("--learned-model", help="LightGBM predictor file for the 'learned' ablation")
     ap.add_argument("--detail-rate", type=float, help="rate of the per-request breakdown")
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--results", default=str(REPO / "benchmarks" / "results" / "capacity"))
     ap.add_argument("--summary-dir", default=str(REPO / "benchmarks" / "capacity"))
     ap.add_argument("--no-plots", action="store_true")
-    return ap.parse_args(argv)
+    args = ap.parse_args(argv)
+    unknown = set(args.ablations.split(",")) - set(ABLATIONS)
+    if unknown:
+        ap.error(f"unknown ablations {sorted(unknown)} (known: {', '.join(ABLATIONS)})")
+    return args
 
 
 def _points(args: argparse.Namespace) -> list[Point]:
@@ -255,7 +260,8 @@ def _points(args: argparse.Namespace) -> list[Point]:
         rates = [float(r) for r in args.rates.split(",")] if args.rates else w.rates
         variants = list(MAIN)
         if wname in abl:
-            variants += [v for v in ABLATIONS if v != "learned" or args.learned_model]
+            chosen = args.ablations.split(",")
+            variants += [v for v in chosen if v != "learned" or args.learned_model]
         for v in variants:
             for r in rates:
                 points.append(
