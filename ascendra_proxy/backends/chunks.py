@@ -16,6 +16,13 @@ ids a later continuation needs.  ``ChunkReader`` is the per-upstream-attempt rea
   added (no re-serialisation), otherwise the chunk with the extras removed, or ``None`` when
   the chunk exists only because the proxy asked for it (the usage-only chunk when the client
   did not ask for usage).  One fused method, no per-event objects: this runs for every token.
+- ``system_fingerprint``: vLLM puts it on the stream's *last* message, which is the usage-only
+  chunk when usage was asked for (the proxy always asks) and otherwise each choice's terminal
+  chunk (the one with a ``finish_reason``).  For a client that did not ask for usage the reader
+  therefore holds back terminal chunks until the usage-only chunk arrives, copies its
+  fingerprint onto them and sends them in its place; ``flush`` releases held chunks as they
+  are when the stream ends without one (``[DONE]``, end of stream, error).  Only terminal
+  chunks are held: the per-token cost is one comparison.
 """
 
 from __future__ import annotations
@@ -86,6 +93,8 @@ class ChunkReader:
     __slots__ = (
         "_backend",
         "_everything",
+        "_held",
+        "_hold_final",
         "_ids_mode",
         "_keep_ids",
         "_keep_running_usage",
@@ -102,6 +111,9 @@ class ChunkReader:
         self._everything = asks.everything
         self._keep_ids = asks.token_ids
         self._keep_running_usage = asks.continuous_usage
+        # without a usage chunk of its own the client gets the fingerprint on terminal chunks
+        self._hold_final = not asks.include_usage
+        self._held: list[dict[str, Any]] = []  # terminal chunks waiting for the fingerprint
         self.record = StreamRecord() if record is None else record
         self._ids_mode = False
         self._last_usage = 0
@@ -127,7 +139,7 @@ class ChunkReader:
         n = len(tids)
         if n:
             rec.token_ids += tids
-        _record_choice(rec, ch, obj)
+        finish = _record_choice(rec, ch, obj)
         usage = obj.get("usage")
         if type(usage) is dict:
             rec.usage = usage
@@ -145,7 +157,26 @@ class ChunkReader:
         if usage is not None and not self._keep_running_usage:
             del obj["usage"]
             changed = True
+        if finish is not None and self._hold_final:
+            self._held.append(obj)
+            return None
         return b"data: " + (_dumps(obj) if changed else payload) + b"\n\n"
+
+    def flush(self) -> bytes | None:
+        """The held terminal chunks as they are (the stream ended without a usage chunk)."""
+        return self._release(None) if self._held else None
+
+    def _release(self, fingerprint: Any) -> bytes | None:
+        """The held terminal chunks, carrying ``fingerprint`` when there is one."""
+        held, self._held = self._held, []
+        if not held:
+            return None
+        out = []
+        for obj in held:
+            if fingerprint is not None:
+                obj["system_fingerprint"] = fingerprint
+            out.append(b"data: " + _dumps(obj) + b"\n\n")
+        return b"".join(out)
 
     def _read_general(
         self, obj: dict[str, Any], payload: bytes, choices: list[Any] | None
@@ -191,13 +222,16 @@ class ChunkReader:
         if self._everything:
             return b"data: " + payload + b"\n\n"
         if usage is not None and not choices and not asks.include_usage:
-            return None
+            return self._release(obj.get("system_fingerprint"))
         changed = False
         if not asks.token_ids:
             changed = _strip_token_ids(obj, choices)
         if usage is not None and choices and not asks.continuous_usage:
             del obj["usage"]
             changed = True
+        if self._hold_final and choices and _finishes(choices):
+            self._held.append(obj)
+            return None
         return b"data: " + (_dumps(obj) if changed else payload) + b"\n\n"
 
 
@@ -237,8 +271,9 @@ def _absorb_choices(rec: StreamRecord, choices: list[Any], obj: dict[str, Any]) 
     return n
 
 
-def _record_choice(rec: StreamRecord, ch: dict[str, Any], obj: dict[str, Any]) -> None:
-    """Append choice 0's text and finish reason (and, once, the prompt ids) to the record."""
+def _record_choice(rec: StreamRecord, ch: dict[str, Any], obj: dict[str, Any]) -> Any:
+    """Append choice 0's text and finish reason (and, once, the prompt ids) to the record;
+    returns the finish reason."""
     text = _choice_text(ch)
     if text:
         rec.text.append(text)
@@ -250,6 +285,12 @@ def _record_choice(rec: StreamRecord, ch: dict[str, Any], obj: dict[str, Any]) -
         ptids = ch.get("prompt_token_ids") or obj.get("prompt_token_ids")
         if type(ptids) is list:
             rec.prompt_token_ids = ptids
+    return finish
+
+
+def _finishes(choices: list[Any]) -> bool:
+    """Whether a choice of this chunk ends (a terminal chunk)."""
+    return any(type(ch) is dict and ch.get("finish_reason") is not None for ch in choices)
 
 
 def _choice_text(ch: dict[str, Any]) -> str | None:

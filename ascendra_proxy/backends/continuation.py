@@ -6,7 +6,9 @@ original prompt token ids plus the generated token ids, with the remaining ``max
 ``min_tokens`` reduced and every sampling parameter unchanged.  ``plan`` builds that body from
 the ``StreamRecord`` of what the client was sent; ``ContinuationReader`` reads the new
 backend's chunks and renders them as the *same* client stream: the first chunk's identity
-(``id``, ``created``, ``model``), chat chunks for chat clients, usage over the whole request.
+(``id``, ``created``, ``model``), chat chunks for chat clients, usage over the whole request,
+and the new engine's ``system_fingerprint`` where a direct client gets it (on the usage chunk,
+or without one on the terminal chunk: held back as ``ChunkReader`` does).
 
 The cut and partial UTF-8: engines emit text only for complete characters, so the generated
 tokens after the last chunk that carried text may be bytes of a character the client has not
@@ -134,7 +136,7 @@ class ContinuationReader(ChunkReader):
         usage = obj.get("usage")
         ch = choices[0] if type(choices) is list and choices else None
         if type(ch) is not dict:
-            return self._usage_only(usage)
+            return self._usage_only(usage, obj.get("system_fingerprint"))
         ids = ch.get("token_ids")
         if type(ids) is not list:
             raise UpstreamProtocolError(self._backend, "continuation chunk without token ids")
@@ -175,7 +177,7 @@ class ContinuationReader(ChunkReader):
         finish: Any,
         stop_reason: Any,
         usage: Any,
-    ) -> bytes:
+    ) -> bytes | None:
         rec = self.record
         rec.token_ids += ids
         if text:
@@ -202,15 +204,22 @@ class ContinuationReader(ChunkReader):
         full = self._usage(usage)
         if full is not None and self.asks.continuous_usage:
             obj["usage"] = full
+        if finish is not None and self._hold_final:
+            self._held.append(obj)  # until the usage chunk brings the fingerprint
+            return None
         return b"data: " + orjson.dumps(obj) + b"\n\n"
 
-    def _usage_only(self, usage: Any) -> bytes | None:
+    def _usage_only(self, usage: Any, fingerprint: Any) -> bytes | None:
         full = self._usage(usage)
-        if full is None or not self.asks.include_usage:
+        if not self.asks.include_usage:
+            return self._release(fingerprint) if full is not None else None
+        if full is None:
             return None
         obj = self._identity()
         obj["choices"] = []
         obj["usage"] = full
+        if fingerprint is not None:
+            obj["system_fingerprint"] = fingerprint
         return b"data: " + orjson.dumps(obj) + b"\n\n"
 
     def _usage(self, usage: Any) -> dict[str, Any] | None:

@@ -121,10 +121,16 @@ class StreamRead:
     finish_reasons: list[str] = field(default_factory=list)
     keys: set[str] = field(default_factory=set)  # every JSON key path received
     chunks: int = 0
+    fingerprints: list[tuple[int, str]] = field(default_factory=list)  # (chunk index, value)
 
     @property
     def usage(self) -> Json | None:
         return self.usages[-1] if self.usages else None
+
+    @property
+    def fingerprint_places(self) -> list[tuple[int, str]]:
+        """``system_fingerprint`` values by place counted from the end (0: last chunk)."""
+        return [(self.chunks - 1 - i, v) for i, v in self.fingerprints]
 
 
 def key_paths(obj: Any, prefix: str = "") -> set[str]:
@@ -167,6 +173,8 @@ async def read_stream(stream: Any, stop_after_chunks: int | None = None) -> Stre
         read.chunks += 1
         read.chunk_ids.add(data["id"])
         read.keys |= key_paths(data)
+        if data.get("system_fingerprint") is not None:
+            read.fingerprints.append((read.chunks - 1, data["system_fingerprint"]))
         read.usage_last = False
         if data.get("usage"):
             read.usages.append(data["usage"])

@@ -204,8 +204,10 @@ async def test_stream_is_the_engines_stream(
     assert len(got.chunk_ids) == 1
     assert got.finish_reasons == ["length"]
     assert got.roles == (["assistant"] if chat else [])
-    # exactly the keys a direct client gets (see the xfail below for the fingerprint)
-    assert got.keys - {FINGERPRINT} == ref.keys - {FINGERPRINT}
+    # exactly the keys a direct client gets, the fingerprint on the same (last) chunk
+    assert got.keys == ref.keys
+    assert got.fingerprint_places == ref.fingerprint_places
+    assert [place for place, _ in got.fingerprint_places] == [0]
     if extra.get("return_token_ids"):
         assert got.token_ids == ref.token_ids and len(got.token_ids) == n
     else:
@@ -219,17 +221,18 @@ async def test_stream_is_the_engines_stream(
     assert proxy_tokens(rr) == n  # the proxy counted every token it streamed
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="proxy bug: it always asks vLLM for include_usage, vLLM then puts "
-    "system_fingerprint on the usage chunk, and the proxy drops that chunk for a client "
-    "that did not ask for usage; a direct client gets the fingerprint on the last chunk",
-)
 async def test_stream_without_usage_keeps_system_fingerprint(rr: Proxy, vllm: VllmServer) -> None:
+    """The proxy always asks vLLM for usage, and vLLM then stamps the fingerprint on the
+    usage chunk only; a client that did not ask for usage gets it on its last chunk, as it
+    would from vLLM directly (issue #3)."""
     ref = await direct(vllm, False, 4, stream=True)
     got = await read_stream(await create(rr.client, False, 4, stream=True))
     assert FINGERPRINT in ref.keys
     assert FINGERPRINT in got.keys
+    assert got.fingerprint_places == ref.fingerprint_places
+    ((place, value),) = got.fingerprint_places
+    assert place == 0 and value.startswith("vllm-0.32.0")
+    assert got.finish_reasons == ["length"] and got.usages == []
 
 
 @pytest.mark.parametrize("chat", [False, True], ids=["completions", "chat"])

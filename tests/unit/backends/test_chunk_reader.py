@@ -176,3 +176,83 @@ def test_nothing_to_strip_forwards_original_bytes() -> None:
     payload = chunk(choices=[choice("a")])
     r = ChunkReader("b", NONE)
     assert r.read(payload) == b"data: " + payload + b"\n\n"
+
+
+# ---------------------------------------------------------------- system_fingerprint
+# vLLM stamps it on the stream's last message: the usage-only chunk when usage was asked for
+# (the proxy always asks), else each terminal chunk.  A client that did not ask for usage
+# must get it on its terminal chunk, as a direct client does.
+
+FP = "vllm-0.32.0-abc"
+
+
+def framed(out: bytes | None) -> list[dict[str, Any]]:
+    assert out is not None
+    return [orjson.loads(e) for e in SSEDecoder().feed(out)]
+
+
+def terminal(ids: list[int] | None = None) -> bytes:
+    return chunk(choices=[choice("z", ids, finish_reason="length")], usage=usage(2))
+
+
+def usage_chunk(fp: str | None = FP) -> bytes:
+    extra = {} if fp is None else {"system_fingerprint": fp}
+    return chunk(choices=[], usage=usage(2), **extra)
+
+
+@pytest.mark.parametrize("ids", [[2], None], ids=["token_ids", "no_token_ids"])
+def test_plain_client_gets_the_fingerprint_on_its_terminal_chunk(ids: list[int] | None) -> None:
+    r = ChunkReader("b", NONE)
+    first = framed(r.read(chunk(choices=[choice("a", ids and [1])], usage=usage(1))))
+    assert "system_fingerprint" not in first[0]
+    assert r.read(terminal(ids)) is None  # held until the usage chunk
+    assert r.tokens == 1 and r.record.finish_reason == "length"
+    (last,) = framed(r.read(usage_chunk()))
+    assert list(last) == ["id", "object", "model", "choices", "system_fingerprint"]
+    assert last["system_fingerprint"] == FP
+    assert last["choices"] == [{"index": 0, "text": "z", "finish_reason": "length"}]
+    assert r.flush() is None
+
+
+def test_usage_client_gets_the_fingerprint_on_the_usage_chunk_only() -> None:
+    r = ChunkReader("b", ClientAsks(include_usage=True))
+    (end,) = framed(r.read(terminal([2])))
+    assert "system_fingerprint" not in end and "usage" not in end
+    (last,) = framed(r.read(usage_chunk()))
+    assert last["choices"] == [] and last["system_fingerprint"] == FP
+    assert r.flush() is None
+
+
+def test_everything_client_is_not_held() -> None:
+    r = ChunkReader("b", ALL)
+    assert r.read(terminal([2])) == b"data: " + terminal([2]) + b"\n\n"
+
+
+def test_held_terminal_chunk_is_flushed_unchanged_without_a_usage_chunk() -> None:
+    r = ChunkReader("b", ClientAsks(token_ids=True))
+    assert r.read(terminal([2])) is None
+    (end,) = framed(r.flush())
+    assert end["choices"][0]["token_ids"] == [2] and "system_fingerprint" not in end
+    assert "usage" not in end
+    assert r.flush() is None
+
+
+def test_usage_chunk_without_fingerprint_releases_the_terminal_chunk_as_is() -> None:
+    r = ChunkReader("b", NONE)
+    assert r.read(terminal([2])) is None
+    (end,) = framed(r.read(usage_chunk(fp=None)))
+    assert "system_fingerprint" not in end and end["choices"][0]["finish_reason"] == "length"
+
+
+def test_each_choices_terminal_chunk_gets_the_fingerprint() -> None:
+    """n > 1: vLLM stamps every terminal chunk; other choices' chunks are not held."""
+    r = ChunkReader("b", NONE)
+    done0 = chunk(choices=[choice("a", finish_reason="length")])
+    more1 = chunk(choices=[{"index": 1, "text": "b", "finish_reason": None}])
+    done1 = chunk(choices=[{"index": 1, "text": "c", "finish_reason": "length"}])
+    assert r.read(done0) is None
+    assert framed(r.read(more1))[0]["choices"][0]["text"] == "b"
+    assert r.read(done1) is None
+    got = framed(r.read(usage_chunk()))
+    assert [e["choices"][0]["index"] for e in got] == [0, 1]
+    assert all(e["system_fingerprint"] == FP for e in got)

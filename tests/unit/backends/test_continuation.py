@@ -10,6 +10,7 @@ import pytest
 from ascendra_proxy.backends.chunks import ClientAsks, StreamRecord
 from ascendra_proxy.backends.continuation import ContinuationReader, plan
 from ascendra_proxy.backends.errors import UpstreamProtocolError
+from ascendra_proxy.backends.sse import SSEDecoder
 
 
 def _record(ids: list[int], texts: list[str]) -> StreamRecord:
@@ -113,3 +114,54 @@ def test_reader_accepts_other_tokens_where_the_client_saw_nothing() -> None:
     out = reader.read(_chunk([99], "z"))
     assert out is not None and b'"text":"z"' in out and reader.tokens == 0
     assert rec.token_ids == [10, 99]
+
+
+FP = "vllm-0.32.0-new"
+FP_KEY = "system_fingerprint"
+
+
+def _usage_chunk(usage: Any, fp: str | None = FP) -> bytes:
+    obj: dict[str, Any] = {"id": "other", "created": 9, "model": "m2", "object": "text_completion"}
+    obj["choices"] = []
+    obj["usage"] = usage
+    if fp is not None:
+        obj["system_fingerprint"] = fp
+    return orjson.dumps(obj)
+
+
+def _events(out: bytes | None) -> list[dict[str, Any]]:
+    assert out is not None
+    return [orjson.loads(e) for e in SSEDecoder().feed(out)]
+
+
+@pytest.mark.parametrize("chat", [False, True], ids=["completions", "chat"])
+def test_continuation_gives_a_plain_client_the_fingerprint_on_its_terminal_chunk(
+    chat: bool,
+) -> None:
+    rec = _record([10], ["a"])
+    c = plan({"model": "m", "prompt": "p", "stream": True}, chat, rec, 3)
+    assert c is not None
+    reader = ContinuationReader("b", ClientAsks(), rec, c)
+    usage = {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5}
+    assert _events(reader.read(_chunk([11], "b")))[0].get("system_fingerprint") is None
+    assert reader.read(_chunk([12], "c", "length", usage)) is None  # held
+    assert reader.tokens == 1
+    (end,) = _events(reader.read(_usage_chunk(usage)))
+    assert end["id"] == "cmpl-1" and end["system_fingerprint"] == FP
+    assert list(end)[-2:] == ["choices", "system_fingerprint"] and "usage" not in end
+    assert end["choices"][0]["finish_reason"] == "length"
+    assert reader.flush() is None
+
+
+def test_continuation_usage_chunk_carries_the_fingerprint() -> None:
+    rec = _record([10], ["a"])
+    c = plan({"model": "m", "prompt": "p", "stream": True}, False, rec, 3)
+    assert c is not None
+    reader = ContinuationReader("b", ClientAsks(include_usage=True), rec, c)
+    usage = {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5}
+    (end,) = _events(reader.read(_chunk([11, 12], "bc", "length", usage)))
+    assert "system_fingerprint" not in end and "usage" not in end
+    (last,) = _events(reader.read(_usage_chunk(usage)))
+    assert last["choices"] == [] and last["system_fingerprint"] == FP
+    assert last["usage"] == {"prompt_tokens": 2, "completion_tokens": 3, "total_tokens": 5}
+    assert list(last) == ["id", "object", "created", "model", "choices", "usage", FP_KEY]

@@ -2,9 +2,11 @@
 
 Each test sets ``FakeBackend.script`` (a ``Script``) to choose the behaviour: how many tokens,
 how many tokens per chunk, a delay before the first token (a "prefill"), a failure status,
-dying mid-stream, an in-stream error event, splitting every event across two writes.  The
-server records every request body it receives and how many requests are running, so tests
-can check what the proxy sent upstream and that aborts free the slot.
+dying mid-stream, an in-stream error event, splitting every event across two writes.  Like
+vLLM it puts ``system_fingerprint`` on the stream's last message: the usage chunk when usage
+was asked for, else the terminal chunk.  The server records every request body it receives
+and how many requests are running, so tests can check what the proxy sent upstream and that
+aborts free the slot.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ from typing import Any
 
 import orjson
 from aiohttp import web
+
+FINGERPRINT = "fake-fp-1"
 
 
 @dataclass
@@ -33,6 +37,8 @@ class Script:
     split_events: bool = False
     omit_token_ids: bool = False  # behave like an engine that ignores return_token_ids
     omit_done: bool = False
+    omit_usage: bool = False  # no usage chunk even when asked (an engine ignoring the option)
+    die_before_usage: bool = False  # close the connection after the last token chunk
     linger_s: float = 0.0  # pause between [DONE] and the end of the HTTP body
 
 
@@ -172,11 +178,18 @@ class FakeBackend:
             chunk: dict[str, Any] = {**base, "choices": [choice]}
             if usage_each:
                 chunk["usage"] = _usage(sent)
+            if finish is not None and not opts.get("include_usage"):
+                chunk["system_fingerprint"] = FINGERPRINT  # vLLM: on the last message
             await self._send(resp, chunk, s)
             if s.gap_s:
                 await asyncio.sleep(s.gap_s)
-        if opts.get("include_usage"):
-            await self._send(resp, {**base, "choices": [], "usage": _usage(sent)}, s)
+        if s.die_before_usage:
+            assert request.transport is not None
+            request.transport.close()
+            return resp
+        if opts.get("include_usage") and not s.omit_usage:
+            last = {**base, "choices": [], "usage": _usage(sent), "system_fingerprint": FINGERPRINT}
+            await self._send(resp, last, s)
         if not s.omit_done:
             await resp.write(b"data: [DONE]\n\n")
         await asyncio.sleep(s.linger_s)

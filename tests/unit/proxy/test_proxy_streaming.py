@@ -7,7 +7,7 @@ from dataclasses import replace
 from typing import Any
 
 import pytest
-from fake_backend import FakeBackend, Script
+from fake_backend import FINGERPRINT, FakeBackend, Script
 from proxy_rig import MODEL, RigFactory
 from sse_client import read_events, text_of
 
@@ -34,6 +34,67 @@ async def test_plain_client_sees_a_plain_vllm_stream(make_rig: RigFactory) -> No
         assert sent["return_token_ids"] is True
         assert sent["stream_options"] == {"include_usage": True, "continuous_usage_stats": True}
         assert tokens_counted(r) == 5
+
+
+FP = "system_fingerprint"
+
+
+@pytest.mark.parametrize("chat", [False, True], ids=["completions", "chat"])
+@pytest.mark.parametrize(
+    "script",
+    [
+        Script(),
+        Script(omit_usage=True),  # no usage chunk: the held chunk goes out at [DONE]
+        Script(omit_usage=True, omit_done=True),  # ... or at the end of the body
+        Script(per_chunk=5),  # the only token chunk is also the terminal one
+    ],
+    ids=["usage_chunk", "no_usage_chunk", "no_done", "one_chunk"],
+)
+async def test_plain_client_gets_the_fingerprint_where_a_direct_client_does(
+    make_rig: RigFactory, chat: bool, script: Script
+) -> None:
+    """The proxy asks for usage, so the engine stamps its usage chunk; a client that did not
+    ask for usage gets the fingerprint on its terminal chunk (vLLM's place without usage)."""
+    body: dict[str, Any] = {"model": MODEL, "stream": True}
+    if chat:
+        body["messages"] = [{"role": "user", "content": "hi"}]
+    else:
+        body["prompt"] = "hi"
+    async with make_rig([FakeBackend("a", script=script)]) as r:
+        path = "/v1/chat/completions" if chat else "/v1/completions"
+        events, done = await read_events(await r.post(path, body))
+        assert done and text_of(events) == EXPECTED_TEXT
+        *rest, last = events
+        assert last["choices"][0]["finish_reason"] == "length"
+        want = None if script.omit_usage else FINGERPRINT
+        assert last.get(FP) == want and all(FP not in ev for ev in rest)
+        assert all("usage" not in ev for ev in events)
+        assert r.gateway.telemetry.requests == {(MODEL, "completed"): 1}
+
+
+async def test_terminal_chunk_held_for_the_fingerprint_survives_a_broken_stream(
+    make_rig: RigFactory,
+) -> None:
+    async with make_rig([FakeBackend("a", script=Script(die_before_usage=True))]) as r:
+        body = {"model": MODEL, "prompt": "hi", "stream": True}
+        events, _ = await read_events(await r.post("/v1/completions", body))
+        assert text_of(events) == EXPECTED_TEXT
+        finished = [ev for ev in events if ev.get("choices") and ev["choices"][0]["finish_reason"]]
+        assert len(finished) == 1 and FP not in finished[0]
+
+
+async def test_usage_client_gets_the_fingerprint_on_the_usage_chunk(make_rig: RigFactory) -> None:
+    async with make_rig([FakeBackend("a")]) as r:
+        body = {
+            "model": MODEL,
+            "prompt": "hi",
+            "stream": True,
+            "stream_options": {"include_usage": True},
+        }
+        events, _ = await read_events(await r.post("/v1/completions", body))
+        *rest, last = events
+        assert last["choices"] == [] and last[FP] == FINGERPRINT
+        assert all(FP not in ev for ev in rest)
 
 
 async def test_client_options_are_honoured_exactly(make_rig: RigFactory) -> None:
