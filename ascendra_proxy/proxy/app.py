@@ -3,9 +3,11 @@
 Theory of operation: ``create_app`` builds the aiohttp ``Application`` with typed keys, the
 error middleware (the only middleware: nothing runs per chunk), the body-size limit and the
 routes.  Everything that needs a running loop (connection pools, background monitors, the
-policy tick) is created in a cleanup context at startup and torn down in reverse order at
-shutdown: tick task cancelled, pending upstream aborts drained, monitor tasks cancelled and
-awaited, sessions closed.
+policy tick, the learned predictor's model watch, training rows and retraining worker:
+``proxy/learning.py``) is created in a cleanup context at startup and torn down in reverse
+order at shutdown: tick task cancelled, pending upstream aborts drained, training rows
+written and the retraining worker stopped, monitor tasks cancelled and awaited, sessions
+closed.
 
 ``serve`` runs the app under uvloop when it is installed, with ``handler_cancellation`` on:
 aiohttp then cancels a handler the moment its client disconnects, which is what lets the
@@ -29,6 +31,7 @@ from ascendra_proxy.proxy.auth import Auth
 from ascendra_proxy.proxy.errors import error_middleware
 from ascendra_proxy.proxy.gateway import Gateway
 from ascendra_proxy.proxy.keys import CONTEXT, GATEWAY, ProxyContext
+from ascendra_proxy.proxy.learning import Learning
 from ascendra_proxy.proxy.runtime import Backends
 from ascendra_proxy.proxy.telemetry import GaugeSample, Telemetry
 from ascendra_proxy.proxy.ticker import run_ticks
@@ -67,7 +70,10 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
     clock = asyncio.get_running_loop().time
     backends = Backends.build(cfg, clock)
     telemetry = Telemetry(backends.names())
-    gateway = Gateway(cfg, backends, cfg.make_policy(), telemetry, clock)
+    policy = cfg.make_policy()
+    learning = Learning(cfg, policy, telemetry.registry)
+    gateway = Gateway(cfg, backends, policy, telemetry, clock)
+    gateway.learning, gateway.tap = learning, learning.tap
     telemetry.gauges = lambda: _gauges(gateway)
     app[GATEWAY] = gateway
     backends.start_monitors()
@@ -79,6 +85,7 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
         with contextlib.suppress(asyncio.CancelledError):
             await ticks
         await gateway.close()
+        await learning.close()
         await backends.close()
 
 

@@ -18,6 +18,10 @@ Policy decisions taken outside a request's own call path (``Policy.tick`` action
 flight through ``flight.pending``: ``Assign`` releases a held request to a backend; ``Move``
 closes the current attempt so the pump asks for the next one, which is the pending dispatch;
 ``Drop`` ends it.  The policy decides; this module only carries decisions out.
+
+With training rows configured (``proxy/learning.py``), the gateway reports to the
+predictor's ``TrainingTap`` (``tap``) each dispatch (with its engine priority), each move
+to another attempt, and each request's end; the stream pump reports token arrivals.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ import contextlib
 import logging
 import secrets
 from collections.abc import Callable, Coroutine
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 from aiohttp import web
@@ -48,6 +52,10 @@ from ascendra_proxy.proxy.load import LoadBook
 from ascendra_proxy.proxy.runtime import BackendRuntime, Backends
 from ascendra_proxy.proxy.telemetry import Telemetry
 from ascendra_proxy.proxy.validate import GenerationRequest
+
+if TYPE_CHECKING:
+    from ascendra_proxy.predictor.tap import TrainingTap
+    from ascendra_proxy.proxy.learning import Learning
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +87,8 @@ class Gateway:
         self._block_size = _block_sizes(cfg)
         self._tasks: set[asyncio.Task[None]] = set()
         self.roles: dict[str, tuple[Role, bool]] = {}  # policy SetRole actions: (role, draining)
+        self.learning: Learning | None = None  # the learned predictor's side (app sets it)
+        self.tap: TrainingTap | None = None  # training rows: told of dispatches, moves, ends
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -141,6 +151,8 @@ class Gateway:
             return
         self.flights.pop(flight.state.id, None)
         self.telemetry.request_done(flight.state.model, outcome.value)
+        if self.tap is not None:
+            self.tap.on_finished(flight.state.id)
         try:
             self.policy.on_finish(flight.state, now)
         finally:
@@ -191,6 +203,10 @@ class Gateway:
             backend.name, backend.url, backend.session, request, headers, self.budgets
         )
         state.on_dispatch(self.clock(), backend.name)
+        if self.tap is not None:
+            if flight.backend is not None:  # it had an attempt: a retry, offload or migration
+                self.tap.on_moved(state.id)
+            self.tap.on_dispatched(state.id, priority)
         flight.queued_tokens = 0 if state.started else state.prompt_tokens
         backend.begin(flight.queued_tokens)
         flight.backend, flight.attempt = backend, attempt

@@ -2,7 +2,10 @@
 
 Theory of operation: policies that declare ``tick_interval_s`` are called on that period with
 every unfinished request and fresh backend snapshots; baselines declare None and this loop
-never starts.  Actions name requests by id; one that finished in the meantime is skipped.
+never starts, unless the learned predictor records training rows (``proxy/learning.py``),
+which then gets observation-only ticks.  The predictor's side (training rows, model reload,
+retraining) sees each tick first, with the same requests and snapshots as the policy.
+Actions name requests by id; one that finished in the meantime is skipped.
 
 - ``Assign``: a request held in the proxy queue gets its backend (late binding).
 - ``Move``: the current attempt is closed; the stream pump then takes the pending dispatch
@@ -31,15 +34,25 @@ log = logging.getLogger(__name__)
 
 
 async def run_ticks(gw: Gateway) -> None:
-    interval = gw.policy.tick_interval_s
-    if interval is None:
+    learning = gw.learning
+    policy_tick = gw.policy.tick_interval_s
+    interval = policy_tick if policy_tick is not None else learning and learning.tick_s
+    if not interval:
         return
     while True:
         await asyncio.sleep(interval)
         now = gw.clock()
         states = [f.state for f in gw.flights.values()]
+        snapshots = gw.load.snapshots(now)
+        if learning is not None:
+            try:
+                learning.tick(now, states, snapshots)
+            except Exception:
+                log.exception("predictor tick failed")
+        if policy_tick is None:
+            continue
         try:
-            actions = gw.policy.tick(now, states, gw.load.snapshots(now))
+            actions = gw.policy.tick(now, states, snapshots)
         except Exception:
             log.exception("policy tick failed")
             continue

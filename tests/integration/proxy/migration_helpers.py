@@ -76,8 +76,11 @@ HP_SEQS = 2  # a small HP engine: one running request already refuses tickets (f
 
 
 @contextlib.asynccontextmanager
-async def ascendra_stack(policy: dict[str, Any], slo: dict[str, Any]) -> AsyncIterator[Stack]:
-    """2 LP (``lp1``, ``lp2``) + 1 small HP (``hp1``) emulated vLLM engines, ascendra policy."""
+async def ascendra_stack(
+    policy: dict[str, Any], slo: dict[str, Any], **overrides: Any
+) -> AsyncIterator[Stack]:
+    """2 LP (``lp1``, ``lp2``) + 1 small HP (``hp1``) emulated vLLM engines, ascendra policy
+    (``overrides``: more top-level config sections)."""
     async with contextlib.AsyncExitStack() as stack:
         emus = {}
         for name in ("lp1", "lp2", "hp1"):
@@ -86,7 +89,7 @@ async def ascendra_stack(policy: dict[str, Any], slo: dict[str, Any]) -> AsyncIt
                 flavor="vllm", model=MODEL, time_scale=TIME_SCALE, seed=7, max_num_seqs=seqs
             )
             emus[name] = await stack.enter_async_context(run_emulator(cfg))
-        data = proxy_config(emus, policy={"type": "ascendra", **policy}, slo=slo)
+        data = proxy_config(emus, policy={"type": "ascendra", **policy}, slo=slo, **overrides)
         main = data["pools"][0]["backends"]
         main[2]["engine_settings"] = {"max_num_seqs": HP_SEQS}
         data["pools"] = [
