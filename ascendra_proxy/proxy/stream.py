@@ -13,7 +13,9 @@ read it decodes SSE events, parses each once (``ChunkReader.read``: counts *toke
 chunks, records them, renders the client's bytes, the original ones when nothing must be
 stripped), and writes everything of that read in one ``write``.  Token arrivals feed
 ``RequestState`` (TTFT, every gap, mean TBT, all available online to the policy) and the
-histograms.
+histograms.  Terminal chunks a reader holds back for the usage chunk's ``system_fingerprint``
+(see ``backends/chunks.py``) are flushed when an attempt ends without one: at ``[DONE]``, at
+the end of the body, on failure.
 
 When an attempt ends abnormally, ``_next_attempt`` is the one swap point: before the client
 saw anything, the gateway retries elsewhere (or follows a policy ``Move``); after that,
@@ -115,21 +117,32 @@ class StreamPump:
 
     async def _forward(self, attempt: UpstreamAttempt) -> None:
         """Pump one attempt until [DONE] (returns) or failure (raises UpstreamError)."""
-        gw, client = self.gw, self.client
+        client = self.client
         cont = self.flight.continuation
         reader = (
             ChunkReader(attempt.backend, attempt.request.asks, client.record)
             if cont is None
             else ContinuationReader(attempt.backend, attempt.request.asks, client.record, cont)
         )
+        try:
+            await self._pump(attempt, reader)
+        except up.UpstreamError:
+            held = reader.flush()  # a terminal chunk still waiting for its fingerprint
+            if held is not None:
+                await client.write(held)
+            raise
+
+    async def _pump(self, attempt: UpstreamAttempt, reader: ChunkReader) -> None:
+        gw, client = self.gw, self.client
         feed, read_event, record = SSEDecoder().feed, reader.read, client.record
         clock, read = gw.clock, attempt.read
         while True:
             data = await read()
             now = clock()
             if not data:
-                if record.finish_reason is not None:
-                    await client.write(DONE_FRAME)  # engine forgot [DONE] after finishing
+                if record.finish_reason is not None:  # the engine forgot [DONE] after finishing
+                    held = reader.flush()
+                    await client.write(DONE_FRAME if held is None else held + DONE_FRAME)
                     return
                 raise up.StreamInterrupted(attempt.backend, "stream ended before [DONE]")
             attempt.touch(now)
@@ -140,6 +153,9 @@ class StreamPump:
             try:
                 for payload in feed(data):
                     if payload == DONE:
+                        held = reader.flush()  # no usage chunk came to release them
+                        if held is not None:
+                            out.append(held)
                         out.append(DONE_FRAME)
                         done = True
                         break
