@@ -7,11 +7,20 @@ seed.  Without ``--sweep`` every policy gives a loadgen-compatible run file; wit
 --rates`` a loadgen-compatible sweep file with ``capacity_rps_at_90``.  One policy writes
 ``--out``; several write ``<out>.<policy>.json`` each and a comparison to ``--out``, and
 print a side-by-side table.  ``--set path=value`` changes a policy parameter (YAML value).
+
+The learned slack predictor: ``--predictor-model FILE`` makes the Ascendra policy answer
+with that model (checked before anything runs: a bad file is an error, not a silent
+fallback; the baselines have no predictor and run as before); ``--training-data FILE``
+appends every simulation's training rows to that rolling JSONL file (what ``ascendra-proxy
+train --data`` reads), each run under its own row-id prefix; recording runs the
+simulations in this process, one after another.  The ``predictor:`` section of the config
+is the live proxy's and is not read here.
 """
 
 from __future__ import annotations
 
 import argparse
+import secrets
 import sys
 import time
 from pathlib import Path
@@ -47,6 +56,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     keep.add_argument("--keep-requests", dest="keep", action="store_true", default=None)
     keep.add_argument("--no-requests", dest="keep", action="store_false")
     p.add_argument("--jobs", type=int, default=1, help="worker processes for sweeps")
+    p.add_argument(
+        "--predictor-model",
+        metavar="FILE",
+        help="learned slack predictor model for the ascendra policy (ascendra-proxy train)",
+    )
+    p.add_argument(
+        "--training-data",
+        metavar="FILE",
+        help="append the simulations' predictor training rows to this JSONL file",
+    )
     p.add_argument("--out", required=True, help="results JSON file")
 
 
@@ -93,6 +112,19 @@ def _config_doc(args: argparse.Namespace, name: str, spec: WorkloadSpec) -> dict
     return doc
 
 
+def _check_model(path: str, configs: list[tuple[str, SimConfig]]) -> None:
+    """Load the model once up front: a bad file fails here, with the reason."""
+    from ascendra_proxy.predictor.model import read_model
+    from ascendra_proxy.predictor.setup import takes_predictor
+    from ascendra_proxy.sim.setup import make_policy
+
+    read_model(path)  # raises ModelFileError (a ValueError) naming the file and the problem
+    if not any(takes_predictor(make_policy(cfg.proxy)) for _, cfg in configs):
+        names = ", ".join(name for name, _ in configs)
+        note = f"note: no policy here ({names}) has a slack predictor; --predictor-model unused"
+        print(note, file=sys.stderr)
+
+
 def _out_path(out: str, name: str, many: bool) -> Path:
     p = Path(out)
     return p.with_name(f"{p.stem}.{name}{p.suffix or '.json'}") if many else p
@@ -112,17 +144,32 @@ def run(args: argparse.Namespace) -> int:
         else:
             rates = [args.rate]
             spec = _workload(args, base, args.rate)
-    except (ConfigError, ValueError) as exc:  # TraceError is a ValueError
+        if args.predictor_model is not None:
+            _check_model(args.predictor_model, configs)
+    except (ConfigError, ValueError) as exc:  # TraceError and ModelFileError are ValueErrors
         print(f"ascendra-proxy simulate: error: {exc}", file=sys.stderr)
         return 2
     keep = (not args.sweep) if args.keep is None else args.keep
+    tag = secrets.token_hex(3)  # row ids stay unique when runs append to one file
     jobs = [
-        Job(cfg, spec.with_rate(r) if r is not None else spec, r, args.seed, keep)
-        for _, cfg in configs
+        Job(
+            cfg,
+            spec.with_rate(r) if r is not None else spec,
+            r,
+            args.seed,
+            keep,
+            predictor_model=args.predictor_model,
+            training_data=args.training_data,
+            run_id=f"sim-{tag}-{name}-{r}",
+        )
+        for name, cfg in configs
         for r in rates
     ]
+    workers = args.jobs if args.jobs > 0 else default_workers()
+    if args.training_data is not None:
+        workers = 1  # one process appends to the file
     t0, c0 = time.perf_counter(), time.process_time()
-    points = run_jobs(jobs, args.jobs if args.jobs > 0 else default_workers())
+    points = run_jobs(jobs, workers)
     wall, cpu = time.perf_counter() - t0, time.process_time() - c0
     docs = []
     many = len(configs) > 1

@@ -8,8 +8,9 @@ client-side records plus the policy's move counts (``offloads``, ``migrations``,
 already computed for attempts the proxy then aborted (work a move threw away).  Each
 request entry is loadgen's, plus ``route`` (the backends it was dispatched to, in order)
 and its ``events`` (offloads, migrations, warm-ups, with time, source, target, reason).
-A ``sim`` section adds per-backend engine counters, the role timeline and every decision
-reason.  Everything is a function of the run, never of the wall clock, so equal seeds give
+A ``sim`` section adds per-backend engine counters, the role timeline, every decision
+reason and the slack predictor's source (``learned`` or ``analytical``; null for a policy
+without one).  Everything is a function of the run, never of the wall clock, so equal seeds give
 byte-identical files.
 """
 
@@ -74,6 +75,8 @@ def sim_section(result: SimResult) -> dict[str, Any]:
     t = result.tally
     return {
         "policy": result.policy.name,
+        # the slack predictor that answered (Ascendra): "analytical" or "learned"
+        "predictor": getattr(result.policy, "predictor_source", None),
         "end_time_s": round(result.end_time, 6),
         "events": result.events,
         "backends": backends,

@@ -10,6 +10,12 @@ linear interpolation, exactly as ``loadgen sweep`` does.
 :func:`policy_variant` derives a config running a policy with some parameters changed,
 named by dotted paths (``{"migration.enabled": False, "offload.rule": "paper"}``); the new
 parameters go through the config loader's strict validation, so a typo is an error.
+
+A job can also carry the learned slack predictor (``predictor_model``: a model file the
+Ascendra policy answers with; other policies have no predictor and ignore it) and record
+training rows (``training_data``: appended to that rolling JSONL file through
+:func:`ascendra_proxy.predictor.simtap.record_to_file`, rows named by ``run_id``).  Jobs
+recording rows run in one process (:func:`run_jobs` callers keep them sequential).
 """
 
 from __future__ import annotations
@@ -23,7 +29,7 @@ from typing import Any, TypeVar
 
 from ascendra_proxy.configload import ConfigError, load
 from ascendra_proxy.sim.report import point_document
-from ascendra_proxy.sim.setup import SimConfig, policy_registry, with_policy
+from ascendra_proxy.sim.setup import SimConfig, make_policy, policy_registry, with_policy
 from ascendra_proxy.sim.simulator import SimResult, Simulator
 from loadgen.workloads import WorkloadSpec, build_workload
 
@@ -41,11 +47,36 @@ class Job:
     rate: float | None
     seed: int
     keep_requests: bool = False
+    predictor_model: str | None = None  # learned model file for a policy with a predictor
+    training_data: str | None = None  # record training rows to this file
+    run_id: str = "sim"  # prefix of the recorded row ids (unique per file)
 
 
 def run_job(job: Job) -> dict[str, Any]:
     """One point document (see :func:`ascendra_proxy.sim.report.point_document`)."""
-    result = simulate(job.cfg, job.spec, job.seed)
+    if job.predictor_model is None and job.training_data is None:
+        result = simulate(job.cfg, job.spec, job.seed)
+        return point_document(result, job.rate, job.keep_requests)
+    from ascendra_proxy.predictor.setup import analytical_fallback, takes_predictor
+
+    policy = make_policy(job.cfg.proxy)
+    predictor = None
+    if job.predictor_model is not None and takes_predictor(policy):
+        from ascendra_proxy.predictor.model import LearnedPredictor
+
+        fallback = analytical_fallback(job.cfg.proxy)
+        predictor = LearnedPredictor.open(job.predictor_model, fallback)
+    sim = Simulator(
+        job.cfg, build_workload(job.spec), seed=job.seed, policy=policy, predictor=predictor
+    )
+    recorder = None
+    if job.training_data is not None:
+        from ascendra_proxy.predictor.simtap import record_to_file
+
+        recorder = record_to_file(sim, job.training_data, job.run_id)
+    result = sim.run()
+    if recorder is not None:
+        recorder.flush()
     return point_document(result, job.rate, job.keep_requests)
 
 

@@ -83,3 +83,44 @@ def test_errors_are_reported_without_a_traceback(
     assert "--rates" in capsys.readouterr().err
     assert main(sim_args(files, out, "--rate", "1", "--policy", "nope")) == 2
     assert "unknown policy" in capsys.readouterr().err
+
+
+def test_training_data_and_predictor_model_flags(
+    files: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from ascendra_proxy.predictor.rows import read_rows
+
+    rows, model = tmp_path / "rows.jsonl", tmp_path / "model.json"
+    run = ["--rate", "12", "--num-requests", "40"]
+    # two policies in one run append to one file, each under its own row-id prefix
+    rec = [*run, "--policy", "round_robin", "--policy", "ascendra", "--training-data", str(rows)]
+    assert main(sim_args(files, tmp_path / "rec.json", *rec)) == 0
+    lines = [json.loads(x) for x in rows.read_text().splitlines()]
+    prefixes = {x["id"].rsplit(":", 1)[0] for x in lines}
+    assert len(prefixes) == 2 and all("round_robin" in p or "ascendra" in p for p in prefixes)
+    labelled = read_rows([rows])
+    assert len(labelled) > 40 and {b.name for b in labelled.batch.backends} >= {"lp-0", "lp-1"}
+    train = ["train", "--data", str(rows), "--out", str(model), "--rounds", "5", "--holdout", "0"]
+    assert main(train) == 0
+    capsys.readouterr()
+
+    out = tmp_path / "learned.json"
+    assert main(sim_args(files, out, *run, "--predictor-model", str(model))) == 0
+    doc = load_results(out)
+    assert doc["sim"]["predictor"] == "learned"
+    assert doc["config"]["predictor_model"] == str(model)
+    assert doc["summary"]["completed"] == 40
+    assert main(sim_args(files, tmp_path / "an.json", *run)) == 0
+    assert load_results(tmp_path / "an.json")["sim"]["predictor"] == "analytical"
+
+    base = sim_args(files, tmp_path / "rr.json", *run, "--policy", "round_robin")
+    assert main([*base, "--predictor-model", str(model)]) == 0
+    assert "round_robin) has a slack predictor; --predictor-model unused" in capsys.readouterr().err
+    assert load_results(tmp_path / "rr.json")["sim"]["predictor"] is None
+
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"format": "something-else"}')
+    assert main(sim_args(files, tmp_path / "x.json", *run, "--predictor-model", str(bad))) == 2
+    err = capsys.readouterr().err
+    assert f"{bad}: not a ascendra-slack-predictor model file" in err
+    assert not (tmp_path / "x.json").exists()
