@@ -15,7 +15,17 @@ This package answers it with a model learned from the proxy's own observations:
 * :mod:`.model`: the model file, :class:`~.model.LearnedPredictor` (hot reload) and
   :func:`~.model.load_predictor` (falls back to the analytical model);
 * :mod:`.retrain`: periodic retraining in a worker process;
-* :mod:`.metrics`: ``ascendra_predictor_source`` and the prediction-error histograms.
+* :mod:`.metrics`: ``ascendra_predictor_source`` and the prediction-error histograms;
+* :mod:`.setup`: the analytical fallback the Ascendra policy itself uses, for drivers.
+
+Where it is wired.  The live proxy: the config's ``predictor:`` section
+(:class:`~ascendra_proxy.config.PredictorConfig`), carried out by
+:mod:`ascendra_proxy.proxy.learning` (model loaded at start and handed to the policy's
+``use_predictor``, ``maybe_reload`` from the tick about once a second, the tap driven by
+the tick and the gateway's dispatch/token/move/finish events, the ``Retrainer``, the
+metrics on the proxy's registry).  The simulator: ``ascendra-proxy simulate
+--predictor-model FILE --training-data FILE`` (:mod:`ascendra_proxy.sim.sweep` runs the
+jobs with :mod:`.simtap`).  Benchmarks call :func:`~.model.load_predictor` directly.
 
 Inputs the batch types may gain.  Three timings sharpen the time-to-first-token estimate a
 lot (see :mod:`.features`): ``QueryBatch.on_backend_s`` (per row: seconds since the request
