@@ -21,10 +21,11 @@ do.
 :class:`LearnedPredictor` answers a :class:`~ascendra_proxy.core.predict.QueryBatch` with
 one feature build and one ``predict`` per booster (single-threaded: at 1,000 rows thread
 start-up costs more than it saves).  It watches its file: :meth:`~LearnedPredictor.
-maybe_reload` (call it from the proxy's tick; a ``stat``, plus a read and parse of a small
-file when the size or mtime changed) swaps in a new model atomically (one attribute
-assignment; ``predict`` reads it once per call), and a bad new file is logged and ignored
-until the file changes again (the old model keeps answering).  Without a model it answers
+maybe_reload` (a ``stat``, plus a read and parse of a small file when the size or mtime
+changed) swaps in a new model, and a bad new file is logged and ignored until the file
+changes again (the old model keeps answering).  The parse takes tens of milliseconds (the
+LightGBM boosters), so the live proxy splits it: :meth:`~LearnedPredictor.read_changed` in a
+worker thread, :meth:`~LearnedPredictor.install` on the event loop.  Without a model it answers
 with the analytical fallback and says so in :attr:`~LearnedPredictor.source`.
 :func:`load_predictor` is the factory drivers use.
 """
@@ -249,6 +250,23 @@ class LearnedPredictor:
     def maybe_reload(self) -> bool:
         """Reload if the file changed (see :meth:`needs_reload`); True when reloaded."""
         return self.needs_reload() and self.reload()
+
+    def read_changed(self) -> PredictorModel | None:
+        """The file's model if its size or mtime changed since the last attempt, else None
+        (also None when it is gone or invalid: logged, the current model stays).  Installs
+        nothing: a driver runs this in a worker thread and passes the result to
+        :meth:`install` on its own thread, so neither the read nor the parse blocks it."""
+        seen = _signature(self.path)
+        if seen == self._seen:
+            return None
+        self._seen = seen
+        if seen is None:
+            return None
+        try:
+            return read_model(self.path)
+        except ModelFileError as e:
+            log.warning("predictor model not reloaded, keeping the current one: %s", e)
+            return None
 
     def install(self, model: PredictorModel) -> None:
         self._builder = FeatureBuilder(self.fallback, model.profiles)

@@ -6,10 +6,12 @@ Theory of operation.  :class:`Learning` carries out the config's ``predictor:`` 
 
 * ``model_path``: at start :func:`~ascendra_proxy.predictor.model.load_predictor` loads it
   (a missing or bad file logs a warning and leaves the analytical model answering) and the
-  policy gets it through ``use_predictor``.  :meth:`tick` calls ``maybe_reload`` at most
-  every ``reload_check_s`` (one ``stat``; a read and parse on the event loop only when the
-  file changed, a small file), so a replaced file is in use within about a second, and a
-  bad replacement is logged and ignored (the previous model keeps answering).  Only the
+  policy gets it through ``use_predictor``.  :meth:`tick` checks the file at most every
+  ``reload_check_s`` (one ``stat``, what ``maybe_reload`` does); when it changed, the read
+  and parse (tens of milliseconds: the LightGBM boosters) run in the default executor
+  thread (``read_changed``) and the model is installed back on the event loop, so a replaced
+  file is in use within about a second, and a bad replacement is logged and ignored (the
+  previous model keeps answering).  Only the
   Ascendra policy has a slack predictor; under a baseline the file is not loaded.
 * ``training_data``: a :class:`~ascendra_proxy.predictor.tap.TrainingTap` observes every
   tick (before the policy's tick, on the same snapshots) and the gateway reports
@@ -56,7 +58,7 @@ from ascendra_proxy.predictor.setup import analytical_fallback, takes_predictor
 from ascendra_proxy.predictor.tap import TrainingTap, facts_for
 
 if TYPE_CHECKING:
-    from ascendra_proxy.predictor.model import LearnedPredictor
+    from ascendra_proxy.predictor.model import LearnedPredictor, PredictorModel
     from ascendra_proxy.predictor.retrain import Retrainer
 
 __all__ = ["Learning"]
@@ -78,6 +80,7 @@ class Learning:
         self.retrains = {"ok": 0, "failed": 0}
         self._pending: list[bytes] = []
         self._writing: asyncio.Future[None] | None = None
+        self._reading: asyncio.Future[PredictorModel | None] | None = None
         self._flush_every = 1.0
         self._next_flush = float("-inf")
         self.tick_s: float | None = None  # observation tick for a policy without one
@@ -162,7 +165,26 @@ class Learning:
             self._retrain(now)
         if self.predictor is not None and now >= self._next_reload:
             self._next_reload = now + self._reload_every
-            self.predictor.maybe_reload()
+            self._reload(self.predictor)
+
+    def _reload(self, predictor: LearnedPredictor) -> None:
+        """``maybe_reload`` with the read and parse in a worker thread."""
+        if self._reading is not None and not self._reading.done():
+            return
+        if not predictor.needs_reload():
+            return
+        loop = asyncio.get_running_loop()
+        self._reading = loop.run_in_executor(None, predictor.read_changed)
+
+        def install(fut: asyncio.Future[PredictorModel | None]) -> None:
+            if fut.cancelled():
+                return
+            if fut.exception() is not None:
+                log.warning("predictor model not reloaded: %s", fut.exception())
+            elif (model := fut.result()) is not None:
+                predictor.install(model)  # on the event loop: predict never sees half
+
+        self._reading.add_done_callback(install)
 
     def _retrain(self, now: float) -> None:
         r = self.retrainer
@@ -190,8 +212,9 @@ class Learning:
 
     async def close(self) -> None:
         """Write what is buffered and stop the retraining worker (off the event loop)."""
-        if self._writing is not None:
-            await asyncio.gather(self._writing, return_exceptions=True)
+        for fut in (self._reading, self._writing):
+            if fut is not None:
+                await asyncio.gather(fut, return_exceptions=True)
         if self.recorder is not None and self.sink is not None:
             lines = self._pending + self.recorder.take_lines()
             self._pending = []

@@ -129,6 +129,26 @@ def test_hot_reload_picks_up_a_new_file_and_ignores_a_bad_one(
     assert not p.maybe_reload()  # the bad file is not re-read every tick
 
 
+def test_read_changed_reads_once_per_change_and_installs_nothing(
+    tmp_path: Path, model_bytes: bytes, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "m.json"
+    p = LearnedPredictor(path, analytical(), None)
+    assert p.read_changed() is None  # no file
+    write(path, model_bytes)
+    assert p.needs_reload()
+    model = p.read_changed()
+    assert model is not None and source(p) == "analytical" and p.model is None
+    assert not p.needs_reload() and p.read_changed() is None  # the change was consumed
+    p.install(model)
+    assert source(p) == "learned" and p.model is model
+    write(path, b"{broken")
+    os.utime(path, ns=(3, 3))
+    with caplog.at_level(logging.WARNING):
+        assert p.read_changed() is None
+    assert "keeping the current one" in caplog.text and p.model is model
+
+
 def source(p: LearnedPredictor) -> str:
     return p.source  # (a call: mypy would narrow the property across reloads)
 
