@@ -33,7 +33,7 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import orjson
@@ -167,7 +167,7 @@ class TrainingRecorder:
             "h": self.horizon,
             "slo": list(slo) if slo is not None else None,
             "q": q,
-            "b": asdict(backend),
+            "b": backend,  # orjson writes the dataclass (50x faster than asdict: hot in a tick)
             "x": dict(extra) if extra else None,
         }
         self._emit(orjson.dumps(line))
