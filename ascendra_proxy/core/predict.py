@@ -109,6 +109,9 @@ class BackendFeatures:
     max_num_batched_tokens: int
     # tokens each proxy-known stream may still generate (max_tokens left), ascending
     stream_remaining: tuple[int, ...] = ()
+    # dispatch times (learned model inputs; the analytical model ignores them), seconds:
+    oldest_unstarted_s: float | None = None  # since the oldest not-started one was sent (0: none)
+    last_first_token_s: float | None = None  # since the last first token of its streams
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,6 +140,10 @@ class QueryBatch:
     cached_tokens: FloatArray
     resident: BoolArray
     horizon_tokens: int
+    # per row, learned model inputs (None: unknown): seconds since the request was sent to
+    # the backend asked about (0 for a hypothetical target), and its TTFT SLO
+    on_backend_s: FloatArray | None = None
+    slo_ttft_s: FloatArray | None = None
 
     def __len__(self) -> int:
         return int(self.backend_index.shape[0])

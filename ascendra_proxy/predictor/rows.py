@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import zlib
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import MISSING, dataclass, fields
 from pathlib import Path
 
 import numpy as np
@@ -29,16 +29,20 @@ from ascendra_proxy.predictor.features import EXTRA_INPUTS
 
 __all__ = ["LabelledRows", "RowsError", "expand_paths", "read_rows"]
 
-_BACKEND_FIELDS = tuple(f.name for f in fields(BackendFeatures))
+_REQUIRED = tuple(f.name for f in fields(BackendFeatures) if f.default is MISSING)
+_OPTIONAL = tuple(f.name for f in fields(BackendFeatures) if f.default is not MISSING)
 
 
 def _backend(raw: object) -> BackendFeatures:
-    """A recorded backend line; ``stream_remaining`` (newer) may be absent, comes as a list."""
+    """A recorded backend line; fields added later (those with defaults) may be absent;
+    ``stream_remaining`` comes as a list."""
     if not isinstance(raw, dict):
         raise TypeError("backend features must be an object")
-    values = {k: raw[k] for k in _BACKEND_FIELDS if k != "stream_remaining"}
-    remaining = raw.get("stream_remaining", ())
-    return BackendFeatures(**values, stream_remaining=tuple(int(x) for x in remaining))
+    values = {k: raw[k] for k in _REQUIRED}
+    values.update({k: raw[k] for k in _OPTIONAL if k in raw})
+    if "stream_remaining" in values:
+        values["stream_remaining"] = tuple(int(x) for x in values["stream_remaining"])
+    return BackendFeatures(**values)
 
 
 class RowsError(ValueError):

@@ -104,7 +104,7 @@ class TrainingTap:
                 (b.queue if r.phase is Phase.DISPATCHED else b.streams).append(r)
         obs: list[_Obs] = []
         for b in states.values():
-            self._fill(b)
+            self._fill(b, now)
         for b in states.values():
             if b.snap.healthy:
                 self._collect_backend(now, b, obs)
@@ -136,7 +136,7 @@ class TrainingTap:
 
     # -- rows ---------------------------------------------------------------------------
 
-    def _fill(self, b: BackendState) -> None:
+    def _fill(self, b: BackendState, now: float) -> None:
         """The per-backend sums of the policy's tick aggregation (``tickstate._fill``), with
         the not-started requests in engine order (priority first when the engine runs
         priority scheduling, then dispatch time), as the policy's review orders them."""
@@ -148,7 +148,7 @@ class TrainingTap:
                 r.id,
             )
         )
-        b.aggregate()
+        b.aggregate(now)
 
     def _cached(self, r: RequestState, b: BackendState) -> int:
         """Expected prefix hit of ``r`` on ``b``, fixed when the tap first sees it there."""

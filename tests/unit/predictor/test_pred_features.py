@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import replace
 
 import numpy as np
 import pytest
 from predictor_builders import PROFILE, analytical, backend
 
-from ascendra_proxy.core.predict import BackendFeatures, PredictionQuery, QueryBatch
+from ascendra_proxy.core.predict import PredictionQuery, QueryBatch
 from ascendra_proxy.predictor.features import FEATURE_NAMES, SCHEMA_VERSION, FeatureBuilder
 
 
@@ -128,26 +128,11 @@ def test_dispatch_columns_are_nan_unless_known(batch: QueryBatch) -> None:
     assert col(x, "slack_s") == pytest.approx([0.5, 0.5, -1.0])  # SLO minus time waited
 
 
-@dataclass(frozen=True, slots=True)
-class TimedBackend(BackendFeatures):
-    """BackendFeatures as the policy would extend it (see the package notes)."""
-
-    oldest_unstarted_s: float | None = None
-    last_first_token_s: float | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class TimedBatch(QueryBatch):
-    on_backend_s: np.ndarray | None = None
-
-
-def test_dispatch_times_from_the_batch_types_when_the_policy_passes_them() -> None:
-    """Forward compatible: the fields the batch types may gain are read when present."""
-    lp = backend("lp-0")
-    timed = TimedBackend(**asdict(lp), oldest_unstarted_s=0.4, last_first_token_s=0.1)
+def test_dispatch_times_from_the_batch_types() -> None:
+    """The policy passes dispatch times in the batch types; the features read them."""
+    timed = replace(backend("lp-0"), oldest_unstarted_s=0.4, last_first_token_s=0.1)
     plain = QueryBatch.from_rows([timed], [PredictionQuery(0, 100, 0, 1.0, 0, 0, False)], 8)
-    batch = TimedBatch(**{f.name: getattr(plain, f.name) for f in fields(plain)})
-    batch = replace(batch, on_backend_s=np.array([0.3]))
+    batch = replace(plain, on_backend_s=np.array([0.3]))
     x = FeatureBuilder(analytical(), [PROFILE]).build(batch)
     assert col(x, "on_backend_s") == pytest.approx([0.3])
     assert col(x, "head_age_s") == pytest.approx([0.4])

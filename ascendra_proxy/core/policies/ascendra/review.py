@@ -83,9 +83,21 @@ class Review:
             cached_tokens=np.asarray(self.cached, dtype=np.float64),
             resident=resident,
             horizon_tokens=ctx.params.migration.horizon_tokens,
+            on_backend_s=_on_backend(reqs, self.n_held, ctx.now),
+            slo_ttft_s=np.fromiter((r.slo.ttft_s for r in reqs), np.float64, n),
         )
         pred = ctx.predictor.predict(batch)
         self.ttft, self.next_k = pred.ttft_s, pred.next_k_s
+
+
+def _on_backend(reqs: list[RequestState], n_held: int, now: float) -> FloatArray:
+    """Seconds each request has been on the backend asked about (held rows: 0)."""
+    out = np.zeros(len(reqs), dtype=np.float64)
+    for i in range(n_held, len(reqs)):
+        at = reqs[i].dispatched_at
+        if at is not None:
+            out[i] = now - at
+    return out
 
 
 def _engine_order(b: BackendState, ctx: Ctx) -> list[RequestState]:

@@ -68,6 +68,8 @@ def evaluate_targets(
         cached_tokens=np.asarray(hits, dtype=np.float64),
         resident=np.zeros(n, dtype=np.bool_),
         horizon_tokens=horizon,
+        on_backend_s=np.zeros(n, dtype=np.float64),  # hypothetical targets: not sent yet
+        slo_ttft_s=np.fromiter((r.slo.ttft_s for r in reqs), np.float64, n),
     )
     pred = ctx.predictor.predict(batch)
     ttft, next_k = pred.ttft_s.tolist(), pred.next_k_s.tolist()

@@ -30,6 +30,7 @@ __all__ = ["TickInputs", "aggregate"]
 
 @dataclass(slots=True)
 class TickInputs:
+    now: float
     reqs: dict[str, RequestState] = field(default_factory=dict)
     streams_lp: list[RequestState] = field(default_factory=list)  # on healthy LP backends
     streams_down: list[tuple[RequestState, BackendState]] = field(default_factory=list)
@@ -43,7 +44,7 @@ def aggregate(
     track: Callable[[RequestState], Track],
     mp: MigrationParams,
 ) -> TickInputs:
-    inp = TickInputs()
+    inp = TickInputs(ctx.now)
     reqs, tracks, get_state = inp.reqs, ctx.tracks, ctx.states.get
     queued: list[RequestState] = []
     queued_phase, dispatched, finished = Phase.QUEUED, Phase.DISPATCHED, Phase.FINISHED
@@ -78,7 +79,7 @@ def aggregate(
 def _fill(b: BackendState, inp: TickInputs) -> None:
     """Per-backend sums from its request lists, and what the tick must look at there."""
     q, s = b.queue, b.streams
-    b.aggregate()
+    b.aggregate(inp.now)
     if not b.snap.healthy:
         inp.unstarted_down.extend((r, b) for r in q)
         inp.streams_down.extend((r, b) for r in s)

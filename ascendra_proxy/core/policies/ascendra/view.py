@@ -62,6 +62,8 @@ class BackendState:
     gap_sum: float = 0.0
     gaps: int = 0
     stream_remaining: tuple[int, ...] = ()  # token budget left per stream, ascending
+    oldest_unstarted_s: float | None = None  # dispatch times at the last aggregate(now)
+    last_first_token_s: float | None = None
     # not-started requests on it (the review sorts them into engine order), streaming ones
     queue: list[RequestState] = field(default_factory=list)
     streams: list[RequestState] = field(default_factory=list)
@@ -122,19 +124,26 @@ class BackendState:
         scraped = self.snap.fresh_scraped(max_age_s)
         return 0 if scraped is None or scraped.waiting is None else scraped.waiting
 
-    def aggregate(self) -> None:
+    def aggregate(self, now: float) -> None:
         """The per-backend sums from ``queue`` and ``streams`` (a tick's aggregation)."""
         q, s = self.queue, self.streams
         self.unstarted = len(q)
         self.queued_tokens = sum([r.prompt_tokens for r in q])
+        sent = [r.dispatched_at for r in q if r.dispatched_at is not None]
+        self.oldest_unstarted_s = now - min(sent) if sent else 0.0
         self.streaming = len(s)
         context = gaps = 0
         gap_sum = 0.0
+        last_first: float | None = None
         for r in s:
             context += r.prompt_tokens + r.tokens
             gaps += r.gaps
             gap_sum += r.gap_sum
+            t = r.first_token_at
+            if t is not None and (last_first is None or t > last_first):
+                last_first = t
         self.decode_context, self.gaps, self.gap_sum = context, gaps, gap_sum
+        self.last_first_token_s = None if last_first is None else now - last_first
         # the budgets matter only when the slots may all be taken (the predictor's slot wait)
         scraped = self.snap.scraped
         running = scraped.running if scraped is not None and scraped.running else 0
@@ -169,6 +178,8 @@ class BackendState:
             max_num_seqs=self.max_num_seqs,
             max_num_batched_tokens=self.facts.max_num_batched_tokens,
             stream_remaining=self.stream_remaining,
+            oldest_unstarted_s=self.oldest_unstarted_s,
+            last_first_token_s=self.last_first_token_s,
         )
 
 

@@ -105,6 +105,7 @@ class StubPredictor:
         self.per_ahead_s = per_ahead_s
         self.per_cached_s = per_cached_s
         self.calls = 0
+        self.batches: list[QueryBatch] = []
 
     @property
     def source(self) -> Literal["analytical", "learned"]:
@@ -112,6 +113,7 @@ class StubPredictor:
 
     def predict(self, batch: QueryBatch) -> Prediction:
         self.calls += 1
+        self.batches.append(batch)
         names = [batch.backends[i].name for i in batch.backend_index]
         ttft = np.array([self.ttft.get(n, 0.1) for n in names])
         ttft = ttft + self.per_ahead_s * batch.queued_ahead_tokens

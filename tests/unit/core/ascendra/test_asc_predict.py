@@ -6,10 +6,11 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
-from asc_world import LinearProfile
+from asc_world import LinearProfile, StubPredictor, World, info, place, request
 from hypothesis import given
 from hypothesis import strategies as st
 
+from ascendra_proxy.core.backend import Role
 from ascendra_proxy.core.predict import (
     AnalyticalPredictor,
     BackendFeatures,
@@ -190,3 +191,22 @@ def test_batch_rows_round_trip_and_empty_batch() -> None:
     assert batch.row(1) == q
     empty = AnalyticalPredictor({}).predict(QueryBatch.from_rows([IDLE], [], 4))
     assert empty.ttft_s.shape == (0,) and np.all(empty.next_k_s == 0)
+
+
+def test_the_tick_passes_dispatch_times_and_slos_to_the_predictor() -> None:
+    """What the learned model reads: seconds on the backend per row, the oldest not-started
+    request's wait and the last first token per backend, the TTFT SLO per row."""
+    stub = StubPredictor({"lp0": 0.05, "hp0": 0.05})
+    w = World([info("lp0", Role.LP), info("hp0", Role.HP)], predictor=stub)
+    place(w, request("a", arrival=0.0), "lp0", 0.1)
+    place(w, request("b", arrival=0.0), "lp0", 0.3)
+    streaming = place(w, request("c", arrival=0.0), "lp0", 0.0)
+    streaming.on_tokens(0.2, 1)
+    w.tick(0.5)
+    batch = stub.batches[0]
+    lp = batch.backends[[f.name for f in batch.backends].index("lp0")]
+    assert lp.oldest_unstarted_s == pytest.approx(0.4)  # "a", sent at 0.1
+    assert lp.last_first_token_s == pytest.approx(0.3)  # "c", first token at 0.2
+    assert batch.on_backend_s is not None and batch.slo_ttft_s is not None
+    assert sorted(batch.on_backend_s.tolist()) == pytest.approx([0.2, 0.4, 0.5])
+    assert batch.slo_ttft_s.tolist() == pytest.approx([1.0, 1.0, 1.0])
