@@ -163,10 +163,16 @@ def _take_choice(read: StreamRead, choice: Json) -> None:
         read.finish_reasons.append(choice["finish_reason"])
 
 
-async def read_stream(stream: Any, stop_after_chunks: int | None = None) -> StreamRead:
+async def read_stream(
+    stream: Any,
+    stop_after_chunks: int | None = None,
+    stop_after_tokens: int | None = None,
+    into: StreamRead | None = None,
+) -> StreamRead:
     """Drain an SDK stream (completions or chat); stop early after ``stop_after_chunks``
-    chunks that carry text (then the caller closes the stream)."""
-    read = StreamRead()
+    chunks that carry text, or once ``stop_after_tokens`` token ids were read (then the
+    caller closes the stream, or reads on with ``into`` the ``StreamRead`` so far)."""
+    read = StreamRead() if into is None else into
     texty = 0
     async for chunk in stream:
         data = chunk.to_dict()
@@ -184,5 +190,7 @@ async def read_stream(stream: Any, stop_after_chunks: int | None = None) -> Stre
             _take_choice(read, choice)
         texty += len(read.text) > before
         if stop_after_chunks is not None and texty >= stop_after_chunks:
+            break
+        if stop_after_tokens is not None and len(read.token_ids) >= stop_after_tokens:
             break
     return read

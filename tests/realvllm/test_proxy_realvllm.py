@@ -15,7 +15,11 @@ What is pinned here, each against the real engine:
 - **Ascendra offload before the first token** (LP = ``real_vllm``, HP = the second vLLM): a
   request waiting in the full LP engine's queue past its TTFT slack is aborted there (vLLM's
   log says so, its waiting gauge drops back) and served by HP, and the client's stream is
-  exactly the greedy reference.
+  exactly the greedy reference;
+- **Ascendra mid-stream migration** (same pair): a stream moved from LP to HP while LP
+  generates is one unbroken stream whose token ids are LP's up to the cut followed by HP's
+  direct answer to the continuation request, with usage over the whole request; LP's log
+  shows the abort.
 
 The second engine starts in the background while the tests on the first one run
 (``engines`` fixture): a start takes 1-3 minutes on a busy machine and dominates this
@@ -58,6 +62,9 @@ from vllm_harness import (
     scrape,
     wait_metric,
 )
+
+from ascendra_proxy.core.decisions import Dispatch, Move
+from ascendra_proxy.proxy.ticker import apply_action
 
 pytestmark = [pytest.mark.realvllm, pytest.mark.timeout(900)]
 
@@ -472,8 +479,147 @@ async def test_offload_before_first_token_is_exact_and_leaves_lp(
     assert await engine_value(http, hp, "vllm:request_success_total") == hp_done + 2
 
 
-@pytest.mark.skip(reason="migration not implemented in the proxy yet")
-async def test_migrated_stream_equals_unmigrated_greedy_run() -> None:
-    """To write once ``StreamPump.resume`` builds token-exact continuations: a greedy
-    (``temperature: 0``) stream moved mid-stream from LP to HP yields the same token ids and
-    text as the same request run on one engine, with one usage chunk counting every token."""
+# ---------------------------------------------------------------- mid-stream migration
+
+MIGRATED_TOKENS = 3000  # the migrated request: long enough that LP is still at it when it moves
+SEEN_BEFORE_MOVE = 16  # token ids the client reads before the move
+FILLERS = 3  # long streams sent to LP directly: with the request under test, every slot busy
+
+
+async def engine_log_lines(server: VllmServer, pattern: str, within_s: float = 60) -> list[str]:
+    """``engine_log_ids``, polled until there is a match (vLLM logs an abort when it
+    handles the disconnect, which may come after the proxy moved on)."""
+    deadline = time.monotonic() + within_s
+    while not (found := engine_log_ids(server, pattern)):
+        assert time.monotonic() < deadline, f"{server.name}: no log line matches {pattern}"
+        await asyncio.sleep(0.2)
+    return found
+
+
+async def test_mid_stream_migration_lp_to_hp_is_token_exact(
+    ascendra: Proxy, pair: tuple[VllmServer, VllmServer]
+) -> None:
+    """A greedy stream started on LP is moved mid-stream to HP by a policy ``Move`` (the
+    action the Ascendra tick issues for a stream whose TBT is at risk; forced here so the
+    cut is deterministic).  The client keeps one stream; its token ids are exactly what LP
+    sent up to the cut followed by what HP answers, directly, to the continuation request
+    (prompt ids + the tokens kept, greedy, the remaining ``max_tokens``); usage counts the
+    whole request.  The reference is that direct continuation, not an uninterrupted run:
+    vLLM on CPU is not batch-invariant, so a continuation may legitimately diverge from the
+    unmigrated output.  Three long streams sent to LP directly keep LP slow (every slot
+    busy) until the move, so that it is still generating when the request moves (seen: cut
+    after ~1 s of a ~25 s generation)."""
+    lp, hp = pair
+    gw, http, n = ascendra.gateway, ascendra.http, MIGRATED_TOKENS
+    for server in pair:
+        await wait_metric(http, server.base_url, RUNNING, lambda v: v == 0)
+    seed = random.randrange(10**9, 10**10)  # finds the request in both engines' logs
+    prompt = f"Request {seed} moves between engines"  # no prefix-cache hit from other tests
+    direct_lp = direct_client(lp)
+    fillers = [await create(direct_lp, False, LONG, stream=True) for _ in range(FILLERS)]
+    blocker = (await open_streams(ascendra, 1))[0]  # on HP (ticket): HP refuses the next one
+    try:
+        for f in fillers:
+            await read_stream(f, stop_after_chunks=1)
+        stream = await ascendra.client.completions.create(
+            model=MODEL,
+            prompt=prompt,
+            max_tokens=n,
+            temperature=0,
+            stream=True,
+            stream_options={"include_usage": True},
+            extra_body={"ignore_eos": True, "return_token_ids": True, "seed": seed},
+        )
+        got = await read_stream(stream, stop_after_tokens=1)
+        (flight,) = [f for f in gw.flights.values() if f.state.backend == "lp-a"]
+        assert {"hp_ticket": 1, "lp_priority": 1}.items() <= gw.telemetry.decisions.items()
+        # HP must run nothing of its own while it continues the stream (batch invariance)
+        await blocker.close()
+        await until_outcome(ascendra, "client_disconnected", 1)
+        await wait_metric(http, hp.base_url, RUNNING, lambda v: v == 0)
+        hp_tokens_before = gw.telemetry.tokens["hp-b"]
+
+        await read_stream(stream, stop_after_tokens=SEEN_BEFORE_MOVE, into=got)
+        record = flight.record
+        assert record is not None
+        # cut where the client has the text of every token sent: no token is rolled back
+        # (regenerating one on HP could differ from LP's: CPU vLLM is not batch-invariant;
+        # cuts inside a character are covered on the emulator)
+        while record.text_at != len(record.token_ids):
+            await read_stream(stream, stop_after_tokens=len(got.token_ids) + 1, into=got)
+        assert record.finish_reason is None
+        move = Move(flight.state.id, Dispatch("hp-b", "tbt_slow"), "migrate")
+        assert apply_action(gw, move), "the stream has no exact continuation"
+        # the cut: what the proxy had read from LP when the move closed that attempt
+        cut_ids, cut_text = list(record.token_ids), "".join(record.text)
+        prompt_ids = list(record.prompt_token_ids or [])
+        for f in fillers:  # LP's slots are not needed any more
+            await f.close()
+        await read_stream(stream, into=got)
+    finally:
+        for f in fillers:
+            await f.close()
+        await direct_lp.close()
+    for server in pair:
+        await wait_metric(http, server.base_url, RUNNING, lambda v: v == 0, within_s=120)
+
+    cont = flight.continuation
+    assert cont is not None and not cont.chat
+    kept = cont.kept
+    assert SEEN_BEFORE_MOVE <= len(cut_ids) < n and kept == len(cut_ids) and cont.rollback == 0
+    assert cont.body["prompt"] == prompt_ids + cut_ids
+    assert cont.body["max_tokens"] == n - kept
+
+    # HP's own answer to the continuation request, sent directly (no prefix-cache hit: the
+    # salt keeps it from reusing the blocks the proxied continuation left behind)
+    ref_body = {k: v for k, v in cont.body.items() if k not in ("stream", "stream_options")}
+    ref_body |= {"return_token_ids": True, "cache_salt": f"ref-{seed}"}
+    resp = await http.post(hp.base_url + "/v1/completions", json=ref_body, timeout=600)
+    assert resp.status_code == 200, resp.text
+    ref = resp.json()
+    (ref_choice,) = ref["choices"]
+    assert ref_choice["prompt_token_ids"] == cont.body["prompt"]
+    assert len(ref_choice["token_ids"]) == n - kept
+
+    # one unbroken stream: LP's tokens up to the cut, then HP's continuation, exactly
+    assert got.token_ids == cut_ids + ref_choice["token_ids"]
+    assert len(got.token_ids) == n
+    assert got.text == cut_text + ref_choice["text"]
+    assert len(got.chunk_ids) == 1 and got.finish_reasons == ["length"]
+    # usage as a direct client of the whole request would see it
+    resp = await http.post(
+        hp.base_url + "/v1/completions",
+        json={"model": MODEL, "prompt": prompt, "max_tokens": 1, "return_token_ids": True},
+    )
+    assert resp.status_code == 200, resp.text
+    assert resp.json()["choices"][0]["prompt_token_ids"] == prompt_ids
+    assert got.usage is not None and len(got.usages) == 1 and got.usage_last
+    assert got.usage["prompt_tokens"] == len(prompt_ids) > 0
+    assert got.usage["completion_tokens"] == n
+    assert got.usage["total_tokens"] == len(prompt_ids) + n
+    assert ref["usage"]["prompt_tokens"] == len(prompt_ids) + kept
+    # the same keys as a direct stream, the fingerprint on the usage chunk
+    same_asks = await direct(
+        hp,
+        False,
+        4,
+        stream=True,
+        extra={"return_token_ids": True},
+        stream_options={"include_usage": True},
+    )
+    assert got.keys == same_asks.keys
+    assert [place for place, _ in got.fingerprint_places] == [0]
+
+    # LP aborted the request; HP ran the continuation (and the reference) to the end
+    received = rf"Received request (cmpl-\S+): params: SamplingParams\(.*seed={seed},"
+    (lp_id,) = engine_log_ids(lp, received)
+    await engine_log_lines(lp, rf"Request ({re.escape(lp_id)}) aborted")
+    hp_ids = engine_log_ids(hp, received)
+    assert len(hp_ids) == 2, hp_ids  # the continuation, then the reference
+    assert not any(engine_log_ids(hp, rf"Request ({re.escape(i)}) aborted") for i in hp_ids)
+    # the proxy: one migration, every token counted once, on the engine that made it
+    tel = gw.telemetry
+    assert tel.migrations == {"tbt_slow": 1}
+    assert tel.tokens["lp-a"] == len(cut_ids)
+    assert tel.tokens["hp-b"] - hp_tokens_before == n - len(cut_ids)
+    await until_outcome(ascendra, "completed", 1)
