@@ -69,7 +69,7 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
     cfg = app[CONTEXT].cfg
     clock = asyncio.get_running_loop().time
     backends = Backends.build(cfg, clock)
-    telemetry = Telemetry(backends.names())
+    telemetry = Telemetry(backends.names(), models=cfg.models(), slo_classes=cfg.slo.classes)
     policy = cfg.make_policy()
     learning = Learning(cfg, policy, telemetry.registry)
     gateway = Gateway(cfg, backends, policy, telemetry, clock)

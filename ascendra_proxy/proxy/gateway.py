@@ -4,7 +4,8 @@ Theory of operation: ``serve`` admits a request (a core ``RequestState`` wrapped
 ``Flight``), hands it to the stream pump or the unary path, and guarantees in ``finally``
 that the flight ends exactly once with an outcome (completed, client disconnected, backend
 failed, rejected, timed out): the core's ``finish`` is idempotent and only its first call
-counts, updates telemetry, calls ``policy.on_finish`` and wakes held requests.
+counts, updates telemetry (outcome and SLO verdict), calls ``policy.on_finish`` and wakes
+held requests.
 
 ``acquire`` is the only way to an upstream attempt.  It asks the policy (``route``) with
 snapshots from ``LoadBook``; a ``Dispatch`` opens an ``UpstreamAttempt`` on that backend, a
@@ -151,6 +152,7 @@ class Gateway:
             return
         self.flights.pop(flight.state.id, None)
         self.telemetry.request_done(flight.state.model, outcome.value)
+        self.telemetry.slo_done(flight.state)
         if self.tap is not None:
             self.tap.on_finished(flight.state.id)
         try:

@@ -16,6 +16,19 @@ Exported (all ``ascendra_``): ``requests_total{model,outcome}``,
 ``backend_inflight{backend}``, ``backend_queued_prompt_tokens{backend}``,
 ``backend_healthy{backend}``, ``backend_scrape_age_seconds{backend}``,
 ``proxy_queued_requests``, ``proxy_inflight_requests``.
+
+SLO attainment, ``slo_requests_total{model,slo_class,ttft,tbt}`` (``met``/``missed``): every
+admitted request once, at its single ending (``Gateway.finish``), judged by
+:func:`slo_verdict` against its own resolved SLO (headers included) from what its
+``RequestState`` already holds, so the token path does no extra work.  The rule is the load
+generator's (``loadgen/metrics.py``): only a *completed* request can meet anything; TTFT
+met iff the first token came within the TTFT SLO of admission, mean TBT
+``(last - first) / (tokens - 1)`` met iff within the TBT SLO (vacuously met for one token).
+A request that did not complete (backend failed, timed out, rejected after admission,
+client disconnected, at any point) is ``ttft="missed", tbt="missed"``.  Labels are bounded
+by the config: every configured model x (each configured class, and ``""`` for no class) x
+the four verdicts exists from the start at 0; a class the config does not name is counted
+as ``""`` (the handlers reject such requests before admission anyway).
 """
 
 from __future__ import annotations
@@ -33,7 +46,11 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
+from ascendra_proxy.core.request import Outcome, RequestState
+
 PREFIX = "ascendra_"
+MET, MISSED = "met", "missed"
+NO_CLASS = ""  # the slo_class label of a request that named no class
 TTFT_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 10, 30, 60, 120)
 GAP_BUCKETS = (
     0.001,
@@ -87,9 +104,20 @@ class GaugeSample:
 
 class Telemetry(Collector):
     def __init__(
-        self, backends: Iterable[str], gauges: Callable[[], Iterable[GaugeSample]] = tuple
+        self,
+        backends: Iterable[str],
+        gauges: Callable[[], Iterable[GaugeSample]] = tuple,
+        models: Iterable[str] = (),
+        slo_classes: Iterable[str] = (),
     ) -> None:
         names = list(backends)
+        self.slo_classes = frozenset(slo_classes)
+        labels = (NO_CLASS, *sorted(self.slo_classes))
+        verdicts = [(t, b) for t in (MET, MISSED) for b in (MET, MISSED)]
+        # (model, slo_class, ttft, tbt) -> requests; every configured series starts at 0
+        self.slo: dict[tuple[str, str, str, str], int] = {
+            (m, c, t, b): 0 for m in sorted(set(models)) for c in labels for t, b in verdicts
+        }
         self.ttft = {b: FastHistogram(TTFT_BUCKETS) for b in names}
         self.gaps = {b: FastHistogram(GAP_BUCKETS) for b in names}
         self.tokens = dict.fromkeys(names, 0)
@@ -107,6 +135,14 @@ class Telemetry(Collector):
     def request_done(self, model: str, outcome: str) -> None:
         key = (model, outcome)
         self.requests[key] = self.requests.get(key, 0) + 1
+
+    def slo_done(self, state: RequestState) -> None:
+        """Count an ended request's SLO verdict (once, at its end; never per token)."""
+        ttft_ok, tbt_ok = slo_verdict(state)
+        cls = state.slo_class
+        label = cls if cls is not None and cls in self.slo_classes else NO_CLASS
+        key = (state.model, label, MET if ttft_ok else MISSED, MET if tbt_ok else MISSED)
+        self.slo[key] = self.slo.get(key, 0) + 1
 
     def upstream_error(self, backend: str, kind: str) -> None:
         key = (backend, kind)
@@ -135,6 +171,15 @@ class Telemetry(Collector):
         for (model, outcome), n in sorted(self.requests.items()):
             req.add_metric([model, outcome], n)
         yield req
+        slo = CounterMetricFamily(
+            PREFIX + "slo_requests",
+            "Ended requests by whether their TTFT and mean TBT met their SLO "
+            "(only completed requests can meet)",
+            labels=["model", "slo_class", "ttft", "tbt"],
+        )
+        for key, n in sorted(self.slo.items()):
+            slo.add_metric(list(key), n)
+        yield slo
         yield _counter_by(
             "streamed_tokens", "Tokens streamed from each backend", "backend", self.tokens
         )
@@ -178,6 +223,17 @@ class Telemetry(Collector):
                 )
             fam.add_metric(list(s.labels.values()), s.value)
         yield from families.values()
+
+
+def slo_verdict(state: RequestState) -> tuple[bool, bool]:
+    """(TTFT met, mean TBT met) of an ended request, as the load generator judges them.
+
+    Only a completed request can meet either objective (``loadgen.metrics.attained``: failed
+    and unfinished requests are misses); then the core's ``ttft_met`` and ``tbt_met``.
+    """
+    if state.outcome is not Outcome.COMPLETED:
+        return False, False
+    return state.ttft_met, state.tbt_met
 
 
 def _counter_by(name: str, doc: str, label: str, table: dict[str, int]) -> CounterMetricFamily:
