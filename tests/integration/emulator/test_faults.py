@@ -77,7 +77,7 @@ async def test_crash_after_seconds_then_recover() -> None:
         start = time.monotonic()
         _, exc = await _stream_until_error(emu.url + "/v1/completions", LONG)
         assert isinstance(exc, aiohttp.ClientPayloadError)
-        assert 0.15 < time.monotonic() - start < 0.5
+        assert 0.15 < time.monotonic() - start < 1.5  # not before 0.2 s (upper: loaded CI)
         assert not await _healthy(emu)
         await wait_for(lambda: _healthy(emu), limit=1.0)
 
