@@ -22,7 +22,9 @@ the best HP) by latest start, then infeasible ones, which get an engine priority
 all feasible work.  Each picks the HP backend with the least predicted TTFT (expected
 prefix hit included), counting the prefill of offloads already placed in this tick.
 Requests not offloaded whose slack fell below ``Δ + warming.lead_s`` are warmed on the HP
-backend they would go to, when warming is on and that backend has headroom.
+backend they would go to, when warming is on and that backend has headroom: nothing waits
+on it, and it runs few enough sequences to take a migrated stream.  Warm-ups go at the
+engine's lowest priority.
 """
 
 from __future__ import annotations
@@ -270,6 +272,14 @@ def _offload(ctx: Ctx, rv: Review, idx: list[int], options: list[list[Option]]) 
         )
 
 
+def _idle_queue(b: BackendState, max_age_s: float) -> bool:
+    """Nothing waits on ``b`` (the proxy's not-started work, the engine's waiting queue).
+
+    A warm-up runs at the lowest priority: sent to an HP with a queue it would sit in that
+    queue (blocking HP's ticket) or, run, take prefill time from the offloads it is for."""
+    return b.unstarted == 0 and b.queued_tokens == 0 and b.engine_waiting(max_age_s) == 0
+
+
 def _warm(ctx: Ctx, rv: Review, idx: list[int], options: list[list[Option]]) -> None:
     wp, mp = ctx.params.warming, ctx.params.migration
     done = 0
@@ -280,7 +290,8 @@ def _warm(ctx: Ctx, rv: Review, idx: list[int], options: list[list[Option]]) -> 
         ok = [
             o
             for o in opts
-            if accepts_migration(
+            if _idle_queue(o.backend, ctx.max_age)
+            and accepts_migration(
                 o.backend, mp.hp_running_frac, ctx.params.ticket.kv_free, ctx.max_age
             )
             and o.hit_tokens < r.prompt_tokens // 2

@@ -188,18 +188,22 @@ def test_invariants_hold_and_runs_are_deterministic(mode: int, script: list[Op])
 
 
 def test_a_busy_run_exercises_every_action_kind() -> None:
-    """The random driver is not vacuous: a fixed heavy run offloads, holds and assigns."""
-    script: list[Op] = []
-    for i in range(60):
-        script.append(Op("arrive", 1500 + 37 * i, i % 3, i % 4))
-        script.append(Op("tick", dt=0.02))
-        if i % 3 == 0:
-            script.append(Op("tokens", i, 1))
-    kinds = set()
-    for what, _, out in run(PARAMS[2], script):
-        if what == "route":
-            kinds.add(type(out).__name__)
-        else:
-            assert isinstance(out, list)
-            kinds.update(a.kind if isinstance(a, Move) else type(a).__name__ for a in out)
+    """The random driver is not vacuous: fixed heavy runs offload, hold, assign and warm
+    (warm-ups go only to an HP with nothing waiting: the second run lets HP's work start)."""
+    kinds: set[str] = set()
+    for start_hp_work in (False, True):
+        script: list[Op] = []
+        for i in range(60):
+            script.append(Op("arrive", 1500 + 37 * i, i % 3, i % 4))
+            script.append(Op("tick", dt=0.02))
+            if i % 3 == 0:
+                script.append(Op("tokens", i, 1))
+            if start_hp_work and i % 4 == 3:
+                script += [Op("tokens", k, 1) for k in range(12)]
+        for what, _, out in run(PARAMS[2], script):
+            if what == "route":
+                kinds.add(type(out).__name__)
+            else:
+                assert isinstance(out, list)
+                kinds.update(a.kind if isinstance(a, Move) else type(a).__name__ for a in out)
     assert {"Dispatch", "Hold", "Assign", "offload", "Warm"} <= kinds, kinds

@@ -8,7 +8,7 @@ from dataclasses import replace
 import pytest
 from asc_world import StubPredictor, World, info, names, place, request
 
-from ascendra_proxy.core.backend import Role
+from ascendra_proxy.core.backend import Role, ScrapedLoad
 from ascendra_proxy.core.deadline import PRIORITY_MAX
 from ascendra_proxy.core.policies.ascendra import Warm
 from ascendra_proxy.core.policies.ascendra.params import AscendraParams
@@ -83,3 +83,20 @@ def test_at_most_max_per_tick() -> None:
         )
     assert len(warms(w.tick(0.1))) == 2
     assert len(warms(w.tick(0.12))) == 2
+
+
+@pytest.mark.parametrize("busy", ["proxy_unstarted", "engine_waiting"])
+def test_no_warm_to_an_hp_with_a_queue(busy: str) -> None:
+    """A warm-up at the lowest priority would sit in that queue (blocking HP's ticket) or
+    take prefill time from the work queued there."""
+    w = world(0.35)
+    for hp in ("hp0", "hp1"):
+        if busy == "proxy_unstarted":
+            place(w, request(f"q-{hp}", arrival=0.0, prompt=300), hp, 0.0)
+        else:
+            w.scrape[hp] = ScrapedLoad(running=1, waiting=2, kv_usage=0.1, age_s=0.0)
+    place(w, request("a", arrival=0.0, prefix=PREFIX), "lp0", 0.0)
+    assert warms(w.tick(0.1)) == []
+    w.scrape.pop("hp1", None)
+    w.reqs.pop("q-hp1", None)  # hp1's queue is gone: it gets the warm-up
+    assert warms(w.tick(0.12)) == [("a", "hp1")]
