@@ -415,7 +415,21 @@ async def ascendra(pair: tuple[VllmServer, VllmServer]) -> AsyncIterator[Proxy]:
     }
     slo = {"default": {"ttft_ms": 600_000, "tpot_ms": 60_000}}
     async with running_proxy(proxy_config(pools, policy, slo=slo)) as proxy:
+        await until_watched(proxy)
         yield proxy
+
+
+async def until_watched(proxy: Proxy, within_s: float = 60) -> None:
+    """Every backend healthy and scraped once in the proxy's view: a policy deciding before
+    that sees no load (or no LP at all) and routes differently from what a test assumes."""
+    gw = proxy.gateway
+    deadline = time.monotonic() + within_s
+    while True:
+        snaps = gw.load.snapshots(gw.clock())
+        if all(s.healthy and s.scraped is not None for s in snaps):
+            return
+        assert time.monotonic() < deadline, f"backends not watched yet: {snaps}"
+        await asyncio.sleep(0.05)
 
 
 def engine_log_ids(server: VllmServer, pattern: str) -> list[str]:
@@ -434,6 +448,8 @@ async def test_offload_before_first_token_is_exact_and_leaves_lp(
     hp_done = await engine_value(http, hp, "vllm:request_success_total")
     streams = await open_streams(ascendra, 1)  # on HP: its ticket is then refused
     streams += await open_streams(ascendra, 4)  # on LP: all 4 sequences busy
+    decisions = ascendra.gateway.telemetry.decisions
+    assert decisions == {"hp_ticket": 1, "lp_priority": 4}, decisions
     await wait_metric(http, lp.base_url, RUNNING, lambda v: v == 4)
     # the request under test waits in LP's queue until its TTFT slack runs out (2 s SLO);
     # a unique seed (no effect under greedy sampling) finds it in the engines' logs
