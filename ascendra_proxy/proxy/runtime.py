@@ -28,7 +28,10 @@ from ascendra_proxy.backends.health import BackendMonitor, CircuitBreaker, Monit
 from ascendra_proxy.config import BackendConfig, PoolConfig, ProxyConfig
 from ascendra_proxy.core.backend import BackendInfo, InflightCounts
 
-KEEPALIVE_S = 300.0
+# Idle pooled connections are dropped before the engine drops them: vLLM's uvicorn closes
+# after VLLM_HTTP_TIMEOUT_KEEP_ALIVE = 5 s, and a request written just as it does fails with
+# "server disconnected" before the first byte (a retry elsewhere, or a 502 with one backend).
+KEEPALIVE_S = 4.0
 
 
 class BackendRuntime(InflightCounts):

@@ -205,8 +205,18 @@ async def sse(client: httpx.AsyncClient, url: str, payload: Json) -> list[Json]:
 
 
 async def scrape(client: httpx.AsyncClient, base_url: str) -> Metrics:
-    """Every sample of ``/metrics``, keyed by (sample name, label set)."""
-    resp = await client.get(base_url + "/metrics")
+    """Every sample of ``/metrics``, keyed by (sample name, label set).
+
+    A pooled keep-alive connection that the server closes just as the GET goes out fails
+    with "server disconnected" (uvicorn drops idle connections after 5 s); the GET is
+    idempotent, so it is sent again on a fresh connection, at most twice."""
+    for attempt in range(3):
+        try:
+            resp = await client.get(base_url + "/metrics")
+            break
+        except (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError):
+            if attempt == 2:
+                raise
     assert resp.status_code == 200
     out: Metrics = {}
     for family in text_string_to_metric_families(resp.text):
