@@ -14,9 +14,10 @@ backend view (``BackendState.features()``), for every request the policy would r
   model's non-HP backend with the fewest queued tokens, behind that queue plus its share
   of the held prompt tokens ahead of it in deadline order; any non-HP backend's tokens
   label it (late binding picks one), an HP backend's do not (that is an offload);
-* with each row, the dispatch times the policy does not pass yet (the request's time on
-  the backend, the age of the oldest not-started request there, the time since the last
-  first token there; see :mod:`.features`).
+* with each row, its dispatch times as the policy passes them to the predictor (the
+  request's time on the backend, and from the backend's aggregation the age of the oldest
+  not-started request there and the time since its last first token; see :mod:`.features`),
+  also written explicitly so that training can mask them.
 
 The rows go to a :class:`~.dataset.TrainingRecorder` (which rate limits them); the driver
 also reports dispatches (:meth:`on_dispatched`, for the engine priority), tokens
@@ -169,7 +170,7 @@ class TrainingTap:
         due = self.recorder.due
         feats = None
         ahead = 0
-        head, last = _head_age(b, now), _last_first_token(b, now)
+        head, last = b.oldest_unstarted_s or 0.0, b.last_first_token_s
         for r in b.queue:
             cached = self._cached(r, b)
             if due(r.id, now, False):
@@ -207,7 +208,7 @@ class TrainingTap:
             spread[r.model] += r.prompt_tokens
             if self.recorder.due(r.id, now, False):
                 q = PredictionQuery(0, r.prompt_tokens, 0, now - r.arrival, int(ahead), 0, False)
-                x = _extras(0.0, _head_age(b, now), _last_first_token(b, now))
+                x = _extras(0.0, b.oldest_unstarted_s or 0.0, b.last_first_token_s)
                 slo = (r.slo.ttft_s, r.slo.tbt_s)
                 obs.append(_Obs(r.id, q, b.features(), slo, x, [c.name for c in cands]))
 
@@ -249,18 +250,6 @@ class TrainingTap:
 
 def _on_backend(r: RequestState, now: float) -> float:
     return now - r.dispatched_at if r.dispatched_at is not None else 0.0
-
-
-def _head_age(b: BackendState, now: float) -> float:
-    """Seconds since the oldest not-started request on ``b`` was dispatched (0: none)."""
-    oldest = min((r.dispatched_at for r in b.queue if r.dispatched_at is not None), default=now)
-    return now - oldest
-
-
-def _last_first_token(b: BackendState, now: float) -> float | None:
-    """Seconds since the last first token among the streams on ``b`` (None: no streams)."""
-    last = max((r.first_token_at for r in b.streams if r.first_token_at is not None), default=None)
-    return None if last is None else now - last
 
 
 def _extras(on_backend: float, head: float, last: float | None) -> dict[str, float]:
