@@ -7,15 +7,12 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import openai
-from proxy_stack import CLIENT_KEY, MODEL, TIME_SCALE, Stack, proxy_config
+from proxy_stack import MODEL, TIME_SCALE, Stack, proxy_config, serve_stack
 
-from ascendra_proxy.config import parse_config
 from ascendra_proxy.core.backend import BackendSnapshot
 from ascendra_proxy.core.decisions import Dispatch, Hold, Reject
 from ascendra_proxy.core.request import RequestState
 from ascendra_proxy.emulator.server import EmulatorConfig, run_emulator
-from ascendra_proxy.proxy.app import start_server
 from ascendra_proxy.proxy.gateway import Gateway
 
 
@@ -96,11 +93,4 @@ async def ascendra_stack(
             {"name": "lp", "role": "lp", "backends": main[:2]},
             {"name": "hp", "role": "hp", "backends": main[2:]},
         ]
-        runner, addrs = await start_server(parse_config(data), "127.0.0.1", 0, shutdown_grace_s=0.5)
-        stack.push_async_callback(runner.cleanup)
-        url = f"http://{addrs[0][0]}:{addrs[0][1]}"
-        client = openai.AsyncOpenAI(
-            base_url=url + "/v1", api_key=CLIENT_KEY, max_retries=0, timeout=30
-        )
-        stack.push_async_callback(client.close)
-        yield Stack(url, emus, runner, client)
+        yield await serve_stack(stack, emus, data)

@@ -77,12 +77,16 @@ async def make_stack(
             flavor: Literal["vllm", "sglang"] = "sglang" if name.startswith("sg") else "vllm"
             emu = EmulatorConfig(flavor=flavor, model=MODEL, time_scale=TIME_SCALE, seed=7)
             emus[name] = await stack.enter_async_context(run_emulator(emu))
-        cfg = parse_config(proxy_config(emus, **overrides))
-        runner, addrs = await start_server(cfg, "127.0.0.1", 0, shutdown_grace_s=0.5)
-        stack.push_async_callback(runner.cleanup)
-        url = f"http://{addrs[0][0]}:{addrs[0][1]}"
-        client = openai.AsyncOpenAI(
-            base_url=url + "/v1", api_key=CLIENT_KEY, max_retries=0, timeout=30
-        )
-        stack.push_async_callback(client.close)
-        yield Stack(url, emus, runner, client)
+        yield await serve_stack(stack, emus, proxy_config(emus, **overrides))
+
+
+async def serve_stack(
+    stack: contextlib.AsyncExitStack, emus: dict[str, RunningEmulator], data: dict[str, Any]
+) -> Stack:
+    """The proxy for config ``data`` and an SDK client for it, both closed by ``stack``."""
+    runner, addrs = await start_server(parse_config(data), "127.0.0.1", 0, shutdown_grace_s=0.5)
+    stack.push_async_callback(runner.cleanup)
+    url = f"http://{addrs[0][0]}:{addrs[0][1]}"
+    client = openai.AsyncOpenAI(base_url=url + "/v1", api_key=CLIENT_KEY, max_retries=0, timeout=30)
+    stack.push_async_callback(client.close)
+    return Stack(url, emus, runner, client)
