@@ -29,13 +29,16 @@ async def _first_token(
 async def _finish_order(
     flavor: Flavor, policy: SchedulingPolicy, priorities: dict[str, int]
 ) -> list[str]:
-    """One long request occupies the only slot; the others queue; return their finish order."""
+    """One long request occupies the only slot; the others queue; return their finish order.
+
+    The long request outlives any loaded machine (minutes of emulated time) and is hung up
+    once every other request is queued: the freed slot goes to them in priority order."""
     cfg = EmulatorConfig(flavor=flavor, scheduling_policy=policy, max_num_seqs=1, time_scale=0.1)
     order: list[str] = []
     async with run_emulator(cfg) as emu, aiohttp.ClientSession() as session:
         url = emu.url + "/v1/completions"
         long = await _first_token(
-            session, url, {"prompt": "the", "max_tokens": 150, "ignore_eos": True}
+            session, url, {"prompt": "the", "max_tokens": 3000, "ignore_eos": True}
         )
 
         async def one(name: str, priority: int) -> None:
@@ -52,7 +55,7 @@ async def _finish_order(
             tasks.append(asyncio.create_task(one(name, priority)))
             await wait_for(functools.partial(_waiting, emu, len(tasks)))
         assert emu.engine.num_running == 1
-        await long.read()
+        long.close()
         await asyncio.gather(*tasks)
     return order
 
