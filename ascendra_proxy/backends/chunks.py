@@ -293,6 +293,17 @@ def _finishes(choices: list[Any]) -> bool:
     return any(type(ch) is dict and ch.get("finish_reason") is not None for ch in choices)
 
 
+def cached_prompt_tokens(usage: Any) -> int | None:
+    """``usage.prompt_tokens_details.cached_tokens`` when the engine reports it, else None.
+
+    vLLM sends it on the final usage (stream) or the answer's usage (unary) when it runs with
+    ``--enable-prompt-tokens-details``; without that flag the field is absent or null.
+    """
+    details = usage.get("prompt_tokens_details") if type(usage) is dict else None
+    cached = details.get("cached_tokens") if type(details) is dict else None
+    return cached if type(cached) is int and cached >= 0 else None
+
+
 def _choice_text(ch: dict[str, Any]) -> str | None:
     text = ch.get("text")
     if text is None:

@@ -79,6 +79,7 @@ def request_row(f: Flight, now: float) -> dict[str, Any]:
         "slack_s": _round(s.slack(now)),
         "slo": {"ttft_ms": s.slo.ttft_s * 1000, "tpot_ms": s.slo.tbt_s * 1000},
         "attempts": s.attempts,
+        "moved": f.moved,  # the first move's reason (offload, migration, failover), or None
     }
 
 

@@ -9,6 +9,12 @@ on the current backend, the last upstream error (for an honest 502 when every ba
 failed); for streams, the client's ``record`` and the ``continuation`` plan once a started
 stream resumes on another backend.
 
+Moves (for the rescue metrics): ``begin_move`` is called when the flight leaves a backend for
+a policy ``Move`` (offload or migration) or for a failover continuation.  ``moved`` keeps
+the first move's reason (the request is counted in ``moved_requests_total`` when it ends);
+``resubmitted`` marks the next attempt the flight forwards as that move's target, whose
+prompt (and the engine's cached part of it) is counted once when that attempt ends.
+
 ``Signal`` is the wake-up for held requests: any change in capacity (an attempt ends, a
 request finishes, a tick assigns) calls ``notify``; waiters also re-check after ``at_most_s``.
 """
@@ -39,10 +45,12 @@ class Flight:
         "exclude",
         "gen",
         "last_error",
+        "moved",
         "outcome",
         "pending",
         "queued_tokens",
         "record",
+        "resubmitted",
         "state",
     )
 
@@ -59,6 +67,14 @@ class Flight:
         self.last_error: UpstreamError | None = None
         self.queued_tokens = 0
         self.outcome: Outcome | None = None
+        self.moved: str | None = None  # the first move's reason
+        self.resubmitted = False  # the next forwarded attempt is a move's target
+
+    def begin_move(self, reason: str) -> None:
+        """The flight leaves its backend for a policy move or a failover continuation."""
+        if self.moved is None:
+            self.moved = reason
+        self.resubmitted = True
 
 
 class Signal:

@@ -153,6 +153,8 @@ class Gateway:
         self.flights.pop(flight.state.id, None)
         self.telemetry.request_done(flight.state.model, outcome.value)
         self.telemetry.slo_done(flight.state)
+        if flight.moved is not None:
+            self.telemetry.moved_done(flight.state, flight.moved)
         if self.tap is not None:
             self.tap.on_finished(flight.state.id)
         try:

@@ -74,6 +74,7 @@ def request_rows(data: list[dict[str, Any]], limit: int) -> list[list[object]]:
             r["ttft_s"],
             r["mean_tbt_s"],
             r["slack_s"],
+            r.get("moved"),
         ]
         for r in data[:limit]
     ]
@@ -119,7 +120,18 @@ def run(args: argparse.Namespace) -> int:
     if reqs["data"]:
         print(
             table(
-                ["id", "model", "backend", "phase", "tokens", "max", "ttft_s", "tbt_s", "slack_s"],
+                [
+                    "id",
+                    "model",
+                    "backend",
+                    "phase",
+                    "tokens",
+                    "max",
+                    "ttft_s",
+                    "tbt_s",
+                    "slack_s",
+                    "moved",
+                ],
                 request_rows(reqs["data"], args.limit),
             )
         )

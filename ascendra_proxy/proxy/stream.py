@@ -31,13 +31,14 @@ attempt is closed (vLLM's abort) and, for SGLang, ``/abort_request`` is called.
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import orjson
 from aiohttp import web
 
 from ascendra_proxy.backends import errors as up
 from ascendra_proxy.backends.base import Endpoint
-from ascendra_proxy.backends.chunks import ChunkReader, StreamRecord
+from ascendra_proxy.backends.chunks import ChunkReader, StreamRecord, cached_prompt_tokens
 from ascendra_proxy.backends.continuation import ContinuationReader, plan
 from ascendra_proxy.backends.sse import DONE, SSEDecoder, SSEOverflow, frame
 from ascendra_proxy.backends.upstream import UpstreamAttempt
@@ -117,13 +118,15 @@ class StreamPump:
 
     async def _forward(self, attempt: UpstreamAttempt) -> None:
         """Pump one attempt until [DONE] (returns) or failure (raises UpstreamError)."""
-        client = self.client
-        cont = self.flight.continuation
+        client, flight = self.client, self.flight
+        cont = flight.continuation
         reader = (
             ChunkReader(attempt.backend, attempt.request.asks, client.record)
             if cont is None
             else ContinuationReader(attempt.backend, attempt.request.asks, client.record, cont)
         )
+        resubmitted, flight.resubmitted = flight.resubmitted, False
+        usage_before = client.record.usage
         try:
             await self._pump(attempt, reader)
         except up.UpstreamError:
@@ -131,6 +134,12 @@ class StreamPump:
             if held is not None:
                 await client.write(held)
             raise
+        finally:
+            if resubmitted:  # a move's target: what it was sent, what its engine had cached
+                usage = client.record.usage
+                cached = None if usage is usage_before else cached_prompt_tokens(usage)
+                sent = flight.state.prompt_tokens if cont is None else len(cont.body["prompt"])
+                self.gw.telemetry.resubmission(attempt.backend, sent, cached)
 
     async def _pump(self, attempt: UpstreamAttempt, reader: ChunkReader) -> None:
         gw, client = self.gw, self.client
@@ -231,6 +240,8 @@ class StreamPump:
             return None
         reason = "failover" if flight.pending is None else flight.pending.reason
         flight.continuation = cont
+        if failover:  # a policy migration began its move when the tick applied it
+            flight.begin_move("failover")
         try:
             attempt = await gw.acquire(flight)
         except (ApiError, up.UpstreamRejected) as err:
@@ -272,7 +283,14 @@ async def serve_unary(gw: Gateway, flight: Flight) -> web.Response:
             gw.attempt_failed(flight, exc)
             attempt = await gw.acquire(flight)
     now = gw.clock()
-    tokens = _completion_tokens(body)
+    usage = _usage(body)
+    tokens = _completion_tokens(usage)
+    if flight.resubmitted:  # an offloaded request's answer, from the move's target
+        flight.resubmitted = False
+        sent = usage.get("prompt_tokens") if usage is not None else None
+        if type(sent) is not int:
+            sent = flight.state.prompt_tokens
+        gw.telemetry.resubmission(attempt.backend, sent, cached_prompt_tokens(usage))
     if gw.tap is not None:  # the answer came whole: no token times to label rows with
         gw.tap.on_moved(flight.state.id)
     if tokens:
@@ -285,10 +303,14 @@ async def serve_unary(gw: Gateway, flight: Flight) -> web.Response:
     return web.Response(status=200, body=body, headers={"Content-Type": content_type})
 
 
-def _completion_tokens(body: bytes) -> int:
+def _usage(body: bytes) -> dict[str, Any] | None:
     try:
         usage = orjson.loads(body).get("usage")
     except (orjson.JSONDecodeError, AttributeError):
-        return 0
-    n = usage.get("completion_tokens") if isinstance(usage, dict) else None
+        return None
+    return usage if isinstance(usage, dict) else None
+
+
+def _completion_tokens(usage: dict[str, Any] | None) -> int:
+    n = usage.get("completion_tokens") if usage is not None else None
     return n if type(n) is int and n > 0 else 0

@@ -29,6 +29,23 @@ client disconnected, at any point) is ``ttft="missed", tbt="missed"``.  Labels a
 by the config: every configured model x (each configured class, and ``""`` for no class) x
 the four verdicts exists from the start at 0; a class the config does not name is counted
 as ``""`` (the handlers reject such requests before admission anyway).
+
+Rescue economics (does moving requests pay off?), counted once per request at its end or once
+per move, never per token:
+
+- ``moved_requests_total{model,reason,ttft,tbt}``: ended requests that were moved at least
+  once, by the reason of their *first* move (a policy ``Move``'s reason, offload or migration,
+  or ``failover`` for a stream continued after its backend failed) and the same verdict as
+  ``slo_requests_total``.  Retries before the first token after a backend failure are not
+  moves (``retries_total`` counts them).  A move counts from the moment the request leaves
+  its backend, so a request whose resubmission found no backend is "lost after rescue".
+- ``recomputed_prompt_tokens_total{backend}``: per move, the prompt its target backend was
+  sent (a token-exact continuation: prompt ids + generated ids kept; an offload: the
+  request's prompt, the engine's exact count once it streamed, the proxy's estimate for a
+  text prompt that never did), and ``cached_prompt_tokens_total{backend}``: the part of it
+  the target engine reported as a prefix-cache hit (``usage.prompt_tokens_details.
+  cached_tokens``; vLLM needs ``--enable-prompt-tokens-details``, without it nothing is
+  counted).  Their difference is the prefill the moves cost.
 """
 
 from __future__ import annotations
@@ -126,6 +143,10 @@ class Telemetry(Collector):
         self.retries = dict.fromkeys(names, 0)
         self.decisions: dict[str, int] = {}
         self.migrations: dict[str, int] = {}  # started streams continued elsewhere, by reason
+        # (model, first move reason, ttft, tbt) -> moved requests, counted at their end
+        self.moved: dict[tuple[str, str, str, str], int] = {}
+        self.recomputed = dict.fromkeys(names, 0)  # prompt tokens sent to a move's target
+        self.cached = dict.fromkeys(names, 0)  # of those, engine-reported prefix-cache hits
         self.gauges = gauges  # live gauges, read at scrape time
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(self)
@@ -138,11 +159,22 @@ class Telemetry(Collector):
 
     def slo_done(self, state: RequestState) -> None:
         """Count an ended request's SLO verdict (once, at its end; never per token)."""
-        ttft_ok, tbt_ok = slo_verdict(state)
+        ttft, tbt = _verdict_labels(state)
         cls = state.slo_class
         label = cls if cls is not None and cls in self.slo_classes else NO_CLASS
-        key = (state.model, label, MET if ttft_ok else MISSED, MET if tbt_ok else MISSED)
+        key = (state.model, label, ttft, tbt)
         self.slo[key] = self.slo.get(key, 0) + 1
+
+    def moved_done(self, state: RequestState, reason: str) -> None:
+        """Count an ended request that was moved, by its first move's reason and its verdict."""
+        key = (state.model, reason, *_verdict_labels(state))
+        self.moved[key] = self.moved.get(key, 0) + 1
+
+    def resubmission(self, backend: str, prompt_tokens: int, cached: int | None) -> None:
+        """A move's target attempt ended: the prompt it was sent, the cached part if reported."""
+        self.recomputed[backend] = self.recomputed.get(backend, 0) + prompt_tokens
+        if cached is not None:
+            self.cached[backend] = self.cached.get(backend, 0) + cached
 
     def upstream_error(self, backend: str, kind: str) -> None:
         key = (backend, kind)
@@ -202,6 +234,27 @@ class Telemetry(Collector):
             "reason",
             self.migrations,
         )
+        moved = CounterMetricFamily(
+            PREFIX + "moved_requests",
+            "Ended requests that were moved at least once, by their first move's reason and "
+            "whether their TTFT and mean TBT met their SLO",
+            labels=["model", "reason", "ttft", "tbt"],
+        )
+        for key, n in sorted(self.moved.items()):
+            moved.add_metric(list(key), n)
+        yield moved
+        yield _counter_by(
+            "recomputed_prompt_tokens",
+            "Prompt tokens sent to the target backend of each move (offload, migration, failover)",
+            "backend",
+            self.recomputed,
+        )
+        yield _counter_by(
+            "cached_prompt_tokens",
+            "Of the prompt tokens sent to a move's target, those the engine reported cached",
+            "backend",
+            self.cached,
+        )
 
     def _histograms(self) -> Iterator[HistogramMetricFamily]:
         for name, doc, table in (
@@ -234,6 +287,11 @@ def slo_verdict(state: RequestState) -> tuple[bool, bool]:
     if state.outcome is not Outcome.COMPLETED:
         return False, False
     return state.ttft_met, state.tbt_met
+
+
+def _verdict_labels(state: RequestState) -> tuple[str, str]:
+    ttft_ok, tbt_ok = slo_verdict(state)
+    return MET if ttft_ok else MISSED, MET if tbt_ok else MISSED
 
 
 def _counter_by(name: str, doc: str, label: str, table: dict[str, int]) -> CounterMetricFamily:

@@ -84,6 +84,7 @@ def apply_action(gw: Gateway, action: Action) -> bool:
         flight.pending = action.dispatch
         gw.telemetry.decision(action.dispatch.reason)
         if flight.attempt is not None:
+            flight.begin_move(action.dispatch.reason)
             flight.attempt.close()
     elif isinstance(action, Drop):
         flight.dropped = action.reject

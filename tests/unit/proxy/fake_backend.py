@@ -40,6 +40,9 @@ class Script:
     omit_usage: bool = False  # no usage chunk even when asked (an engine ignoring the option)
     die_before_usage: bool = False  # close the connection after the last token chunk
     linger_s: float = 0.0  # pause between [DONE] and the end of the HTTP body
+    # usage.prompt_tokens_details.cached_tokens on the final usage (vLLM with
+    # --enable-prompt-tokens-details); None: the field is absent
+    cached_tokens: int | None = None
 
 
 @dataclass
@@ -102,7 +105,7 @@ class FakeBackend:
         try:
             if not body.get("stream"):
                 await asyncio.sleep(s.first_delay_s)
-                return web.json_response(_unary(body, s.tokens, chat))
+                return web.json_response(_unary(body, s.tokens, chat, s.cached_tokens))
             return await self._stream(request, body, chat, s)
         except asyncio.CancelledError:
             self.cancelled += 1
@@ -188,7 +191,8 @@ class FakeBackend:
             request.transport.close()
             return resp
         if opts.get("include_usage") and not s.omit_usage:
-            last = {**base, "choices": [], "usage": _usage(sent), "system_fingerprint": FINGERPRINT}
+            usage = _usage(sent, s.cached_tokens)
+            last = {**base, "choices": [], "usage": usage, "system_fingerprint": FINGERPRINT}
             await self._send(resp, last, s)
         if not s.omit_done:
             await resp.write(b"data: [DONE]\n\n")
@@ -205,11 +209,14 @@ class FakeBackend:
         await resp.write(data)
 
 
-def _usage(n: int) -> dict[str, int]:
-    return {"prompt_tokens": 3, "completion_tokens": n, "total_tokens": 3 + n}
+def _usage(n: int, cached: int | None = None) -> dict[str, Any]:
+    usage: dict[str, Any] = {"prompt_tokens": 3, "completion_tokens": n, "total_tokens": 3 + n}
+    if cached is not None:
+        usage["prompt_tokens_details"] = {"cached_tokens": cached}
+    return usage
 
 
-def _unary(body: dict[str, Any], n: int, chat: bool) -> dict[str, Any]:
+def _unary(body: dict[str, Any], n: int, chat: bool, cached: int | None = None) -> dict[str, Any]:
     text = "".join(f" t{100 + i}" for i in range(n))
     choice: dict[str, Any] = {"index": 0, "finish_reason": "length"}
     if chat:
@@ -222,7 +229,7 @@ def _unary(body: dict[str, Any], n: int, chat: bool) -> dict[str, Any]:
         "created": int(time.time()),
         "model": body["model"],
         "choices": [choice],
-        "usage": _usage(n),
+        "usage": _usage(n, cached),
     }
 
 
