@@ -13,6 +13,7 @@ UpstreamError                      base; carries the backend name
 │   ├── UpstreamServerError        HTTP 5xx (or 429) before any body byte
 │   └── FirstByteTimeout           no first event within timeouts.first_byte_s
 ├── UpstreamRejected               HTTP 4xx: a bad request; passed through, never retried
+├── AttemptClosed                  the proxy closed the attempt before it answered (a move)
 └── StreamBroken                   the stream failed after it started
     ├── StreamInterrupted          connection dropped or ended without [DONE]
     ├── StreamIdleTimeout          no bytes for timeouts.idle_s
@@ -66,6 +67,13 @@ class UpstreamServerError(UpstreamUnavailable):
 
 class FirstByteTimeout(UpstreamUnavailable):
     kind = "first_byte_timeout"
+
+
+class AttemptClosed(UpstreamError):
+    """The proxy itself closed the attempt before the backend answered (a policy ``Move`` or
+    ``Drop``): not the backend's fault, nothing to count against it."""
+
+    kind = "closed"
 
 
 class UpstreamRejected(UpstreamError):

@@ -6,7 +6,10 @@ failures, 5xx (and 429) and a missing answer within the first-byte budget are
 ``UpstreamUnavailable`` (retryable elsewhere); 4xx is ``UpstreamRejected`` with the engine's
 bytes kept for pass-through.  After a 200, ``read`` returns raw body bytes as they arrive
 (``b""`` at end of body); a dropped connection or an expired timer surfaces as a
-``StreamBroken`` subclass.
+``StreamBroken`` subclass.  The post runs as its own task so that ``close`` can interrupt an
+attempt still waiting for its answer's headers (every non-streaming request until its whole
+answer is ready; a queued stream on engines that answer late): ``open`` then raises
+``AttemptClosed`` at once, instead of holding the engine slot until the first-byte budget.
 
 Timers cost nothing per read: the stream stamps ``touch(now)`` on each read (one attribute
 store) and a single lazily re-armed ``call_at`` timer wakes up at the earliest possible
@@ -42,10 +45,12 @@ class Budgets:
 
 class UpstreamAttempt:
     __slots__ = (
+        "_closed",
         "_expired",
         "_headers",
         "_last",
         "_loop",
+        "_opening",
         "_resp",
         "_started_at",
         "_timer",
@@ -76,6 +81,8 @@ class UpstreamAttempt:
         self._resp: aiohttp.ClientResponse | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._expired: str | None = None
+        self._opening: asyncio.Task[aiohttp.ClientResponse] | None = None
+        self._closed = False
         self._started_at = 0.0
         self._last = 0.0
         self.first_event_at: float | None = None
@@ -83,25 +90,39 @@ class UpstreamAttempt:
     async def open(self) -> None:
         """Send the request; return once a 200 answer's headers are in (raises otherwise)."""
         self._started_at = self._last = self._loop.time()
+        if self._closed:
+            raise E.AttemptClosed(self.backend, "closed before it was sent")
+        post = self._opening = asyncio.ensure_future(self._post())
         try:
             async with asyncio.timeout(self.budgets.first_byte_s):
-                resp = await self.session.post(
-                    self.base_url + self.request.path,
-                    data=self.request.body,
-                    headers=self._headers,
-                )
+                resp = await post
                 if resp.status != 200:
                     body = await resp.read()
                     resp.release()
                     raise _status_error(self.backend, resp, body)
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if self._closed and (task is None or not task.cancelling()):
+                raise E.AttemptClosed(self.backend, "closed before it answered") from None
+            raise  # the caller itself was cancelled (client gone, shutdown)
         except TimeoutError as exc:
             raise E.FirstByteTimeout(self.backend, "no answer within first-byte budget") from exc
         except aiohttp.ClientConnectorError as exc:
             raise E.ConnectFailed(self.backend, str(exc) or type(exc).__name__) from exc
         except (aiohttp.ClientError, OSError) as exc:
             raise E.ConnectFailed(self.backend, f"{type(exc).__name__}: {exc}") from exc
+        finally:
+            self._opening = None
+        if self._closed:  # closed in the same turn the answer arrived
+            resp.close()
+            raise E.AttemptClosed(self.backend, "closed as it answered")
         self._resp = resp
         self._arm(self._started_at + min(self.budgets.first_byte_s, self.budgets.total_s))
+
+    async def _post(self) -> aiohttp.ClientResponse:
+        return await self.session.post(
+            self.base_url + self.request.path, data=self.request.body, headers=self._headers
+        )
 
     async def read_all(self) -> bytes:
         """The whole body of a non-streaming answer (within the remaining budgets)."""
@@ -136,7 +157,11 @@ class UpstreamAttempt:
         self._last = now
 
     def close(self) -> None:
-        """Drop the connection (idempotent).  For vLLM this is the abort."""
+        """Drop the connection (idempotent), also while ``open`` still waits for the answer.
+        For vLLM this is the abort."""
+        self._closed = True
+        if self._opening is not None:
+            self._opening.cancel()
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None

@@ -176,6 +176,11 @@ class Gateway:
                 if not backend.breaker.available(self.clock()):
                     raise up.CircuitOpen(backend.name, "circuit breaker open")
                 await attempt.open()
+            except up.AttemptClosed:
+                if flight.pending is None and flight.dropped is None:
+                    raise
+                self.requeue(flight)  # a move or drop while connecting: _route carries it out
+                continue
             except up.UpstreamUnavailable as exc:
                 self.attempt_failed(flight, exc)
                 continue
@@ -184,11 +189,17 @@ class Gateway:
                 self.end_attempt(flight, complete=True)
                 raise
             backend.breaker.record_success()
-            if flight.pending is not None:  # the policy moved it while we were connecting
-                self.end_attempt(flight)
-                flight.state.on_requeue()
+            if flight.pending is not None:  # the policy moved it as the answer came in
+                self.requeue(flight)
                 continue
             return attempt
+
+    def requeue(self, flight: Flight) -> None:
+        """Leave the current attempt for a pending move; a stream that already has tokens
+        (a continuation being opened) keeps them and stays started."""
+        self.end_attempt(flight)
+        if not flight.state.started and not flight.state.finished:
+            flight.state.on_requeue()
 
     def _start(self, flight: Flight, backend: BackendRuntime, d: Dispatch) -> UpstreamAttempt:
         state = flight.state

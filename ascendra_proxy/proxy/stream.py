@@ -280,7 +280,10 @@ async def serve_unary(gw: Gateway, flight: Flight) -> web.Response:
             body = await attempt.read_all()
             break
         except up.UpstreamError as exc:
-            gw.attempt_failed(flight, exc)
+            if flight.pending is None and flight.dropped is None:
+                gw.attempt_failed(flight, exc)
+            else:  # a policy move or drop closed it as the answer was being read
+                gw.requeue(flight)
             attempt = await gw.acquire(flight)
     now = gw.clock()
     usage = _usage(body)

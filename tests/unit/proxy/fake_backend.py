@@ -43,6 +43,7 @@ class Script:
     # usage.prompt_tokens_details.cached_tokens on the final usage (vLLM with
     # --enable-prompt-tokens-details); None: the field is absent
     cached_tokens: int | None = None
+    headers_delay_s: float = 0.0  # a stream's response headers wait this long (a late engine)
 
 
 @dataclass
@@ -116,6 +117,7 @@ class FakeBackend:
     async def _stream(
         self, request: web.Request, body: dict[str, Any], chat: bool, s: Script
     ) -> web.StreamResponse:
+        await asyncio.sleep(s.headers_delay_s)
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         await resp.prepare(request)
         await asyncio.sleep(s.first_delay_s)

@@ -49,6 +49,53 @@ async def test_offload_before_first_token_is_invisible_to_the_client(make_rig: R
         assert gw.telemetry.upstream_errors == {}, "a move is not a backend failure"
 
 
+async def test_offload_of_a_unary_request_still_waiting_for_its_answer_is_immediate(
+    make_rig: RigFactory,
+) -> None:
+    """A non-streaming answer's headers come with the whole answer: a move must interrupt the
+    attempt that is still opening, not wait for it (first-byte budget: 600 s here)."""
+    slow = FakeBackend("lp", script=Script(first_delay_s=30))
+    fast = FakeBackend("hp")
+    async with make_rig([slow, fast]) as r:
+        gw = r.gateway
+        gw.policy.route = lambda *a, **k: Dispatch("lp", "first")  # type: ignore[method-assign]
+        task = asyncio.create_task(r.post("/v1/completions", {**STREAM, "stream": False}))
+        await wait_until(lambda: slow.running == 1)
+        (flight,) = gw.flights.values()
+        assert apply_action(gw, Move(flight.state.id, Dispatch("hp", "offload_rescue"), "offload"))
+        resp = await asyncio.wait_for(task, 10)
+        assert resp.status == 200 and (await resp.json())["usage"]["completion_tokens"] == 5
+        await wait_until(lambda: slow.running == 0)  # the abort reached the LP engine
+        assert slow.cancelled == 1 and fast.started == 1
+        assert gw.telemetry.upstream_errors == {} and not any(gw.telemetry.retries.values())
+        assert gw.backends.get("lp").breaker.available(gw.clock())  # type: ignore[union-attr]
+
+
+async def test_a_second_move_while_the_continuation_is_opening(make_rig: RigFactory) -> None:
+    """Migrated to an engine that answers late (after 2 s, inside the 5 s first-byte budget),
+    then moved again before it answered: the stream keeps its tokens and continues on the
+    third engine; the late engine is not blamed."""
+    src = FakeBackend("a", script=Script(tokens=50, gap_s=0.02))
+    late = FakeBackend("b", script=Script(tokens=3, headers_delay_s=2))
+    third = FakeBackend("c", script=Script(tokens=3))
+    async with make_rig([src, late, third]) as r:
+        gw = r.gateway
+        resp = await r.post("/v1/completions", {**STREAM, "max_tokens": 20})
+        await resp.content.readline()
+        (flight,) = gw.flights.values()
+        await wait_until(lambda: flight.state.tokens >= 2)
+        assert apply_action(gw, Move(flight.state.id, Dispatch("b", "tbt"), "migrate"))
+        await wait_until(lambda: late.running == 1)
+        assert apply_action(gw, Move(flight.state.id, Dispatch("c", "tbt"), "migrate"))
+        events, done = await asyncio.wait_for(read_events(resp), 10)
+        assert done and "error" not in events[-1]
+        kept = len(third.bodies[0]["prompt"]) - 3
+        assert flight.state.tokens == kept + 3 and flight.outcome is not None
+        assert gw.telemetry.requests == {(MODEL, "completed"): 1}
+        assert gw.telemetry.upstream_errors == {}
+        await wait_until(lambda: late.running == 0 and src.running == 0)
+
+
 async def test_drop_ends_the_request_with_the_policy_reject(make_rig: RigFactory) -> None:
     fake = FakeBackend("a", script=Script(first_delay_s=30))
     async with make_rig([fake]) as r:

@@ -144,10 +144,7 @@ async def test_an_offload_counts_the_target_prompt_and_its_cached_part(
 async def test_an_offloaded_unary_request_counts_the_answers_usage(make_rig: RigFactory) -> None:
     lp = FakeBackend("lp", script=Script(first_delay_s=30))
     hp = FakeBackend("hp", script=Script(cached_tokens=1))
-    # a unary answer's headers come with the answer: closing an attempt still opening takes
-    # effect only at the first-byte timeout (kept short here)
-    timeouts = {"first_byte_s": 0.5, "idle_s": 5, "total_s": 30}
-    async with make_rig([lp, hp], slo=SLO_CONFIG, timeouts=timeouts) as r:
+    async with make_rig([lp, hp], slo=SLO_CONFIG) as r:
         gw = r.gateway
         gw.policy.route = _route("lp")  # type: ignore[method-assign]
         task = asyncio.create_task(r.post("/v1/completions", {**STREAM, "stream": False}))
