@@ -1,11 +1,11 @@
 """The gateway: each admitted request's lifecycle from admission to its single ending.
 
-Theory of operation: ``serve`` admits a request (a core ``RequestState`` wrapped in a
-``Flight``), hands it to the stream pump or the unary path, and guarantees in ``finally``
-that the flight ends exactly once with an outcome (completed, client disconnected, backend
-failed, rejected, timed out): the core's ``finish`` is idempotent and only its first call
-counts, updates telemetry (outcome and SLO verdict), calls ``policy.on_finish`` and wakes
-held requests.
+Theory of operation: ``admit`` wraps a request in a core ``RequestState`` and a ``Flight``;
+``proxy/stream.py``'s ``serve`` runs it (stream pump or unary path) and calls ``finish`` in
+``finally``, so that the flight ends exactly once with an outcome (completed, client
+disconnected, backend failed, rejected, timed out): the core's ``finish`` is idempotent and
+only its first call counts, updates telemetry (outcome and SLO verdict), calls
+``policy.on_finish`` and wakes held requests.
 
 ``acquire`` is the only way to an upstream attempt.  It asks the policy (``route``) with
 snapshots from ``LoadBook``; a ``Dispatch`` opens an ``UpstreamAttempt`` on that backend, a
@@ -35,7 +35,6 @@ from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
-from aiohttp import web
 
 from ascendra_proxy.backends import errors as up
 from ascendra_proxy.backends.base import Endpoint
@@ -61,7 +60,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 HOLD_RECHECK_S = 0.05
-_API_OUTCOMES = {502: Outcome.BACKEND_FAILED, 504: Outcome.TIMED_OUT}
 ABORT_DRAIN_S = 2.0
 
 
@@ -120,29 +118,6 @@ class Gateway:
         state.prompt_tokens = len(ids)
         state.prompt_tokens_exact = True
         state.prefix_hashes = block_hashes(ids, self._block_size.get(state.model, 16))
-
-    async def serve(self, http: web.Request, flight: Flight) -> web.StreamResponse:
-        from ascendra_proxy.proxy.stream import StreamPump, serve_unary
-
-        outcome = Outcome.BACKEND_FAILED
-        try:
-            if flight.gen.stream:
-                resp = await StreamPump(self, flight, http).run()
-            else:
-                resp = await serve_unary(self, flight)
-            outcome = flight.outcome or Outcome.COMPLETED
-            return resp
-        except asyncio.CancelledError:
-            outcome = Outcome.CLIENT_DISCONNECTED
-            raise
-        except ApiError as exc:
-            outcome = _API_OUTCOMES.get(exc.status, Outcome.REJECTED)
-            raise
-        except up.UpstreamRejected:
-            outcome = Outcome.REJECTED
-            raise
-        finally:
-            self.finish(flight, outcome)
 
     def finish(self, flight: Flight, outcome: Outcome) -> None:
         """End the flight (first call wins); releases its attempt and wakes held requests."""

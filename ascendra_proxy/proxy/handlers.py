@@ -4,7 +4,7 @@ Theory of operation: no handler decides anything about routing or retries: gener
 handlers check the client key, read the body within the size limit, validate it
 (``proxy/validate.py``), resolve the request's SLO from config and headers (core
 ``resolve_slo``: ``x-slo-ttft-ms``/``x-slo-tpot-ms`` > ``x-slo-class`` > model > default),
-admit it, and return whatever ``Gateway.serve`` returns.  Errors are raised as ``ApiError``
+admit it, and return whatever ``stream.serve`` returns.  Errors are raised as ``ApiError``
 and rendered once by ``proxy/errors.py``.
 """
 
@@ -20,6 +20,7 @@ from ascendra_proxy.core.slo import SLO, SLOError, SLOTable, parse_slo_header_ms
 from ascendra_proxy.proxy import admin
 from ascendra_proxy.proxy.errors import ApiError, bad_request
 from ascendra_proxy.proxy.keys import CONTEXT, GATEWAY
+from ascendra_proxy.proxy.stream import serve
 from ascendra_proxy.proxy.validate import parse_body, validate
 
 
@@ -44,7 +45,7 @@ async def _generate(request: web.Request, endpoint: Endpoint) -> web.StreamRespo
     slo, slo_class = request_slo(ctx.slo_table, gen.model, request)
     gateway = request.app[GATEWAY]
     flight = gateway.admit(gen, slo, slo_class)
-    return await gateway.serve(request, flight)
+    return await serve(gateway, request, flight)
 
 
 def request_slo(table: SLOTable, model: str, request: web.Request) -> tuple[SLO, str | None]:

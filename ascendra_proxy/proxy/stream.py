@@ -1,6 +1,10 @@
-"""The stream pump: upstream SSE -> client SSE, counting tokens as they pass.
+"""Serving one admitted request: the stream pump (upstream SSE -> client SSE, counting tokens
+as they pass) and the unary path.
 
-Theory of operation: two objects per streaming request, deliberately separate.
+Theory of operation: ``serve`` runs a flight the gateway admitted through ``StreamPump`` or
+``serve_unary`` and ends it exactly once (``Gateway.finish`` in ``finally``) with the
+outcome it reached; a cancelled handler (the client went away) is ``client_disconnected``.
+Two objects per streaming request, deliberately separate:
 
 - ``ClientStream`` is what the client sees: one HTTP response (headers sent lazily, with the
   first chunk that carries a token, so a backend failing before that is retried invisibly)
@@ -30,6 +34,7 @@ attempt is closed (vLLM's abort) and, for SGLang, ``/abort_request`` is called.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
@@ -49,12 +54,36 @@ from ascendra_proxy.proxy.gateway import Gateway
 
 log = logging.getLogger(__name__)
 
+_API_OUTCOMES = {502: Outcome.BACKEND_FAILED, 504: Outcome.TIMED_OUT}
 SSE_HEADERS = {
     "Content-Type": "text/event-stream; charset=utf-8",
     "Cache-Control": "no-cache",
     "X-Accel-Buffering": "no",
 }
 DONE_FRAME = frame(DONE)
+
+
+async def serve(gw: Gateway, http: web.Request, flight: Flight) -> web.StreamResponse:
+    """Run an admitted flight to its answer; it ends exactly once, whatever happens."""
+    outcome = Outcome.BACKEND_FAILED
+    try:
+        if flight.gen.stream:
+            resp = await StreamPump(gw, flight, http).run()
+        else:
+            resp = await serve_unary(gw, flight)
+        outcome = flight.outcome or Outcome.COMPLETED
+        return resp
+    except asyncio.CancelledError:
+        outcome = Outcome.CLIENT_DISCONNECTED
+        raise
+    except ApiError as exc:
+        outcome = _API_OUTCOMES.get(exc.status, Outcome.REJECTED)
+        raise
+    except up.UpstreamRejected:
+        outcome = Outcome.REJECTED
+        raise
+    finally:
+        gw.finish(flight, outcome)
 
 
 class ClientStream:
