@@ -21,6 +21,12 @@ serves requests that already missed their deadline first, as plain EDF does),
 backends take requests at once, FCFS, offload to HP on), ``no_migration``, ``warming``,
 ``adaptive_roles``, ``paper_rule`` (the paper's offload rule and constants), and
 ``learned`` (the LightGBM slack predictor, with ``--learned-model FILE``).
+
+Engine variants (the same engines with another per-step token budget, for every policy that
+runs on them): the paper compared against vLLM without chunked prefill and Sarathi-Serve
+with 512-token chunks, not against vLLM v1's chunked default.  ``rr_unchunked`` and
+``ascendra_unchunked`` give every engine a budget of ``max_model_len`` (whole prompts in one
+step), ``rr_chunk512`` and ``ascendra_chunk512`` a budget of 512.
 """
 
 from __future__ import annotations
@@ -82,11 +88,42 @@ ABLATIONS = (
     "adaptive_roles",
     "paper_rule",
     "learned",
+    "rr_unchunked",
+    "rr_chunk512",
+    "ascendra_unchunked",
+    "ascendra_chunk512",
 )
+
+
+def with_engines(cfg: SimConfig, lp_only: bool = False, **settings: Any) -> SimConfig:
+    """``cfg`` with ``settings`` replaced in every backend's engine settings (LP pools only
+    with ``lp_only``); a ``None`` token budget means the backend's ``max_model_len``."""
+
+    def engine(b: Any) -> Any:
+        es = b.engine_settings
+        changes = dict(settings)
+        if changes.get("max_num_batched_tokens", 0) is None:
+            changes["max_num_batched_tokens"] = es.max_model_len
+        return replace(b, engine_settings=replace(es, **changes))
+
+    pools = tuple(
+        replace(p, backends=tuple(engine(b) for b in p.backends))
+        if p.role == "lp" or not lp_only
+        else p
+        for p in cfg.proxy.pools
+    )
+    return replace(cfg, proxy=replace(cfg.proxy, pools=pools))
+
+
+ENGINE_BUDGETS = {"unchunked": None, "chunk512": 512}
 
 
 def variant_config(base: SimConfig, name: str) -> SimConfig:
     """The simulation config of one variant (see the module docstring)."""
+    policy, _, engines = name.partition("_")
+    if policy in ("rr", "ascendra") and engines in ENGINE_BUDGETS:
+        cfg = with_policy(base, "round_robin" if policy == "rr" else "ascendra")
+        return with_engines(cfg, max_num_batched_tokens=ENGINE_BUDGETS[engines])
     if name in ("round_robin", "least_loaded"):
         return with_policy(base, name)
     asc = with_policy(base, "ascendra")
@@ -96,19 +133,7 @@ def variant_config(base: SimConfig, name: str) -> SimConfig:
         pools = tuple(replace(p, role="lp") for p in asc.proxy.pools)
         return replace(asc, proxy=replace(asc.proxy, pools=pools))
     if name == "offload_only":
-        lp = tuple(
-            replace(
-                p,
-                backends=tuple(
-                    replace(b, engine_settings=replace(b.engine_settings, scheduling_policy="fcfs"))
-                    for b in p.backends
-                ),
-            )
-            if p.role == "lp"
-            else p
-            for p in asc.proxy.pools
-        )
-        asc = replace(asc, proxy=replace(asc.proxy, pools=lp))
+        asc = with_engines(asc, lp_only=True, scheduling_policy="fcfs")
         return policy_variant(asc, "ascendra", {"lp_ordering": "engine_priority"})
     changes: dict[str, dict[str, object]] = {
         "no_infeasible_last": {"lp_infeasible_last": False},
