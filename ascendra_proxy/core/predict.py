@@ -284,9 +284,10 @@ class AnalyticalPredictor:
         ahead = batch.queued_ahead_tokens + gather("extra_waiting") * prompt
         mean_q = gather("mean_queued_prompt")
         mean_q = np.where(mean_q > 0, mean_q, u)
-        own_attn = gather("attn") * u * (u / 2 + batch.cached_tokens)
+        attn = gather("attn")
+        own_attn = attn * u * (u / 2 + batch.cached_tokens)
         prefill = _chunked_time(ahead + u, cap, s_dec, s_mix)
-        prefill += own_attn + gather("attn") * ahead * mean_q / 2
+        prefill += own_attn + attn * ahead * mean_q / 2
         resident = batch.resident
         slot_wait = _slot_wait(batch, table, np.rint(ahead / mean_q))
         own = slot_wait + _chunked_time(u, cap, s_dec, s_mix) + own_attn
@@ -303,12 +304,14 @@ def _slot_wait(batch: QueryBatch, table: Sequence[_Costs], ahead_n: FloatArray) 
     """Seconds until a sequence slot frees for each row (0 when one is free at once)."""
     out = np.zeros(len(batch), dtype=np.float64)
     for j, f in enumerate(batch.backends):
+        if not f.stream_remaining:  # the usual case: its slots cannot all be taken
+            continue
         t = table[j]
         rows = np.flatnonzero(batch.backend_index == j)
         if rows.size == 0:
             continue
         k = t.decoding + ahead_n[rows] + 1 - f.max_num_seqs  # slots that must free first
-        if not np.any(k > 0) or not f.stream_remaining:
+        if not (k > 0).any():
             continue
         left = np.asarray(f.stream_remaining, dtype=np.float64)
         pos = np.clip(k, 1, left.size).astype(np.int64) - 1

@@ -94,12 +94,9 @@ class Review:
 
 def _on_backend(reqs: list[RequestState], n_held: int, now: float) -> FloatArray:
     """Seconds each request has been on the backend asked about (held rows: 0)."""
-    out = np.zeros(len(reqs), dtype=np.float64)
-    for i in range(n_held, len(reqs)):
-        at = reqs[i].dispatched_at
-        if at is not None:
-            out[i] = now - at
-    return out
+    sent = [r.dispatched_at for r in reqs[n_held:]]
+    on = [0.0 if at is None else now - at for at in sent]
+    return np.array([0.0] * n_held + on, dtype=np.float64)
 
 
 def _engine_order(b: BackendState, ctx: Ctx) -> list[RequestState]:
