@@ -102,8 +102,10 @@ async def _running(emu: RunningEmulator) -> bool:
 
 
 async def test_stall_stops_the_steps() -> None:
-    faults = FaultConfig(stall_s=0.3, stall_after_s=0.1)
-    async with run_emulator(EmulatorConfig(time_scale=0.1, faults=faults)) as emu:
+    """The stall is put in force once the stream runs (armed at server start, a loaded
+    machine's first token could come after it): 0.1 s later, while the remaining ~180
+    tokens still need at least 0.2 s of modelled steps, the steps stop for 1 s."""
+    async with run_emulator(EmulatorConfig(time_scale=0.1)) as emu:
         arrivals: list[float] = []
         async with aiohttp.ClientSession() as session:
             body = {**LONG, "max_tokens": 200}
@@ -111,10 +113,12 @@ async def test_stall_stops_the_steps() -> None:
                 async for line in resp.content:
                     if line.startswith(b"data: "):
                         arrivals.append(time.monotonic())
+                        if len(arrivals) == 20:
+                            emu.set_faults(FaultConfig(stall_s=1.0, stall_after_s=0.1))
         gaps = [b - a for a, b in itertools.pairwise(arrivals)]
         assert len(arrivals) == 201
-        assert max(gaps) >= 0.25
-        assert sorted(gaps)[-2] < 0.2  # one stall, otherwise steady
+        assert max(gaps) >= 0.9, sorted(gaps)[-3:]
+        assert sorted(gaps)[-2] < 0.5, sorted(gaps)[-3:]  # one stall, otherwise steady
 
 
 async def test_error_rate_fails_a_seeded_share_with_vllm_json() -> None:
