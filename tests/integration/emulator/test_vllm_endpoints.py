@@ -9,7 +9,7 @@ from typing import Any
 import aiohttp
 import openai
 import pytest
-from emu_helpers import FAST, get_json, metric, oai, post, scrape, sse
+from emu_helpers import FAST, get_json, metric, oai, post, scrape, sse, wait_for
 
 from ascendra_proxy.emulator.server import EmulatorConfig, RunningEmulator, run_emulator
 
@@ -348,17 +348,41 @@ async def test_metrics_names_and_labels(emu: RunningEmulator) -> None:
 
 async def test_queue_time_histogram_counts_the_wait_for_a_slot() -> None:
     """``vllm:request_queue_time_seconds``: arrival to first scheduling, once per request."""
+    # The only slot is held by a stream far longer than the test, hung up once the second
+    # request is queued and the holder made 40 more tokens: the second request waited at
+    # least from when it was seen queued to the hang-up, on any machine.  (Two 40-token
+    # requests sent at once raced: on a loaded machine the second arrived after the first.)
     cfg = EmulatorConfig(time_scale=FAST, model="m", max_num_seqs=1)
-    async with run_emulator(cfg) as emu:
-        body = {"prompt": "the", "max_tokens": 40, "ignore_eos": True}
-        await asyncio.gather(*(post(emu.url + "/v1/completions", body) for _ in range(2)))
+    async with run_emulator(cfg) as emu, aiohttp.ClientSession() as session:
+        url = emu.url + "/v1/completions"
+        holder = await session.post(
+            url, json={"prompt": "the", "max_tokens": 6000, "ignore_eos": True, "stream": True}
+        )
+        assert (await holder.content.readline()).startswith(b"data: ")
+        second = asyncio.create_task(post(url, {"prompt": "the", "max_tokens": 4}))
+        await wait_for(lambda: _engine_waiting(emu), limit=30.0)
+        queued_at = asyncio.get_running_loop().time()
+        made = emu.engine.stats().generation_tokens_total
+        await wait_for(lambda: _made_since(emu, made, 40), limit=30.0)
+        assert emu.engine.num_running == 1 and emu.engine.num_waiting == 1
+        holder.close()
+        hung_up_at = asyncio.get_running_loop().time()
+        status, _ = await second
+        assert status == 200
         text = await scrape(emu)
     labels = {"model_name": "m", "engine": "0"}
     assert metric(text, "vllm:request_queue_time_seconds_count", **labels) == 2
     waited = metric(text, "vllm:request_queue_time_seconds_sum", **labels)
-    # the second request waited for the whole first one: 40 steps, at least 40 x 8 ms modelled
-    assert waited >= 40 * 0.008 * FAST
+    assert waited >= hung_up_at - queued_at > 0
     assert metric(text, "vllm:request_queue_time_seconds_bucket", le="0.3", **labels) >= 1
+
+
+async def _engine_waiting(emu: RunningEmulator) -> bool:
+    return emu.engine.num_waiting == 1
+
+
+async def _made_since(emu: RunningEmulator, made: float, n: int) -> bool:
+    return emu.engine.stats().generation_tokens_total - made >= n
 
 
 async def test_non_streaming_bodies_have_the_fields_of_vllm_032(emu: RunningEmulator) -> None:
