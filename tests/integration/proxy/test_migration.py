@@ -102,6 +102,7 @@ async def test_policy_migrate_moves_a_stream_token_exactly(chat: bool, after: in
         gw = s.gateway
         pin_route(gw, ("v1", "v2"))
         ref = await _reference(s, chat, 120)
+        before = dict(gw.telemetry.tokens)
         stream = await _run(s, chat, 120)
         got = Transcript()
         moved = False
@@ -113,10 +114,16 @@ async def test_policy_migrate_moves_a_stream_token_exactly(chat: bool, after: in
                 assert apply_action(gw, move)
                 moved = True
                 await _until(lambda: s.running("v1") == 0)  # the source dropped it
-                assert s.running("v2") == 1
         _same(got, ref)
         assert gw.telemetry.migrations == {"tbt_slow": 1}
         assert gw.telemetry.decisions["tbt_slow"] == 1
+        # every token made once, by the engine that had the stream: v1 up to the cut, then v2
+        # (not a look at v2's gauge after the move: the continuation may not have reached
+        # it yet on a loaded machine, or be over already on a fast one)
+        made = {n: gw.telemetry.tokens.get(n, 0) - before.get(n, 0) for n in ("v1", "v2")}
+        assert made["v1"] >= after and made["v2"] > 0, made
+        assert made["v1"] + made["v2"] == 120, made
+        assert s.running("v1") == s.running("v2") == 0
 
 
 @pytest.mark.parametrize("chat", [False, True], ids=["completions", "chat"])
@@ -179,11 +186,12 @@ async def test_backend_killed_under_many_streams_every_request_completes_once() 
         assert sum(tel.tokens.values()) - sum(base.values()) >= n * max_tokens
 
 
-async def _until(cond: Any, limit_s: float = 5.0) -> None:
+async def _until(cond: Any, limit_s: float = 30.0) -> None:
+    """Poll ``cond`` (the bound only stops a hang: a loaded machine is slow, not wrong)."""
     loop = asyncio.get_running_loop()
     end = loop.time() + limit_s
     while not cond():
-        assert loop.time() < end, "condition not reached in time"
+        assert loop.time() < end, f"condition not reached in {limit_s} s"
         await asyncio.sleep(0.01)
 
 
