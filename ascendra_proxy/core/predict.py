@@ -271,31 +271,44 @@ class AnalyticalPredictor:
             empty = np.zeros(0, dtype=np.float64)
             return Prediction(empty, empty.copy(), "analytical")
         table = [self.costs(f) for f in batch.backends]
-        idx = batch.backend_index
-
-        def gather(attr: str) -> FloatArray:
-            return np.asarray([getattr(t, attr) for t in table], dtype=np.float64)[idx]
-
-        cap, s_dec, s_mix = gather("cap"), gather("s_dec"), gather("s_mix")
-        pending = gather("pending_tokens")
+        # one (backends x columns) table gathered per row at once: numpy calls cost more
+        # than the arithmetic at a tick's ~100 rows, so per-backend values are computed once
+        per_backend = np.array(
+            [
+                [
+                    t.cap,
+                    t.s_dec,
+                    t.s_mix,
+                    (t.s_mix - t.s_dec) / t.cap,
+                    t.attn,
+                    t.extra_waiting,
+                    t.pending_tokens,
+                    t.mean_queued_prompt,
+                ]
+                for t in table
+            ],
+            dtype=np.float64,
+        )
+        cap, s_dec, s_mix, slope, attn, extra_waiting, pending, mean_q = per_backend[
+            batch.backend_index
+        ].T
+        steps = (cap, s_dec, s_mix, slope)
         s_now = np.where(pending > 0, s_mix, s_dec)
         prompt = batch.prompt_tokens
         u = np.maximum(prompt + batch.generated_tokens - batch.cached_tokens, 1.0)
-        ahead = batch.queued_ahead_tokens + gather("extra_waiting") * prompt
-        mean_q = gather("mean_queued_prompt")
+        ahead = batch.queued_ahead_tokens + extra_waiting * prompt
         mean_q = np.where(mean_q > 0, mean_q, u)
-        attn = gather("attn")
         own_attn = attn * u * (u / 2 + batch.cached_tokens)
-        prefill = _chunked_time(ahead + u, cap, s_dec, s_mix)
+        prefill = _chunked_time(ahead + u, *steps)
         prefill += own_attn + attn * ahead * mean_q / 2
         resident = batch.resident
         slot_wait = _slot_wait(batch, table, np.rint(ahead / mean_q))
-        own = slot_wait + _chunked_time(u, cap, s_dec, s_mix) + own_attn
+        own = slot_wait + _chunked_time(u, *steps) + own_attn
         ttft = np.where(resident, 0.5 * s_now, 0.5 * s_now + np.maximum(prefill, own))
         behind = np.where(resident, pending, np.maximum(pending - ahead - u, 0.0))
         k = float(max(batch.horizon_tokens, 0))
         mixed_steps = np.minimum(np.ceil(behind / cap), k)
-        mixed_time = np.minimum(_chunked_time(behind, cap, s_dec, s_mix), k * s_mix)
+        mixed_time = np.minimum(_chunked_time(behind, *steps), k * s_mix)
         next_k = mixed_time + (k - mixed_steps) * s_dec
         return Prediction(ttft, next_k, "analytical")
 
@@ -320,11 +333,11 @@ def _slot_wait(batch: QueryBatch, table: Sequence[_Costs], ahead_n: FloatArray) 
 
 
 def _chunked_time(
-    tokens: FloatArray, cap: FloatArray, s_dec: FloatArray, s_mix: FloatArray
+    tokens: FloatArray, cap: FloatArray, s_dec: FloatArray, s_mix: FloatArray, slope: FloatArray
 ) -> FloatArray:
-    """Seconds to push ``tokens`` prefill tokens through steps of ``cap`` tokens."""
+    """Seconds to push ``tokens`` prefill tokens through steps of ``cap`` tokens
+    (``slope = (s_mix - s_dec) / cap``: seconds per prefill token of a partial step)."""
     full = np.floor(tokens / cap)
     rem = tokens - full * cap
-    slope = (s_mix - s_dec) / cap
     partial: FloatArray = np.where(rem > 0, s_dec + rem * slope, 0.0)
     return full * s_mix + partial
