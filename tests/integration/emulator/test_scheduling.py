@@ -94,10 +94,11 @@ async def test_stream_disconnect_aborts_within_a_step() -> None:
             assert await _running(emu) == 1
             before = emu.engine.stats().generation_tokens_total
             resp.close()
-            took = await wait_for(lambda: _is_idle(emu), limit=2.0, interval=0.001)
-        assert took < 1.0
+            await wait_for(lambda: _is_idle(emu), limit=30.0, interval=0.001)
         # Aborted within a few steps (a step or two when the machine is idle; a loaded CI
         # machine delays the server noticing the hang-up by a step more): of 2,000 tokens.
+        # Counted in steps, not seconds: a starved process runs neither its steps nor the
+        # wait, so a wall-clock bound (was < 1 s) failed on a loaded machine only.
         assert emu.engine.stats().generation_tokens_total - before <= MAX_AFTER_HANGUP
         assert await _running(emu) == 0
         assert emu.ctx.loop.num_open_streams == 0
@@ -115,8 +116,7 @@ async def test_non_stream_disconnect_aborts() -> None:
             await wait_for(lambda: _has_running(emu))
             before = emu.engine.stats().generation_tokens_total
             task.cancel()
-            took = await wait_for(lambda: _is_idle(emu), limit=2.0, interval=0.001)
-        assert took < 1.0
+            await wait_for(lambda: _is_idle(emu), limit=30.0, interval=0.001)
         assert emu.engine.stats().generation_tokens_total - before <= MAX_AFTER_HANGUP
         generated = emu.engine.stats().generation_tokens_total
         await asyncio.sleep(0.05)
@@ -137,8 +137,7 @@ async def test_disconnect_while_prefilling_aborts() -> None:
             await wait_for(lambda: _prefilling(emu))
             resp.close()
             steps = emu.engine.stats().extra["num_steps"]
-            took = await wait_for(lambda: _is_idle(emu), limit=2.0, interval=0.001)
-        assert took < 1.0
+            await wait_for(lambda: _is_idle(emu), limit=30.0, interval=0.001)
         # a 7,000-token prefill at 256 tokens per step needs 28 steps: it stops within a few
         assert emu.engine.stats().extra["num_steps"] - steps <= 3
         stats = emu.engine.stats()
@@ -150,7 +149,9 @@ async def _prefilling(emu: RunningEmulator) -> bool:
 
 
 async def test_sglang_disconnect_aborts_after_the_delay() -> None:
-    cfg = EmulatorConfig(flavor="sglang", time_scale=0.2, sglang_abort_delay_s=0.3)
+    # 1 s of delay, looked at after 0.15 s: a loaded machine that stalls the process for
+    # under 0.85 s cannot run the abort first (with 0.3 s it could)
+    cfg = EmulatorConfig(flavor="sglang", time_scale=0.2, sglang_abort_delay_s=1.0)
     async with run_emulator(cfg) as emu:
         async with aiohttp.ClientSession() as session:
             body = {"prompt": "the", "max_tokens": 2000, "ignore_eos": True}
@@ -159,7 +160,7 @@ async def test_sglang_disconnect_aborts_after_the_delay() -> None:
             start = time.monotonic()
             await asyncio.sleep(0.15)
             assert emu.engine.num_running == 1  # SGLang keeps generating for a while
-            await wait_for(lambda: _is_idle(emu), limit=2.0, interval=0.005)
-            assert time.monotonic() - start >= 0.29
+            await wait_for(lambda: _is_idle(emu), limit=30.0, interval=0.005)
+            assert time.monotonic() - start >= 0.99
         text = await scrape(emu)
         assert metric(text, "sglang:num_aborted_requests_total") == 1
