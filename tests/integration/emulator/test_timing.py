@@ -11,7 +11,10 @@ from ascendra_proxy.emulator.server import EmulatorConfig, run_emulator
 from ascendra_proxy.engine.profile import load_profile
 
 
-@pytest.mark.parametrize("scale", [0.1, 0.5])
+# Scales 0.5 and 1.0 (were 0.1 and 0.5): 150 steps then take 0.83 s / 1.66 s, so the 25 %
+# upper bound is 0.2 s / 0.4 s rather than 41 ms, and each token has 5.5 ms or more to be
+# made and read (a loaded machine could not keep up with 1.1 ms and fell behind the pace).
+@pytest.mark.parametrize("scale", [0.5, 1.0])
 async def test_stream_pace_matches_the_modelled_steps_without_drift(scale: float) -> None:
     tokens = 150
     profile = load_profile("a100-llama3-8b")
