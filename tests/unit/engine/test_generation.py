@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import random
 import statistics
+
+import pytest
 
 from ascendra_proxy.engine import (
     EngineConfig,
@@ -191,3 +194,16 @@ def test_next_token_is_a_pure_function_of_the_sequence(
         seq.append(tok)
         h = extend_hash(h, tok)
     assert h == block_hashes(seq, 16)[0]
+
+
+@pytest.mark.parametrize("block_size", [1, 3, 16])
+def test_block_hashes_fold_blocks_like_extend_hash(block_size: int) -> None:
+    rng = random.Random(block_size)
+    for n in (0, 1, block_size - 1, block_size, 5 * block_size + 2, 300):
+        ids = [rng.randrange(0, 1 << 17) for _ in range(n)]
+        h, boundaries = 0, []
+        for i, t in enumerate(ids, 1):
+            h = extend_hash(h, t)
+            if i % block_size == 0:
+                boundaries.append(h)
+        assert block_hashes(ids, block_size) == (h, boundaries)
