@@ -94,7 +94,9 @@ async def running_proxy(cfg: Json) -> AsyncIterator[Proxy]:
             base_url=url + "/v1", api_key=CLIENT_KEY, max_retries=0, timeout=120
         )
         stack.push_async_callback(client.close)
-        http = await stack.enter_async_context(httpx.AsyncClient(timeout=30))
+        # scrapes wait as long as a test's polls do: a real vLLM generating for a client that
+        # does not read starved the test process for a minute on a loaded 2-core machine
+        http = await stack.enter_async_context(httpx.AsyncClient(timeout=120))
         yield Proxy(url, runner, client, http)
 
 

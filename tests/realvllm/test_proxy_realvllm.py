@@ -309,7 +309,7 @@ async def test_client_disconnect_while_queued_leaves_the_vllm_queue(
     await until_outcome(rr, "client_disconnected", 1 + len(streams))
 
 
-async def until_outcome(proxy: Proxy, outcome: str, count: int, within_s: float = 30) -> None:
+async def until_outcome(proxy: Proxy, outcome: str, count: int, within_s: float = 120) -> None:
     """The proxy counts a disconnect once its handler unwinds: poll its /metrics."""
     deadline = time.monotonic() + within_s
     while True:
