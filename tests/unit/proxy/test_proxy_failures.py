@@ -159,9 +159,10 @@ def _prefer_a(state: Any, snaps: Any, now: float, exclude: frozenset[str]) -> Di
 
 
 async def test_first_byte_timeout_retries_elsewhere(make_rig: RigFactory) -> None:
-    slow = FakeBackend("slow", script=Script(first_delay_s=3))
+    # a budget the fast backend meets even on a loaded machine, far below the slow one's delay
+    slow = FakeBackend("slow", script=Script(first_delay_s=30))
     fast = FakeBackend("fast")
-    async with make_rig([slow, fast], timeouts={"first_byte_s": 0.3, "idle_s": 5}) as r:
+    async with make_rig([slow, fast], timeouts={"first_byte_s": 1.5, "idle_s": 5}) as r:
         for _ in range(2):
             events, done = await read_events(await r.post("/v1/completions", STREAM))
             assert done and len(events) == 5
