@@ -51,8 +51,9 @@ per move, never per token:
 from __future__ import annotations
 
 from bisect import bisect_left
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import (
@@ -197,30 +198,25 @@ class Telemetry(Collector):
         yield from self._live_gauges()
 
     def _counters(self) -> Iterator[CounterMetricFamily]:
-        req = CounterMetricFamily(
-            PREFIX + "requests", "Finished requests by outcome", labels=["model", "outcome"]
+        yield _counter_of(
+            "requests", "Finished requests by outcome", ("model", "outcome"), self.requests
         )
-        for (model, outcome), n in sorted(self.requests.items()):
-            req.add_metric([model, outcome], n)
-        yield req
-        slo = CounterMetricFamily(
-            PREFIX + "slo_requests",
+        yield _counter_of(
+            "slo_requests",
             "Ended requests by whether their TTFT and mean TBT met their SLO "
             "(only completed requests can meet)",
-            labels=["model", "slo_class", "ttft", "tbt"],
+            ("model", "slo_class", "ttft", "tbt"),
+            self.slo,
         )
-        for key, n in sorted(self.slo.items()):
-            slo.add_metric(list(key), n)
-        yield slo
         yield _counter_by(
             "streamed_tokens", "Tokens streamed from each backend", "backend", self.tokens
         )
-        err = CounterMetricFamily(
-            PREFIX + "upstream_errors", "Upstream failures by kind", labels=["backend", "kind"]
+        yield _counter_of(
+            "upstream_errors",
+            "Upstream failures by kind",
+            ("backend", "kind"),
+            self.upstream_errors,
         )
-        for (backend, kind), n in sorted(self.upstream_errors.items()):
-            err.add_metric([backend, kind], n)
-        yield err
         yield _counter_by(
             "retries",
             "Requests retried elsewhere after this backend failed",
@@ -234,15 +230,13 @@ class Telemetry(Collector):
             "reason",
             self.migrations,
         )
-        moved = CounterMetricFamily(
-            PREFIX + "moved_requests",
+        yield _counter_of(
+            "moved_requests",
             "Ended requests that were moved at least once, by their first move's reason and "
             "whether their TTFT and mean TBT met their SLO",
-            labels=["model", "reason", "ttft", "tbt"],
+            ("model", "reason", "ttft", "tbt"),
+            self.moved,
         )
-        for key, n in sorted(self.moved.items()):
-            moved.add_metric(list(key), n)
-        yield moved
         yield _counter_by(
             "recomputed_prompt_tokens",
             "Prompt tokens sent to the target backend of each move (offload, migration, failover)",
@@ -294,8 +288,18 @@ def _verdict_labels(state: RequestState) -> tuple[str, str]:
     return MET if ttft_ok else MISSED, MET if tbt_ok else MISSED
 
 
+_Key = TypeVar("_Key", bound=tuple[str, ...])
+
+
 def _counter_by(name: str, doc: str, label: str, table: dict[str, int]) -> CounterMetricFamily:
-    fam = CounterMetricFamily(PREFIX + name, doc, labels=[label])
+    return _counter_of(name, doc, (label,), {(key,): n for key, n in table.items()})
+
+
+def _counter_of(
+    name: str, doc: str, labels: tuple[str, ...], table: Mapping[_Key, int]
+) -> CounterMetricFamily:
+    """One counter family, a sample per key of ``table`` (label values in ``labels`` order)."""
+    fam = CounterMetricFamily(PREFIX + name, doc, labels=list(labels))
     for key, n in sorted(table.items()):
-        fam.add_metric([key], n)
+        fam.add_metric(list(key), n)
     return fam
