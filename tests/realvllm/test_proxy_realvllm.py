@@ -415,8 +415,10 @@ async def ascendra(pair: tuple[VllmServer, VllmServer]) -> AsyncIterator[Proxy]:
         # offload once the request has waited out its slack (waited + step + margin > SLO),
         # not on the first tick after dispatch because the full LP queue predicts a miss:
         # that tick raced the proxy's POST, and on a loaded machine the request went to HP
-        # before LP had it (nothing in LP's log to abort)
-        "offload": {"rule": "paper"},
+        # before LP had it (nothing in LP's log to abort); and whether or not HP is predicted
+        # to serve it in the slack left (the paper offloads all: on a loaded CPU the
+        # predicted HP time can exceed the 0.6 s margin, and then it never moved)
+        "offload": {"rule": "paper", "infeasible": True},
     }
     slo = {"default": {"ttft_ms": 600_000, "tpot_ms": 60_000}}
     async with running_proxy(proxy_config(pools, policy, slo=slo)) as proxy:
