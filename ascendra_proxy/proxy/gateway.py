@@ -169,6 +169,14 @@ class Gateway:
                 continue
             return attempt
 
+    def leave_attempt(self, flight: Flight, exc: up.UpstreamError) -> None:
+        """An attempt ended before its answer was complete: closed by a policy move or drop
+        (the flight waits for the pending action) or failed (breaker, telemetry, exclusion)."""
+        if flight.pending is not None or flight.dropped is not None:
+            self.requeue(flight)
+        else:
+            self.attempt_failed(flight, exc)
+
     def requeue(self, flight: Flight) -> None:
         """Leave the current attempt for a pending move; a stream that already has tokens
         (a continuation being opened) keeps them and stays started."""

@@ -236,12 +236,7 @@ class StreamPump:
     async def _next_attempt(self, exc: up.UpstreamError) -> UpstreamAttempt | None:
         """The swap point: which attempt (if any) continues this client stream."""
         flight, gw = self.flight, self.gw
-        if flight.pending is not None or flight.dropped is not None:  # a policy action
-            gw.end_attempt(flight)
-            if flight.state.tokens == 0 and not flight.state.finished:
-                flight.state.on_requeue()
-        else:
-            gw.attempt_failed(flight, exc)
+        gw.leave_attempt(flight, exc)
         if self.client.started or flight.state.started:
             if _final(exc):
                 return None
@@ -309,10 +304,7 @@ async def serve_unary(gw: Gateway, flight: Flight) -> web.Response:
             body = await attempt.read_all()
             break
         except up.UpstreamError as exc:
-            if flight.pending is None and flight.dropped is None:
-                gw.attempt_failed(flight, exc)
-            else:  # a policy move or drop closed it as the answer was being read
-                gw.requeue(flight)
+            gw.leave_attempt(flight, exc)
             attempt = await gw.acquire(flight)
     now = gw.clock()
     usage = _usage(body)
