@@ -47,8 +47,7 @@ COPY configs /etc/ascendra
 ENV PATH=/opt/ascendra/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
-    ASCENDRA_HEALTH_URL=http://127.0.0.1:8000/health \
-    ASCENDRA_PROFILE_PATH=/etc/ascendra/profiles
+    ASCENDRA_HEALTH_URL=http://127.0.0.1:8000/health
 USER ascendra
 WORKDIR /home/ascendra
 EXPOSE 8000

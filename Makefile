@@ -9,12 +9,13 @@ INSTALLED := $(VENV)/.ascendra-installed
 # pytest exits 5 when a selection collects no tests; that is not a failure here.
 PYTEST_OK = status=$$?; [ $$status -eq 0 ] || [ $$status -eq 5 ]
 
-.PHONY: help install engines check test demo engines-stop
+.PHONY: help install engines lint check test demo engines-stop
 
 help:
 	@echo "make demo     proxy + emulated engines + load + report"
-	@echo "make test     install everything, then the whole suite (incl. real vLLM)"
+	@echo "make test     install everything, lint, format check, types, then the whole suite (incl. real vLLM)"
 	@echo "make check    lint, format check, types, unit tests (fast)"
+	@echo "make lint     ruff check, ruff format --check, mypy"
 	@echo "make install  project venv in $(VENV) with dev tools"
 	@echo "make engines  real vLLM (CPU) + tiny model via scripts/engines.sh"
 
@@ -34,13 +35,17 @@ engines:
 engines-stop:
 	scripts/engines.sh stop --all
 
-check: install
+# The style and type gate: `make check` and `make test` (what CI runs) both start with it.
+lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+
+check: lint
 	$(BIN)/pytest -q tests/unit; $(PYTEST_OK)
 
-test: install engines
+# lint first: a style or type error fails in seconds, before the engines are installed.
+test: lint engines
 	ASCENDRA_REQUIRE_REAL_VLLM=1 $(BIN)/pytest -q tests; $(PYTEST_OK)
 
 demo: install

@@ -92,7 +92,7 @@ class ListenConfig:
 class EngineSettings:
     """How the engine behind a backend runs (emulator, simulator, launcher, predictor)."""
 
-    profile: str | None = None  # latency profile name, configs/profiles/<profile>.yaml
+    profile: str | None = None  # latency profile: a packaged name, or a YAML file path
     max_num_seqs: int = field(default=256, metadata={"ge": 1})
     max_num_batched_tokens: int = field(default=2048, metadata={"ge": 1})
     block_size: int = field(default=16, metadata={"ge": 1})

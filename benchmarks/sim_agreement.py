@@ -37,6 +37,7 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from ascendra_proxy.demo.stack import scaled_profile  # noqa: E402
 from ascendra_proxy.emulator.process import emulator_process  # noqa: E402
 from ascendra_proxy.sim.report import run_document  # noqa: E402
 from ascendra_proxy.sim.setup import SimConfig, load_sim_config, with_policy  # noqa: E402
@@ -53,25 +54,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
-
-
-def scaled_profile(name: str, scale: float, directory: Path) -> str:
-    """A copy of profile ``name`` with every step time multiplied by ``scale`` (a path)."""
-    if scale == 1.0:
-        return name
-    from ascendra_proxy.engine.profile import default_profile_dir
-
-    doc = yaml.safe_load((default_profile_dir() / f"{name}.yaml").read_text())
-    steps = doc["step_ms"]
-    for k, v in list(steps.items()):
-        if k == "linear_table":
-            steps[k] = [[t, ms * scale] for t, ms in v]
-        else:
-            steps[k] = v * scale
-    doc["name"] = f"{name}-x{scale:g}"
-    path = directory / f"{doc['name']}.yaml"
-    path.write_text(yaml.safe_dump(doc))
-    return str(path)
 
 
 def emulator_args(b: Any, profile: str, seed: int) -> list[str]:

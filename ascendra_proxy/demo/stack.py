@@ -31,7 +31,7 @@ import yaml
 from ascendra_proxy.config import ScrapeConfig, parse_config
 from ascendra_proxy.core.policies.registry import POLICIES
 from ascendra_proxy.demo.children import Child, ChildError, Children, python_command
-from ascendra_proxy.engine.profile import load_profile
+from ascendra_proxy.engine.profile import load_profile, read_profile_text
 
 __all__ = ["MODEL", "Stack", "StackSpec", "proxy_config", "running_stack", "scaled_profile"]
 
@@ -64,7 +64,7 @@ def scaled_profile(name: str, scale: float, out_dir: Path) -> str:
     if scale == 1.0:
         return name
     source = load_profile(name)  # validates; the file is re-read raw to keep its layout
-    data: dict[str, Any] = yaml.safe_load(_profile_file(name).read_text(encoding="utf-8"))
+    data: dict[str, Any] = yaml.safe_load(read_profile_text(name)[1])
     steps = data["step_ms"]
     for key, value in list(steps.items()):
         if key == "linear_table":
@@ -79,16 +79,6 @@ def scaled_profile(name: str, scale: float, out_dir: Path) -> str:
     path.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
     load_profile(path)  # the copy must load too
     return str(path)
-
-
-def _profile_file(name: str) -> Path:
-    from ascendra_proxy.engine.profile import profile_search_path
-
-    for directory in profile_search_path():
-        for suffix in (".yaml", ".yml"):
-            if (path := directory / f"{name}{suffix}").is_file():
-                return path
-    raise ValueError(f"latency profile {name!r} not found")
 
 
 def proxy_config(policy: str, engine_urls: list[str], spec: StackSpec) -> dict[str, Any]:

@@ -26,8 +26,10 @@ decoding sequence on top of its token's share of ``linear``: sampling and per-re
 are weight-read bound (flat) for small batches and compute bound above the knee; decode
 attention reads the KV of every decoding sequence; prefill attention is quadratic in the
 chunk.  This is what makes a long prefill in a batch slow every decoding stream on the engine.
-Profiles are YAML files (``configs/profiles/<name>.yaml``) validated strictly: unknown keys
-are errors that name their path.
+Profiles are YAML files validated strictly: unknown keys are errors that name their path.
+The ones this project fits ship inside the package (``ascendra_proxy/data/profiles``, read
+with :mod:`importlib.resources`, so a wheel install has them); a name is looked up first in
+the directories of ``$ASCENDRA_PROFILE_PATH``, then there; a path is read as given.
 """
 
 from __future__ import annotations
@@ -37,12 +39,15 @@ import math
 import os
 from collections.abc import Mapping
 from dataclasses import MISSING, dataclass, fields
+from importlib import resources
+from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 PROFILE_PATH_ENV = "ASCENDRA_PROFILE_PATH"
+PROFILE_SUFFIXES = (".yaml", ".yml")
 
 
 class ProfileError(ValueError):
@@ -216,37 +221,73 @@ def parse_profile(data: Any, source: str = "<profile>") -> LatencyProfile:
     )
 
 
-def default_profile_dir() -> Path:
-    """The repository's ``configs/profiles`` directory."""
-    return Path(__file__).resolve().parents[2] / "configs" / "profiles"
+def packaged_profiles() -> Traversable:
+    """The profiles shipped inside the package (``ascendra_proxy/data/profiles``)."""
+    return resources.files("ascendra_proxy") / "data" / "profiles"
 
 
 def profile_search_path(env: Mapping[str, str] | None = None) -> list[Path]:
+    """The directories of ``$ASCENDRA_PROFILE_PATH``, searched before the packaged profiles."""
     env = os.environ if env is None else env
-    dirs = [Path(p) for p in env.get(PROFILE_PATH_ENV, "").split(os.pathsep) if p]
-    return [*dirs, default_profile_dir()]
+    return [Path(p) for p in env.get(PROFILE_PATH_ENV, "").split(os.pathsep) if p]
+
+
+def profile_names(env: Mapping[str, str] | None = None) -> list[str]:
+    """Every profile name ``load_profile`` can find, sorted."""
+    places: list[Traversable] = [*profile_search_path(env), packaged_profiles()]
+    names = {
+        entry.name.rsplit(".", 1)[0]
+        for place in places
+        if place.is_dir()
+        for entry in place.iterdir()
+        if entry.is_file() and entry.name.endswith(PROFILE_SUFFIXES)
+    }
+    return sorted(names)
+
+
+def is_profile_path(name_or_path: str | Path) -> bool:
+    """A path (has a directory part or a YAML suffix) rather than a profile name."""
+    if isinstance(name_or_path, Path):
+        return True
+    text = str(name_or_path)
+    return os.sep in text or "/" in text or text.endswith(PROFILE_SUFFIXES)
+
+
+def read_profile_text(
+    name_or_path: str | Path, env: Mapping[str, str] | None = None
+) -> tuple[str, str]:
+    """``(source, YAML text)`` of a profile file path, or of a profile name looked up in
+    ``$ASCENDRA_PROFILE_PATH`` and then among the packaged profiles."""
+    if is_profile_path(name_or_path):
+        path = Path(name_or_path)
+        if not path.is_file():
+            raise ProfileError(f"latency profile file {str(path)!r} not found")
+        return str(path), _read(path, str(path))
+    name = str(name_or_path)
+    for place in [*profile_search_path(env), packaged_profiles()]:
+        for suffix in PROFILE_SUFFIXES:
+            entry = place / f"{name}{suffix}"
+            if entry.is_file():
+                return str(entry), _read(entry, str(entry))
+    known = ", ".join(profile_names(env)) or "none"
+    raise ProfileError(
+        f"latency profile {name!r} not found (known: {known}; a profile file is given by "
+        f"its path, more names by ${PROFILE_PATH_ENV})"
+    )
 
 
 def load_profile(name_or_path: str | Path, env: Mapping[str, str] | None = None) -> LatencyProfile:
-    """Load a profile from a file path, or by name from ``$ASCENDRA_PROFILE_PATH`` and then
-    the repository's ``configs/profiles``."""
-    candidate = Path(name_or_path)
-    if candidate.suffix in (".yaml", ".yml") and candidate.is_file():
-        return _load_file(candidate)
-    name = str(name_or_path)
-    searched = profile_search_path(env)
-    for directory in searched:
-        for suffix in (".yaml", ".yml"):
-            path = directory / f"{name}{suffix}"
-            if path.is_file():
-                return _load_file(path)
-    where = ", ".join(str(d) for d in searched)
-    raise ProfileError(f"latency profile {name!r} not found (searched {where})")
-
-
-def _load_file(path: Path) -> LatencyProfile:
+    """Load a profile from a file path, or by name (see :func:`read_profile_text`)."""
+    source, text = read_profile_text(name_or_path, env)
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as exc:
-        raise ProfileError(f"{path}: {exc}") from None
-    return parse_profile(data, str(path))
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ProfileError(f"{source}: {exc}") from None
+    return parse_profile(data, source)
+
+
+def _read(entry: Traversable, source: str) -> str:
+    try:
+        return entry.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ProfileError(f"{source}: {exc}") from None

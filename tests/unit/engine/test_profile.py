@@ -5,7 +5,12 @@ from pathlib import Path
 import pytest
 
 from ascendra_proxy.engine import LatencyProfile, ProfileError, load_profile, prefill_attention_work
-from ascendra_proxy.engine.profile import parse_profile
+from ascendra_proxy.engine.profile import (
+    packaged_profiles,
+    parse_profile,
+    profile_names,
+    read_profile_text,
+)
 
 A100_DECODE_64_CTX_1344_MS = 19.6  # engine-api.md 3.3 (Vidur: 1 + 11.3 + 7.3)
 A100_PREFILL_512_MS = 36.5  # engine-api.md 3.3
@@ -115,16 +120,37 @@ def test_prefill_time_sums_chunks(a100: LatencyProfile) -> None:
     assert a100.prefill_time(4096, 2048, cached_tokens=2048) == pytest.approx(second)
 
 
-def test_load_by_path_and_from_env_dir(tmp_path: Path) -> None:
+def test_load_by_path_and_from_env_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     src = load_profile("a100-llama3-8b")
-    text = (
-        Path(__file__).resolve().parents[3] / "configs/profiles/a100-llama3-8b.yaml"
-    ).read_text()
+    _, text = read_profile_text("a100-llama3-8b")
     custom = tmp_path / "mine.yaml"
     custom.write_text(text.replace("name: a100-llama3-8b", "name: mine"))
     assert load_profile(custom).name == "mine"
+    assert load_profile(str(custom)).name == "mine"
+    monkeypatch.chdir(tmp_path)
+    assert load_profile("mine.yaml").name == "mine"  # a YAML suffix makes it a path
+    assert load_profile("./mine.yaml").name == "mine"
     assert load_profile("mine", env={"ASCENDRA_PROFILE_PATH": str(tmp_path)}).name == "mine"
     assert load_profile("a100-llama3-8b", env={}).coefficients == src.coefficients
+    # A directory on the path shadows a packaged profile of the same name.
+    (tmp_path / "a100-llama3-8b.yaml").write_text(
+        text.replace("overhead_ms: 1.0", "overhead_ms: 9.0")
+    )
+    shadow = load_profile("a100-llama3-8b", env={"ASCENDRA_PROFILE_PATH": str(tmp_path)})
+    assert shadow.coefficients.overhead_ms == 9.0
+
+
+def test_profiles_ship_inside_the_package() -> None:
+    """Found with no environment and no repository checkout: package data, not configs/."""
+    shipped = packaged_profiles()
+    files = sorted(e.name for e in shipped.iterdir() if e.name.endswith((".yaml", ".yml")))
+    assert {"a100-llama3-8b.yaml", "h100-llama3-8b.yaml", "cpu-tiny.yaml"} <= set(files)
+    for name in files:  # every shipped file loads, and its name is the one it is found by
+        stem = name.rsplit(".", 1)[0]
+        assert load_profile(stem, env={}).name == stem
+    assert profile_names(env={}) == sorted(f.rsplit(".", 1)[0] for f in files)
+    source, _ = read_profile_text("a100-llama3-8b", env={})
+    assert Path(source).parent.parts[-2:] == ("data", "profiles")
 
 
 def test_unknown_keys_and_missing_profiles_are_errors(tmp_path: Path) -> None:
@@ -134,8 +160,12 @@ def test_unknown_keys_and_missing_profiles_are_errors(tmp_path: Path) -> None:
     )
     with pytest.raises(ProfileError, match=r"step_ms\.bogus: unknown key"):
         load_profile(bad)
-    with pytest.raises(ProfileError, match="not found"):
+    with pytest.raises(
+        ProfileError, match=r"'no-such-profile' not found \(known: .*a100-llama3-8b"
+    ):
         load_profile("no-such-profile", env={})
+    with pytest.raises(ProfileError, match=r"file .*missing\.yaml' not found"):
+        load_profile(tmp_path / "missing.yaml")
     with pytest.raises(ProfileError, match=r"step_ms\.overhead_ms: missing"):
         parse_profile({"name": "x", "step_ms": {}, "kv_cache": {"capacity_tokens": 1}})
     good = load_profile("a100-llama3-8b")

@@ -16,9 +16,11 @@ ENGINE_DIR = Path(ascendra_proxy.engine.__file__).parent
 
 SCRIPT = r"""
 import sys
-# PyYAML (profile loading) is an allowed dependency whose datetime support imports time;
-# load it before the block, the rule is about the engine's own code.
+# PyYAML (profile loading) is an allowed dependency whose datetime support imports time,
+# and so is the standard library's package-data reader (importlib.resources imports
+# zipfile); load them before the block, the rule is about the engine's own code.
 import yaml
+import importlib.readers
 BLOCKED = {"asyncio", "aiohttp", "time"}
 for name in list(sys.modules):
     if name.split(".")[0] in BLOCKED:
