@@ -13,6 +13,7 @@ per-request breakdown of who misses and why at ``--detail-rate``.
 
     .venv/bin/python benchmarks/capacity.py --jobs 2                  # everything
     .venv/bin/python benchmarks/capacity.py --workloads conv --no-ablations --num-requests 500
+    .venv/bin/python benchmarks/capacity.py --suite --jobs 2    # the suite (capacity_suite.py)
 
 Ablations (each changes one thing relative to ``ascendra``): ``edf_only`` (the HP backend
 becomes a third LP: EDF late binding, no offload), ``no_infeasible_last`` (the proxy queue
@@ -52,7 +53,15 @@ from loadgen.results import write_json  # noqa: E402
 from loadgen.sweep import sweep_document  # noqa: E402
 from loadgen.workloads import SloClass, WorkloadSpec, build_workload  # noqa: E402
 
-TRACES = REPO.parent / "shared" / "data" / "traces"
+# The shared data sit next to the checkout (or next to its worktree folder).
+TRACES = (
+    next(
+        (p for p in (REPO.parent / "shared", REPO.parent.parent / "shared") if p.is_dir()),
+        REPO.parent / "shared",
+    )
+    / "data"
+    / "traces"
+)
 
 
 @dataclass(frozen=True)
@@ -78,7 +87,7 @@ WORKLOADS = {
         "conv-tight", "splitwise_conv.csv", 0.5, 0.1, (12, 14, 16, 18, 20, 22), 18.0
     ),
 }
-MAIN = ("ascendra", "round_robin", "least_loaded")
+MAIN = ("ascendra", "round_robin", "least_loaded", "prefix_aware")
 ABLATIONS = (
     "edf_only",
     "no_infeasible_last",
@@ -124,7 +133,7 @@ def variant_config(base: SimConfig, name: str) -> SimConfig:
     if policy in ("rr", "ascendra") and engines in ENGINE_BUDGETS:
         cfg = with_policy(base, "round_robin" if policy == "rr" else "ascendra")
         return with_engines(cfg, max_num_batched_tokens=ENGINE_BUDGETS[engines])
-    if name in ("round_robin", "least_loaded"):
+    if name in ("round_robin", "least_loaded", "prefix_aware"):
         return with_policy(base, name)
     asc = with_policy(base, "ascendra")
     if name in ("ascendra", "learned"):
@@ -311,6 +320,12 @@ def _points(args: argparse.Namespace) -> list[Point]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if "--suite" in argv:
+        import capacity_suite
+
+        rest = [a for a in argv if a != "--suite"]
+        return capacity_suite.main(rest, REPO, TRACES)
     args = parse_args(argv)
     points = _points(args)
     t0 = time.perf_counter()

@@ -22,6 +22,7 @@ from ascendra_proxy.core.contracts import Policy
 from ascendra_proxy.core.policies.ascendra.params import AscendraParams
 from ascendra_proxy.core.policies.ascendra.policy import make_ascendra
 from ascendra_proxy.core.policies.least_loaded import LeastLoadedParams, make_least_loaded
+from ascendra_proxy.core.policies.prefix_aware import PrefixAwareParams, make_prefix_aware
 from ascendra_proxy.core.policies.round_robin import RoundRobinParams, make_round_robin
 from ascendra_proxy.core.policies.topology import hp_needs_lp
 
@@ -50,6 +51,12 @@ POLICIES: Mapping[str, PolicySpec[Any]] = MappingProxyType(
             LeastLoadedParams,
             make_least_loaded,
             "fewest proxy in-flight requests, scraped queue/KV as tie-breaks",
+        ),
+        "prefix_aware": PolicySpec(
+            "prefix_aware",
+            PrefixAwareParams,
+            make_prefix_aware,
+            "weighted scores: expected prefix-cache hit, in-flight requests, KV usage",
         ),
         "ascendra": PolicySpec(
             "ascendra",
