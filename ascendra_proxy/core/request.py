@@ -13,11 +13,14 @@ exactly once: it returns ``False`` (and changes nothing) when the request alread
 racing paths (client disconnect vs. stream end vs. backend failure) cannot double-count.
 
 Token accounting follows the paper and ``vllm bench``: ``on_tokens(now, n)`` reports ``n``
-tokens that arrived together at ``now``.  The first call fixes the time to first token;
-every later call adds one inter-token gap ``now - last_token_at`` (one gap per arrival, not
-per token) to ``gap_sum`` and ``max_gap``.  Mean TBT is ``(last - first) / (tokens - 1)``,
-which equals vLLM's TPOT.  Tokens are tokens, never chunks: an empty chunk is ``n = 0`` and
-changes nothing.
+tokens that arrived together at ``now``.  The first call fixes the time to first token.
+Gaps are counted per token, never per arrival: of ``n`` tokens that arrived together, the
+first has the gap ``now - last_token_at`` (none for the stream's first token) and the other
+``n - 1`` have zero gaps, so a stream of ``k`` tokens has exactly ``k - 1`` gaps however its
+bytes were coalesced, and ``gap_sum / gaps`` is the mean TBT ``(last - first) / (tokens - 1)``
+(vLLM's TPOT) rather than a per-read figure that grows with coalescing.  ``max_gap`` is the
+largest gap.  Tokens are tokens, never chunks: an empty chunk is ``n = 0`` and changes
+nothing.
 
 Deadlines: the TTFT deadline is ``arrival + slo.ttft_s``.  While streaming, the mean-TBT
 budget gives every next token a deadline: after ``k`` tokens the mean stays within the SLO
@@ -44,6 +47,7 @@ class Outcome(Enum):
     CLIENT_DISCONNECTED = "client_disconnected"
     BACKEND_FAILED = "backend_failed"
     REJECTED = "rejected"
+    CLIENT_ERROR = "client_error"  # the client's own mistake (an engine's 4xx): no SLO verdict
     TIMED_OUT = "timed_out"
 
 
@@ -73,7 +77,7 @@ class RequestState:
     last_token_at: float | None = None
     tokens: int = 0
     gap_sum: float = 0.0
-    gaps: int = 0  # number of gaps in gap_sum (token arrivals after the first)
+    gaps: int = 0  # tokens after the first (each has a gap; tokens arriving together: zero)
     max_gap: float = 0.0
     attempts: int = 0  # dispatches so far (retries, offloads and migrations included)
     moves: int = 0  # dispatches after the first token (mid-stream migrations)
@@ -117,12 +121,13 @@ class RequestState:
             return True
         if self.last_token_at is None:
             self.first_token_at = now
+            self.gaps += n - 1  # the first token has no gap, the ones with it zero gaps
         else:
             gap = now - self.last_token_at
             if gap < 0:
                 raise RequestStateError(f"request {self.id}: time went backwards ({gap:.6f}s)")
             self.gap_sum += gap
-            self.gaps += 1
+            self.gaps += n  # one real gap, then zero gaps for the tokens that came with it
             self.max_gap = max(self.max_gap, gap)
         self.last_token_at = now
         self.tokens += n
@@ -170,7 +175,7 @@ class RequestState:
 
     @property
     def mean_gap(self) -> float | None:
-        """Mean gap between token arrivals (differs from mean_tbt when chunks carry >1 token)."""
+        """Mean inter-token gap (per token, so equal to ``mean_tbt``); None below 2 tokens."""
         return None if self.gaps == 0 else self.gap_sum / self.gaps
 
     @property

@@ -69,7 +69,12 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
     cfg = app[CONTEXT].cfg
     clock = asyncio.get_running_loop().time
     backends = Backends.build(cfg, clock)
-    telemetry = Telemetry(backends.names(), models=cfg.models(), slo_classes=cfg.slo.classes)
+    telemetry = Telemetry(
+        backends.names(),
+        models=cfg.models(),
+        slo_classes=cfg.slo.classes,
+        backend_models={b.name: b.model for _, b in cfg.backends()},
+    )
     policy = cfg.make_policy()
     learning = Learning(cfg, policy, telemetry.registry)
     gateway = Gateway(cfg, backends, policy, telemetry, clock)

@@ -51,7 +51,7 @@ class ApiError(Exception):
         self,
         status: int,
         message: str,
-        code: str | None = None,
+        code: str | int | None = None,
         param: str | None = None,
         type_: str | None = None,
         headers: dict[str, str] | None = None,

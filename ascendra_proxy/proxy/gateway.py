@@ -126,7 +126,7 @@ class Gateway:
         if not flight.state.finish(now, outcome):
             return
         self.flights.pop(flight.state.id, None)
-        self.telemetry.request_done(flight.state.model, outcome.value)
+        self.telemetry.request_done(flight.state.model, outcome.value, now - flight.state.arrival)
         self.telemetry.slo_done(flight.state)
         if flight.moved is not None:
             self.telemetry.moved_done(flight.state, flight.moved)

@@ -16,12 +16,19 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from ascendra_proxy.backends.base import Endpoint
-from ascendra_proxy.core.slo import SLO, SLOError, SLOTable, parse_slo_header_ms, resolve_slo
+from ascendra_proxy.core.slo import (
+    CLASS_HEADER,
+    SLO,
+    SLOError,
+    SLOTable,
+    parse_slo_header_ms,
+    resolve_slo,
+)
 from ascendra_proxy.proxy import admin
 from ascendra_proxy.proxy.errors import ApiError, bad_request
 from ascendra_proxy.proxy.keys import CONTEXT, GATEWAY
 from ascendra_proxy.proxy.stream import serve
-from ascendra_proxy.proxy.validate import parse_body, validate
+from ascendra_proxy.proxy.validate import GenerationRequest, parse_body, validate
 
 
 async def completions(request: web.Request) -> web.StreamResponse:
@@ -33,6 +40,23 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
 
 
 async def _generate(request: web.Request, endpoint: Endpoint) -> web.StreamResponse:
+    gateway = request.app[GATEWAY]
+    try:
+        gen, slo, slo_class = await _admissible(request, endpoint)
+    except ApiError as exc:
+        gateway.telemetry.refusal(refusal_reason(exc))
+        raise
+    except web.HTTPRequestEntityTooLarge:
+        gateway.telemetry.refusal("body_too_large")
+        raise
+    flight = gateway.admit(gen, slo, slo_class)
+    return await serve(gateway, request, flight)
+
+
+async def _admissible(
+    request: web.Request, endpoint: Endpoint
+) -> tuple[GenerationRequest, SLO, str | None]:
+    """The checks before admission: key, size, body, SLO; raises ``ApiError`` on refusal."""
     ctx = request.app[CONTEXT]
     ctx.auth.check_client(request)
     length = request.content_length
@@ -43,9 +67,22 @@ async def _generate(request: web.Request, endpoint: Endpoint) -> web.StreamRespo
     raw = await request.read()
     gen = validate(endpoint, parse_body(raw), ctx.models)
     slo, slo_class = request_slo(ctx.slo_table, gen.model, request)
-    gateway = request.app[GATEWAY]
-    flight = gateway.admit(gen, slo, slo_class)
-    return await serve(gateway, request, flight)
+    return gen, slo, slo_class
+
+
+def refusal_reason(exc: ApiError) -> str:
+    """The ``refused_requests_total`` reason of an error raised before admission."""
+    if exc.status == 401:
+        return "unauthorized"
+    if exc.status == 413:
+        return "body_too_large"
+    if exc.status == 404 and exc.param == "model":
+        return "model_not_found"
+    if exc.code == "invalid_slo":
+        return "unknown_slo_class" if exc.param == CLASS_HEADER else "invalid_slo"
+    if exc.code == "invalid_json":
+        return "invalid_json"
+    return "invalid_request"
 
 
 def request_slo(table: SLOTable, model: str, request: web.Request) -> tuple[SLO, str | None]:
@@ -53,10 +90,13 @@ def request_slo(table: SLOTable, model: str, request: web.Request) -> tuple[SLO,
     try:
         ttft = parse_slo_header_ms("x-slo-ttft-ms", headers.get("x-slo-ttft-ms"))
         tpot = parse_slo_header_ms("x-slo-tpot-ms", headers.get("x-slo-tpot-ms"))
-        slo_class = headers.get("x-slo-class") or None
-        return resolve_slo(table, model, slo_class, ttft, tpot), slo_class
     except SLOError as exc:
         raise bad_request(str(exc), code="invalid_slo") from None
+    slo_class = headers.get("x-slo-class") or None
+    try:
+        return resolve_slo(table, model, slo_class, ttft, tpot), slo_class
+    except SLOError as exc:  # the only error left: a class the config does not name
+        raise bad_request(str(exc), param=CLASS_HEADER, code="invalid_slo") from None
 
 
 async def models(request: web.Request) -> web.Response:

@@ -51,6 +51,7 @@ from ascendra_proxy.core.request import Outcome
 from ascendra_proxy.proxy.errors import ApiError, error_json
 from ascendra_proxy.proxy.flight import Flight
 from ascendra_proxy.proxy.gateway import Gateway
+from ascendra_proxy.proxy.histogram import FastHistogram
 
 log = logging.getLogger(__name__)
 
@@ -78,12 +79,20 @@ async def serve(gw: Gateway, http: web.Request, flight: Flight) -> web.StreamRes
         raise
     except ApiError as exc:
         outcome = _API_OUTCOMES.get(exc.status, Outcome.REJECTED)
+        if client_fault(exc.status):
+            outcome = Outcome.CLIENT_ERROR
         raise
-    except up.UpstreamRejected:
-        outcome = Outcome.REJECTED
+    except up.UpstreamRejected as exc:
+        outcome = Outcome.CLIENT_ERROR if client_fault(exc.status) else Outcome.REJECTED
         raise
     finally:
         gw.finish(flight, outcome)
+
+
+def client_fault(status: int | None) -> bool:
+    """A 4xx that blames the request itself (not 408 timeout or 429 overload): the
+    ``client_error`` outcome, which is no SLO miss."""
+    return status is not None and 400 <= status < 500 and status not in (408, 429)
 
 
 class ClientStream:
@@ -125,6 +134,8 @@ class StreamPump:
         self.flight = flight
         self.client = ClientStream(http)
         flight.record = self.client.record
+        self._gaps: FastHistogram | None = None  # the gap histogram of the current backend
+        self._gaps_backend = ""
 
     async def run(self) -> web.StreamResponse:
         attempt = await self.gw.acquire(self.flight)
@@ -218,20 +229,27 @@ class StreamPump:
                 return
 
     def _tokens(self, now: float, n: int, backend: str) -> None:
+        """``n`` tokens of one read: one gap to the previous token, zero gaps among them."""
         state, tel = self.flight.state, self.gw.telemetry
         prev = state.last_token_at
         state.on_tokens(now, n)
         tel.tokens[backend] += n
         if self.gw.tap is not None:
             self.gw.tap.on_tokens(state.id, now, n, backend)
+        gaps = self._gaps
+        if gaps is None or self._gaps_backend != backend:
+            gaps = self._gaps = tel.gap_histogram(backend, state.model)
+            self._gaps_backend = backend
         if prev is None:
             self.gw.first_token(self.flight)
-            tel.ttft[backend].observe(now - state.arrival)
+            tel.ttft_histogram(backend, state.model, True).observe(now - state.arrival)
             prompt_ids = self.client.record.prompt_token_ids
             if prompt_ids is not None and not state.prompt_tokens_exact:
                 self.gw.set_prompt_ids(state, prompt_ids)
         else:
-            tel.gaps[backend].observe(now - prev)
+            gaps.observe(now - prev)
+        if n > 1:
+            gaps.observe_zeros(n - 1)
 
     async def _next_attempt(self, exc: up.UpstreamError) -> UpstreamAttempt | None:
         """The swap point: which attempt (if any) continues this client stream."""
@@ -278,7 +296,7 @@ class StreamPump:
         client = self.client
         if isinstance(exc, up.InStreamError):
             payload = exc.payload  # the engine's own OpenAI-shaped error, unchanged
-            outcome = Outcome.REJECTED if exc.is_client_error else Outcome.BACKEND_FAILED
+            outcome = Outcome.CLIENT_ERROR if client_fault(exc.status) else Outcome.BACKEND_FAILED
         else:
             message = f"backend failed mid-stream: {exc.message}"
             payload = error_json(message, "upstream_error", None, exc.kind)
@@ -317,8 +335,11 @@ async def serve_unary(gw: Gateway, flight: Flight) -> web.Response:
         gw.telemetry.resubmission(attempt.backend, sent, cached_prompt_tokens(usage))
     if gw.tap is not None:  # the answer came whole: no token times to label rows with
         gw.tap.on_moved(flight.state.id)
+    state = flight.state
+    # a non-streaming answer's first token is its whole latency (stream="false")
+    gw.telemetry.ttft_histogram(attempt.backend, state.model, False).observe(now - state.arrival)
     if tokens:
-        flight.state.on_tokens(now, tokens)
+        state.on_tokens(now, tokens)
         gw.first_token(flight)
         gw.telemetry.tokens[attempt.backend] += tokens
     content_type = attempt.content_type

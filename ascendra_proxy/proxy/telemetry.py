@@ -9,7 +9,13 @@ global one) turns them into metric families, and reads live gauges (in-flight pe
 health, queue length, scrape age) through a callback, so gauges cost nothing per request.
 
 Exported (all ``ascendra_``): ``requests_total{model,outcome}``,
-``time_to_first_token_seconds{backend}``, ``inter_token_gap_seconds{backend}``,
+``refused_requests_total{reason}`` (refused before admission, by a fixed set of reasons),
+``request_duration_seconds{model,outcome}`` (admission to end, every admitted request),
+``time_to_first_token_seconds{backend,model,stream}`` (``stream="false"``: a non-streaming
+answer, whose first token is its whole latency), ``inter_token_gap_seconds{backend,model}``
+(per token: tokens that arrive together count one gap and zero gaps for the others, so a
+stream of ``k`` tokens adds ``k - 1`` observations; see ``core/request.py``),
+``build_info{version}`` (always 1), the process collector's ``process_*`` families,
 ``streamed_tokens_total{backend}``, ``upstream_errors_total{backend,kind}``,
 ``retries_total{backend}`` (backend that failed a request which was then tried elsewhere),
 ``decisions_total{reason}`` (policy decision reasons), and the gauges
@@ -25,7 +31,9 @@ generator's (``loadgen/metrics.py``): only a *completed* request can meet anythi
 met iff the first token came within the TTFT SLO of admission, mean TBT
 ``(last - first) / (tokens - 1)`` met iff within the TBT SLO (vacuously met for one token).
 A request that did not complete (backend failed, timed out, rejected after admission,
-client disconnected, at any point) is ``ttft="missed", tbt="missed"``.  Labels are bounded
+client disconnected, at any point) is ``ttft="missed", tbt="missed"``.  A request that ended
+with ``client_error`` (an engine's 4xx, or the proxy's, for the client's own mistake) is
+judged by neither objective and not counted here: it is no SLO miss.  Labels are bounded
 by the config: every configured model x (each configured class, and ``""`` for no class) x
 the four verdicts exists from the start at 0; a class the config does not name is counted
 as ``""`` (the handlers reject such requests before admission anyway).
@@ -50,12 +58,11 @@ per move, never per token:
 
 from __future__ import annotations
 
-from bisect import bisect_left
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import TypeVar
 
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, ProcessCollector
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
@@ -64,12 +71,26 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
+from ascendra_proxy import __version__
 from ascendra_proxy.core.request import Outcome, RequestState
+from ascendra_proxy.proxy.histogram import FastHistogram
 
 PREFIX = "ascendra_"
 MET, MISSED = "met", "missed"
 NO_CLASS = ""  # the slo_class label of a request that named no class
 TTFT_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 10, 30, 60, 120)
+DURATION_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120, 300, 600)
+# Why a request was refused before admission (``refused_requests_total{reason}``); a fixed
+# set, so that the label stays bounded whatever clients send.
+REFUSAL_REASONS = (
+    "unauthorized",  # missing or wrong client key
+    "body_too_large",
+    "invalid_json",  # not JSON, or not an object
+    "model_not_found",
+    "invalid_request",  # any other invalid field (messages, prompt, n, max_tokens, ...)
+    "unknown_slo_class",
+    "invalid_slo",  # a malformed x-slo-* header
+)
 GAP_BUCKETS = (
     0.001,
     0.0025,
@@ -89,29 +110,6 @@ GAP_BUCKETS = (
 )
 
 
-class FastHistogram:
-    __slots__ = ("bounds", "count", "counts", "sum")
-
-    def __init__(self, bounds: Sequence[float]) -> None:
-        self.bounds = tuple(bounds)
-        self.counts = [0] * (len(self.bounds) + 1)
-        self.sum = 0.0
-        self.count = 0
-
-    def observe(self, value: float) -> None:
-        self.counts[bisect_left(self.bounds, value)] += 1
-        self.sum += value
-        self.count += 1
-
-    def cumulative(self) -> list[tuple[str, float]]:
-        out: list[tuple[str, float]] = []
-        running = 0
-        for bound, n in zip((*self.bounds, float("inf")), self.counts, strict=True):
-            running += n
-            out.append(("+Inf" if bound == float("inf") else repr(float(bound)), running))
-        return out
-
-
 @dataclass(frozen=True, slots=True)
 class GaugeSample:
     name: str
@@ -127,8 +125,10 @@ class Telemetry(Collector):
         gauges: Callable[[], Iterable[GaugeSample]] = tuple,
         models: Iterable[str] = (),
         slo_classes: Iterable[str] = (),
+        backend_models: Mapping[str, str] | None = None,
     ) -> None:
         names = list(backends)
+        served = dict(backend_models or {})
         self.slo_classes = frozenset(slo_classes)
         labels = (NO_CLASS, *sorted(self.slo_classes))
         verdicts = [(t, b) for t in (MET, MISSED) for b in (MET, MISSED)]
@@ -136,8 +136,17 @@ class Telemetry(Collector):
         self.slo: dict[tuple[str, str, str, str], int] = {
             (m, c, t, b): 0 for m in sorted(set(models)) for c in labels for t, b in verdicts
         }
-        self.ttft = {b: FastHistogram(TTFT_BUCKETS) for b in names}
-        self.gaps = {b: FastHistogram(GAP_BUCKETS) for b in names}
+        # histograms by label values; the configured series exist from the start
+        self.ttft: dict[tuple[str, str, str], FastHistogram] = {}  # (backend, model, stream)
+        self.gaps: dict[tuple[str, str], FastHistogram] = {}  # (backend, model)
+        self.durations: dict[tuple[str, str], FastHistogram] = {}  # (model, outcome)
+        for backend, model in served.items():
+            self.ttft_histogram(backend, model, True)
+            self.ttft_histogram(backend, model, False)
+            self.gap_histogram(backend, model)
+        for model in sorted(set(models)):
+            self.durations[(model, Outcome.COMPLETED.value)] = FastHistogram(DURATION_BUCKETS)
+        self.refused = dict.fromkeys(REFUSAL_REASONS, 0)
         self.tokens = dict.fromkeys(names, 0)
         self.requests: dict[tuple[str, str], int] = {}
         self.upstream_errors: dict[tuple[str, str], int] = {}
@@ -151,15 +160,42 @@ class Telemetry(Collector):
         self.gauges = gauges  # live gauges, read at scrape time
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(self)
+        ProcessCollector(registry=self.registry)  # process_* (CPU, memory, fds, start time)
 
     # -- recording (hot path: plain arithmetic) --------------------------------------------
 
-    def request_done(self, model: str, outcome: str) -> None:
+    def ttft_histogram(self, backend: str, model: str, stream: bool) -> FastHistogram:
+        key = (backend, model, "true" if stream else "false")
+        h = self.ttft.get(key)
+        if h is None:
+            h = self.ttft[key] = FastHistogram(TTFT_BUCKETS)
+        return h
+
+    def gap_histogram(self, backend: str, model: str) -> FastHistogram:
+        """The inter-token gap histogram a stream looks up once per attempt, not per token."""
+        h = self.gaps.get((backend, model))
+        if h is None:
+            h = self.gaps[(backend, model)] = FastHistogram(GAP_BUCKETS)
+        return h
+
+    def request_done(self, model: str, outcome: str, duration_s: float | None = None) -> None:
         key = (model, outcome)
         self.requests[key] = self.requests.get(key, 0) + 1
+        if duration_s is not None:
+            h = self.durations.get(key)
+            if h is None:
+                h = self.durations[key] = FastHistogram(DURATION_BUCKETS)
+            h.observe(duration_s)
+
+    def refusal(self, reason: str) -> None:
+        """A request refused before admission; ``reason`` is one of ``REFUSAL_REASONS``."""
+        self.refused[reason] = self.refused.get(reason, 0) + 1
 
     def slo_done(self, state: RequestState) -> None:
-        """Count an ended request's SLO verdict (once, at its end; never per token)."""
+        """Count an ended request's SLO verdict (once, at its end; never per token);
+        a client error is no verdict."""
+        if state.outcome is Outcome.CLIENT_ERROR:
+            return
         ttft, tbt = _verdict_labels(state)
         cls = state.slo_class
         label = cls if cls is not None and cls in self.slo_classes else NO_CLASS
@@ -168,6 +204,8 @@ class Telemetry(Collector):
 
     def moved_done(self, state: RequestState, reason: str) -> None:
         """Count an ended request that was moved, by its first move's reason and its verdict."""
+        if state.outcome is Outcome.CLIENT_ERROR:
+            return
         key = (state.model, reason, *_verdict_labels(state))
         self.moved[key] = self.moved.get(key, 0) + 1
 
@@ -196,10 +234,21 @@ class Telemetry(Collector):
         yield from self._counters()
         yield from self._histograms()
         yield from self._live_gauges()
+        info = GaugeMetricFamily(
+            PREFIX + "build_info", "The running proxy's version (always 1)", labels=["version"]
+        )
+        info.add_metric([__version__], 1)
+        yield info
 
     def _counters(self) -> Iterator[CounterMetricFamily]:
         yield _counter_of(
             "requests", "Finished requests by outcome", ("model", "outcome"), self.requests
+        )
+        yield _counter_by(
+            "refused_requests",
+            "Requests refused before admission, by reason",
+            "reason",
+            self.refused,
         )
         yield _counter_of(
             "slo_requests",
@@ -251,14 +300,24 @@ class Telemetry(Collector):
         )
 
     def _histograms(self) -> Iterator[HistogramMetricFamily]:
-        for name, doc, table in (
-            ("time_to_first_token_seconds", "Time to first token (streams)", self.ttft),
-            ("inter_token_gap_seconds", "Gaps between token arrivals (streams)", self.gaps),
-        ):
-            fam = HistogramMetricFamily(PREFIX + name, doc, labels=["backend"])
-            for backend, h in table.items():
-                fam.add_metric([backend], h.cumulative(), sum_value=h.sum)
-            yield fam
+        yield _histogram_of(
+            "time_to_first_token_seconds",
+            "Time to first token from admission (stream=false: the whole non-streaming answer)",
+            ("backend", "model", "stream"),
+            self.ttft,
+        )
+        yield _histogram_of(
+            "inter_token_gap_seconds",
+            "Gaps between tokens (streams; tokens arriving together: one gap, then zero gaps)",
+            ("backend", "model"),
+            self.gaps,
+        )
+        yield _histogram_of(
+            "request_duration_seconds",
+            "Admitted requests from admission to their end, by outcome",
+            ("model", "outcome"),
+            self.durations,
+        )
 
     def _live_gauges(self) -> Iterator[GaugeMetricFamily]:
         families: dict[str, GaugeMetricFamily] = {}
@@ -289,6 +348,15 @@ def _verdict_labels(state: RequestState) -> tuple[str, str]:
 
 
 _Key = TypeVar("_Key", bound=tuple[str, ...])
+
+
+def _histogram_of(
+    name: str, doc: str, labels: tuple[str, ...], table: Mapping[_Key, FastHistogram]
+) -> HistogramMetricFamily:
+    fam = HistogramMetricFamily(PREFIX + name, doc, labels=list(labels))
+    for key, h in sorted(table.items()):
+        fam.add_metric(list(key), h.cumulative(), sum_value=h.sum)
+    return fam
 
 
 def _counter_by(name: str, doc: str, label: str, table: dict[str, int]) -> CounterMetricFamily:

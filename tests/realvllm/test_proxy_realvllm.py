@@ -327,7 +327,8 @@ async def test_unknown_model_is_the_proxys_own_404(rr: Proxy) -> None:
     with pytest.raises(openai.NotFoundError) as info:
         await rr.client.completions.create(model="nope", prompt="x", max_tokens=1)
     body = info.value.response.json()["error"]
-    assert body["code"] == "model_not_found" and body["param"] == "model"
+    assert body["code"] == 404 and body["param"] == "model"
+    assert body["type"] == "NotFoundError"  # as vLLM answers it
     assert "nope" in body["message"] and MODEL in body["message"]
     assert rr.gateway.telemetry.decisions == {}, "nothing was routed"
 
@@ -357,7 +358,8 @@ async def test_vllm_400_passes_through_unchanged(
     assert got.status_code == ref.status_code == 400
     assert got.json() == ref.json()
     assert got.headers["content-type"].startswith("application/json")
-    assert metric(await rr.metrics(), "ascendra_requests_total", outcome="rejected") == 1
+    # the client's own mistake: its own outcome, not an SLO miss
+    assert metric(await rr.metrics(), "ascendra_requests_total", outcome="client_error") == 1
 
 
 # ---------------------------------------------------------------- the proxy's own metrics
@@ -382,9 +384,11 @@ async def test_proxy_metrics_count_outcomes(rr: Proxy) -> None:
         for (name, labels), v in m.items()
         if name == "ascendra_requests_total" and v
     }
-    assert requests == {"completed": 2, "rejected": 1, "client_disconnected": 1}
+    assert requests == {"completed": 2, "client_error": 1, "client_disconnected": 1}
     assert metric(m, "ascendra_decisions_total", reason="round_robin") == 4
-    assert metric(m, "ascendra_time_to_first_token_seconds_count", backend="vllm-a") == 2
+    ttft = "ascendra_time_to_first_token_seconds_count"
+    assert metric(m, ttft, backend="vllm-a", model=MODEL, stream="true") == 2
+    assert metric(m, ttft, backend="vllm-a", model=MODEL, stream="false") == 1
     streamed = metric(m, "ascendra_streamed_tokens_total", backend="vllm-a")
     assert 5 + 7 + 1 <= streamed < 5 + 7 + LONG
     assert metric(m, "ascendra_upstream_errors_total") == 0

@@ -27,9 +27,9 @@ def streamed(arrivals: list[tuple[float, int]], arrival: float = 0.0) -> Request
         pytest.param(
             [(0.5, 1), (0.6, 1), (0.9, 1), (1.0, 1)], 4, 0.5, 0.5 / 3, 3, 0.5, 0.3, id="uneven"
         ),
-        # One arrival of 4 tokens is one gap, but counts 4 tokens for the mean (vllm bench TPOT).
-        pytest.param([(0.5, 1), (0.9, 4)], 5, 0.5, 0.4 / 4, 1, 0.4, 0.4, id="multi-token-chunk"),
-        pytest.param([(0.5, 3)], 3, 0.5, 0.0, 0, 0.0, 0.0, id="first-arrival-multi"),
+        # 4 tokens arriving together: one real gap and three zero gaps (gaps = tokens - 1).
+        pytest.param([(0.5, 1), (0.9, 4)], 5, 0.5, 0.4 / 4, 4, 0.4, 0.4, id="multi-token-chunk"),
+        pytest.param([(0.5, 3)], 3, 0.5, 0.0, 2, 0.0, 0.0, id="first-arrival-multi"),
         # Empty chunks (n=0) are not tokens and change nothing.
         pytest.param([(0.5, 1), (0.55, 0), (0.7, 1)], 2, 0.5, 0.2, 1, 0.2, 0.2, id="empty-chunk"),
     ],
@@ -173,3 +173,17 @@ def test_misuse_is_a_loud_error(setup: str, call: object) -> None:
         req.finish(1.0, Outcome.COMPLETED)
     with pytest.raises(RequestStateError):
         call(req)  # type: ignore[operator]
+
+
+@pytest.mark.parametrize(
+    "arrivals",
+    [
+        [(0.5, 1), (0.6, 1), (0.7, 1)],
+        [(0.5, 3), (0.9, 4), (1.0, 1)],
+        [(0.5, 1), (0.9, 97), (1.5, 2)],
+    ],
+)
+def test_gaps_are_per_token_however_arrivals_coalesce(arrivals: list[tuple[float, int]]) -> None:
+    req = streamed(arrivals)
+    assert req.gaps == req.tokens - 1
+    assert req.mean_gap == pytest.approx(req.mean_tbt)

@@ -35,6 +35,7 @@ class Script:
     error_after: int | None = None  # send an in-stream error event after this many tokens
     error_code: int = 500
     split_events: bool = False
+    coalesce: int = 1  # SSE events per socket write (several events arrive in one read)
     omit_token_ids: bool = False  # behave like an engine that ignores return_token_ids
     omit_done: bool = False
     omit_usage: bool = False  # no usage chunk even when asked (an engine ignoring the option)
@@ -118,7 +119,7 @@ class FakeBackend:
         self, request: web.Request, body: dict[str, Any], chat: bool, s: Script
     ) -> web.StreamResponse:
         await asyncio.sleep(s.headers_delay_s)
-        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        resp = CoalescingResponse(s.coalesce, headers={"Content-Type": "text/event-stream"})
         await resp.prepare(request)
         await asyncio.sleep(s.first_delay_s)
         opts = body.get("stream_options") or {}
@@ -209,6 +210,33 @@ class FakeBackend:
             await asyncio.sleep(0.001)
             data = data[mid:]
         await resp.write(data)
+
+
+class CoalescingResponse(web.StreamResponse):
+    """Writes ``events`` SSE events at a time (the last ones at the end of the body), so
+    that the proxy reads several events, and tokens, in one socket read."""
+
+    def __init__(self, events: int, **kw: Any) -> None:
+        super().__init__(**kw)
+        self._events = events
+        self._pending: list[bytes] = []
+
+    async def write(self, data: bytes | bytearray | memoryview) -> None:
+        if self._events <= 1:
+            await super().write(data)
+            return
+        self._pending.append(bytes(data))
+        if sum(p.count(b"\n\n") for p in self._pending) >= self._events:
+            await self._flush()
+
+    async def _flush(self) -> None:
+        if self._pending:
+            data, self._pending = b"".join(self._pending), []
+            await super().write(data)
+
+    async def write_eof(self, data: bytes = b"") -> None:
+        await self._flush()
+        await super().write_eof(data)
 
 
 def _usage(n: int, cached: int | None = None) -> dict[str, Any]:

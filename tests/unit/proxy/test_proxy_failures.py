@@ -87,7 +87,7 @@ async def test_upstream_4xx_is_passed_through_unchanged_and_not_retried(
             "error": {"message": "fake 400", "type": "X", "param": None, "code": 400}
         }
         assert a.started + b.started == 1
-        assert r.gateway.telemetry.requests == {(MODEL, "rejected"): 1}
+        assert r.gateway.telemetry.requests == {(MODEL, "client_error"): 1}
 
 
 async def test_in_stream_client_error_before_first_token_is_passed_through(

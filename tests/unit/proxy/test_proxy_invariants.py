@@ -88,7 +88,7 @@ async def test_every_admitted_request_ends_exactly_once(make_rig: RigFactory) ->
         assert set(ended) == set(admitted) and set(ended.values()) == {1}
         assert sum(gw.telemetry.requests.values()) == len(admitted)
         outcomes = {o for _, o in gw.telemetry.requests}
-        assert {"completed", "client_disconnected", "backend_failed", "rejected"} <= outcomes
+        assert {"completed", "client_disconnected", "backend_failed", "client_error"} <= outcomes
         for b in gw.backends:
             assert b.inflight == 0 and b.queued_prompt_tokens == 0
         assert gw.held == 0

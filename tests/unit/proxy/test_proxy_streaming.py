@@ -144,8 +144,34 @@ async def test_tokens_are_counted_not_chunks(
         )
         assert done and len(events) == -(-7 // per_chunk)
         assert tokens_counted(r) == 7
-        gaps = r.gateway.telemetry.gaps["a"]
-        assert gaps.count <= len(events) - 1
+        gaps = r.gateway.telemetry.gaps[("a", MODEL)]
+        assert gaps.count == 7 - 1  # per token, whatever the chunking
+
+
+@pytest.mark.parametrize("coalesce", [1, 3, 8])
+async def test_gaps_are_per_token_when_reads_coalesce(make_rig: RigFactory, coalesce: int) -> None:
+    """Several events in one socket read: one gap for the read, zero gaps for the rest."""
+    script = Script(tokens=20, gap_s=0.005, coalesce=coalesce)
+    async with make_rig([FakeBackend("a", script=script)]) as r:
+        finished: list[Any] = []
+        original = r.gateway.policy.on_finish
+
+        def spy(req: Any, now: float) -> None:
+            finished.append(req)
+            original(req, now)
+
+        r.gateway.policy.on_finish = spy  # type: ignore[method-assign]
+        body = {"model": MODEL, "prompt": "x", "stream": True}
+        _, done = await read_events(await r.post("/v1/completions", body))
+        assert done and tokens_counted(r) == 20
+        gaps = r.gateway.telemetry.gaps[("a", MODEL)]
+        assert gaps.count == 19
+        (state,) = finished
+        assert state.gaps == 19
+        assert gaps.sum == pytest.approx(state.last_token_at - state.first_token_at)
+        assert state.mean_gap == pytest.approx(state.mean_tbt)
+        if coalesce > 1:  # at least the tokens behind the first of each write had zero gaps
+            assert gaps.counts[0] >= 19 - 19 // coalesce - 1
 
 
 async def test_engine_without_token_ids_is_counted_from_usage(make_rig: RigFactory) -> None:
@@ -209,7 +235,7 @@ async def test_state_records_ttft_and_gaps(make_rig: RigFactory) -> None:
         assert state.tokens == 4 and state.ttft is not None and state.ttft >= 0.1
         assert state.gaps == 3 and 0.015 <= state.mean_tbt <= 0.2
         assert state.prompt_tokens == 3 and state.prompt_tokens_exact
-        assert r.gateway.telemetry.ttft["a"].count == 1
+        assert r.gateway.telemetry.ttft[("a", MODEL, "true")].count == 1
 
 
 @pytest.mark.parametrize(
