@@ -10,6 +10,10 @@ bytes kept for pass-through.  After a 200, ``read`` returns raw body bytes as th
 attempt still waiting for its answer's headers (every non-streaming request until its whole
 answer is ready; a queued stream on engines that answer late): ``open`` then raises
 ``AttemptClosed`` at once, instead of holding the engine slot until the first-byte budget.
+The attempt owns its response from the moment it exists: the post task stores it on the
+attempt in the very step it arrives, so ``close`` reaches it on every path out, including a
+caller of ``open`` cancelled in the same turn the headers arrived (which would otherwise drop
+the response and leave the engine generating for nobody).
 
 Timers cost nothing per read: the stream stamps ``touch(now)`` on each read (one attribute
 store) and a single lazily re-armed ``call_at`` timer wakes up at the earliest possible
@@ -98,6 +102,7 @@ class UpstreamAttempt:
                 resp = await post
                 if resp.status != 200:
                     body = await resp.read()
+                    self._resp = None
                     resp.release()
                     raise _status_error(self.backend, resp, body)
         except asyncio.CancelledError:
@@ -113,16 +118,20 @@ class UpstreamAttempt:
             raise E.ConnectFailed(self.backend, f"{type(exc).__name__}: {exc}") from exc
         finally:
             self._opening = None
-        if self._closed:  # closed in the same turn the answer arrived
-            resp.close()
+        if self._closed:  # closed in the same turn the answer arrived (``close`` closed it)
             raise E.AttemptClosed(self.backend, "closed as it answered")
-        self._resp = resp
         self._arm(self._started_at + min(self.budgets.first_byte_s, self.budgets.total_s))
 
     async def _post(self) -> aiohttp.ClientResponse:
-        return await self.session.post(
+        resp = await self.session.post(
             self.base_url + self.request.path, data=self.request.body, headers=self._headers
         )
+        # Owned from the moment it exists, in the very step it arrives: whatever happens to
+        # this task or to the caller of ``open`` next, ``close`` reaches this response.
+        self._resp = resp
+        if self._closed:
+            resp.close()
+        return resp
 
     async def read_all(self) -> bytes:
         """The whole body of a non-streaming answer (within the remaining budgets)."""
@@ -188,6 +197,9 @@ class UpstreamAttempt:
         except (TimeoutError, aiohttp.ClientError, OSError):
             resp.close()
             return
+        except asyncio.CancelledError:  # shutdown mid-drain: drop it, never leave it open
+            resp.close()
+            raise
         resp.release()
 
     # -- timers --------------------------------------------------------------------------
