@@ -24,6 +24,10 @@ UpstreamError                      base; carries the backend name
 
 Whether a ``StreamBroken`` can still be retried transparently depends on whether the
 *client* has seen a byte yet; the stream pump knows that, these classes do not.
+
+``message`` keeps the detail for the log (addresses, the engine's own error text);
+``public`` is what a client may read: the backend's configured name and a fixed summary of
+the class (plus the HTTP status of a 5xx), never a URL or upstream bytes.
 """
 
 from __future__ import annotations
@@ -33,25 +37,34 @@ class UpstreamError(Exception):
     """A failure talking to one backend."""
 
     kind = "upstream_error"
+    summary = "failed"
 
     def __init__(self, backend: str, message: str) -> None:
         super().__init__(f"{backend}: {message}")
         self.backend = backend
         self.message = message
 
+    @property
+    def public(self) -> str:
+        """For client-facing bodies: the configured backend name and the class summary."""
+        return f"backend {self.backend!r}: {self.summary}"
+
 
 class UpstreamUnavailable(UpstreamError):
     """The backend produced nothing usable; another backend may serve the request."""
 
     kind = "unavailable"
+    summary = "unavailable"
 
 
 class ConnectFailed(UpstreamUnavailable):
     kind = "connect_failed"
+    summary = "connection failed"
 
 
 class CircuitOpen(UpstreamUnavailable):
     kind = "circuit_open"
+    summary = "circuit breaker open"
 
 
 class UpstreamServerError(UpstreamUnavailable):
@@ -64,9 +77,14 @@ class UpstreamServerError(UpstreamUnavailable):
         self.status = status
         self.body = body
 
+    @property
+    def summary(self) -> str:  # type: ignore[override]
+        return f"answered HTTP {self.status}"
+
 
 class FirstByteTimeout(UpstreamUnavailable):
     kind = "first_byte_timeout"
+    summary = "no answer within the first-byte budget"
 
 
 class AttemptClosed(UpstreamError):
@@ -74,12 +92,14 @@ class AttemptClosed(UpstreamError):
     ``Drop``): not the backend's fault, nothing to count against it."""
 
     kind = "closed"
+    summary = "attempt closed by the proxy"
 
 
 class UpstreamRejected(UpstreamError):
     """HTTP 4xx: passed to the client unchanged (status, body, content type)."""
 
     kind = "rejected"
+    summary = "rejected the request"
 
     def __init__(self, backend: str, status: int, body: bytes, content_type: str) -> None:
         super().__init__(backend, f"HTTP {status}")
@@ -92,24 +112,29 @@ class StreamBroken(UpstreamError):
     """The stream failed after the upstream answered 200."""
 
     kind = "stream_broken"
+    summary = "stream broken"
 
 
 class StreamInterrupted(StreamBroken):
     kind = "interrupted"
+    summary = "stream interrupted"
 
 
 class StreamIdleTimeout(StreamBroken):
     kind = "idle_timeout"
+    summary = "no bytes within the idle budget"
 
 
 class StreamTotalTimeout(StreamBroken):
     kind = "total_timeout"
+    summary = "total time budget exhausted"
 
 
 class InStreamError(StreamBroken):
     """An ``{"error": ...}`` event inside a 200 stream.  ``status`` is the error's code, if any."""
 
     kind = "in_stream_error"
+    summary = "sent an error event"
 
     def __init__(self, backend: str, message: str, status: int | None, payload: bytes) -> None:
         super().__init__(backend, message)
@@ -124,3 +149,4 @@ class InStreamError(StreamBroken):
 
 class UpstreamProtocolError(StreamBroken):
     kind = "protocol_error"
+    summary = "sent bytes that are not the expected stream"

@@ -6,7 +6,9 @@ fail fast with ``CircuitOpen``) for ``cooldown_s``; then *half-open*: usable aga
 next outcome decides: a success closes it, a failure opens it for another cooldown.
 Failures come from the periodic ``GET /health`` probe and from the data plane (connect
 errors, 5xx, first-byte timeouts); any answer from the engine that is not a server error
-counts as a success.  The breaker takes ``now`` as an argument and never reads a clock.
+or a redirect counts as a success.  No call to a backend follows a redirect: a 3xx is a
+failure of that backend, never a new target for the prompt or the probe.  The breaker
+takes ``now`` as an argument and never reads a clock.
 
 ``BackendMonitor`` owns the two background loops of one backend: the health probe and the
 ``/metrics`` scrape.  The scrape keeps the last good ``EngineLoad`` with the time it was
@@ -109,10 +111,10 @@ class BackendMonitor:
         timeout = aiohttp.ClientTimeout(total=self._settings.health_timeout_s)
         try:
             async with self._session.get(
-                self._base_url + self._adapter.health_path, timeout=timeout
+                self._base_url + self._adapter.health_path, timeout=timeout, allow_redirects=False
             ) as resp:
                 await resp.read()
-                ok = resp.status < 500
+                ok = resp.status < 300 or 400 <= resp.status < 500
         except (aiohttp.ClientError, TimeoutError, OSError):
             ok = False
         if ok:
@@ -126,7 +128,7 @@ class BackendMonitor:
         timeout = aiohttp.ClientTimeout(total=self._settings.scrape_timeout_s)
         try:
             async with self._session.get(
-                self._base_url + self._adapter.metrics_path, timeout=timeout
+                self._base_url + self._adapter.metrics_path, timeout=timeout, allow_redirects=False
             ) as resp:
                 if resp.status != 200:
                     self.scrape_errors += 1

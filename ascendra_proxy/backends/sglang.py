@@ -42,7 +42,10 @@ class SGLangAdapter(OpenAIStreamAdapter):
     async def abort(self, session: aiohttp.ClientSession, base_url: str, request_id: str) -> None:
         timeout = aiohttp.ClientTimeout(total=ABORT_TIMEOUT_S)
         async with session.post(
-            base_url + "/abort_request", json={"rid": request_id}, timeout=timeout
+            base_url + "/abort_request",
+            json={"rid": request_id},
+            timeout=timeout,
+            allow_redirects=False,
         ) as resp:
             await resp.read()
 

@@ -124,7 +124,10 @@ class UpstreamAttempt:
 
     async def _post(self) -> aiohttp.ClientResponse:
         resp = await self.session.post(
-            self.base_url + self.request.path, data=self.request.body, headers=self._headers
+            self.base_url + self.request.path,
+            data=self.request.body,
+            headers=self._headers,
+            allow_redirects=False,  # a 3xx is a failure of this backend, never a new target
         )
         # Owned from the moment it exists, in the very step it arrives: whatever happens to
         # this task or to the caller of ``open`` next, ``close`` reaches this response.

@@ -9,8 +9,10 @@ exception is logged and answered 500 without internals.  Streams that already se
 200 never reach this layer with an error: the stream pump reports those in-stream.
 
 Statuses: 400 bad input, 401 missing/wrong key, 403 admin disabled, 404 unknown model or
-route, 405 wrong method, 413 body too large, 429 proxy queue full, 502 every tried backend
-failed, 503 no healthy backend (with ``Retry-After``), 504 timed out in the proxy queue.
+route, 405 wrong method, 413 body too large, 429 proxy queue full (with ``Retry-After``), 502
+every tried backend failed, 503 no healthy backend (with ``Retry-After``), 504 timed out in
+the proxy queue.  A 5xx body names a backend by its configured name only (never its URL or
+the engine's own text; the log keeps those).
 Upstream 4xx answers are passed through unchanged with the engine's own body.
 """
 
@@ -63,7 +65,7 @@ class ApiError(Exception):
         self.param = param
         self.type = type_ or _TYPES.get(status, "invalid_request_error")
         self.headers = dict(headers or {})
-        if status == 503:
+        if status in (429, 503):  # the proxy's own "come back later" answers
             self.headers.setdefault("Retry-After", str(RETRY_AFTER_S))
 
     def body(self) -> bytes:
@@ -94,7 +96,8 @@ def from_upstream(exc: up.UpstreamError) -> web.Response:
         return web.Response(
             status=exc.status, body=exc.body, headers={"Content-Type": exc.content_type}
         )
-    return ApiError(502, f"upstream failure: {exc}", code=exc.kind).response()
+    log.warning("upstream failure answered 502: %s", exc)  # the detail stays in the log
+    return ApiError(502, f"upstream failure: {exc.public}", code=exc.kind).response()
 
 
 def _from_http_exception(exc: web.HTTPException) -> web.StreamResponse:

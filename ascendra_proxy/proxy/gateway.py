@@ -301,7 +301,9 @@ class Gateway:
     def _rejection(self, flight: Flight, r: Reject) -> ApiError:
         last = flight.last_error
         if last is not None and r.status == 503:
-            return ApiError(502, f"every backend tried failed; last: {last}", code=last.kind)
+            log.warning("request %s: every backend tried failed; last: %s", flight.state.id, last)
+            message = f"every backend tried failed; last: {last.public}"
+            return ApiError(502, message, code=last.kind)
         return ApiError(
             r.status, r.message, code=r.code, param="model" if r.status == 404 else None
         )
@@ -360,7 +362,9 @@ async def _post_discard(
     session: aiohttp.ClientSession, url: str, body: bytes, headers: dict[str, str], limit_s: float
 ) -> None:
     timeout = aiohttp.ClientTimeout(total=limit_s)
-    async with session.post(url, data=body, headers=headers, timeout=timeout) as resp:
+    async with session.post(
+        url, data=body, headers=headers, timeout=timeout, allow_redirects=False
+    ) as resp:
         await resp.read()
 
 

@@ -298,7 +298,8 @@ class StreamPump:
             payload = exc.payload  # the engine's own OpenAI-shaped error, unchanged
             outcome = Outcome.CLIENT_ERROR if client_fault(exc.status) else Outcome.BACKEND_FAILED
         else:
-            message = f"backend failed mid-stream: {exc.message}"
+            log.warning("request %s failed mid-stream: %s", self.flight.state.id, exc)
+            message = f"backend failed mid-stream: {exc.public}"
             payload = error_json(message, "upstream_error", None, exc.kind)
             timeout = isinstance(exc, up.StreamIdleTimeout | up.StreamTotalTimeout)
             outcome = Outcome.TIMED_OUT if timeout else Outcome.BACKEND_FAILED

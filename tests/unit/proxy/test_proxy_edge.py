@@ -153,7 +153,7 @@ async def test_queue_limit_is_429_and_held_requests_run_when_room_frees(
         second = asyncio.create_task(r.post(COMP, body))
         await wait_until(lambda: r.gateway.held >= 1)
         third = await r.post(COMP, body)
-        assert third.status == 429
+        assert third.status == 429 and third.headers["Retry-After"] == "1"
         assert assert_openai_error(await third.json())["code"] == "queue_full"
         for task in (first, second):
             events, done = await read_events(await task)
