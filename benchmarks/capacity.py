@@ -3,7 +3,11 @@
 Three A100-80GB instances serving Llama-3-8B with vLLM v1's A100 defaults
 (``configs/paper-3xa100.yaml``).  For each workload (Azure LLM inference trace 2023,
 conversation: TTFT 1.0 s / mean TBT 0.15 s; code: TTFT 1.5 s / mean TBT 0.3 s; and the
-conversation trace under the artifact's tighter 0.5 s / 0.1 s; the first
+conversation trace under the artifact's tighter 0.5 s / 0.1 s; ``three-tier``: the
+conversation trace with three SLO classes; ``mooncake-conversation`` and
+``mooncake-synthetic``: the Mooncake traces with their prefix sharing, on Llama-3.1-8B with a
+128k context (``configs/paper-3xa100-128k.yaml``) and a TTFT SLO scaled from each prompt's
+idle prefill time, see ``loadgen/data/workloads.yaml``; the first
 ``--num-requests`` rows, re-timed to each rate of the sweep) every variant is simulated at
 every rate with the same seed: ``ascendra`` (2 LP + 1 HP, the config's parameters),
 ``round_robin`` and ``least_loaded`` (3 mixed instances), and the ablations of Ascendra.
@@ -49,29 +53,45 @@ from ascendra_proxy.sim.simulator import Simulator  # noqa: E402
 from ascendra_proxy.sim.sweep import policy_variant, run_jobs  # noqa: E402
 from ascendra_proxy.sim.table import capacity_cell  # noqa: E402
 from loadgen.arrivals import ArrivalSpec  # noqa: E402
+from loadgen.catalog import (  # noqa: E402
+    load_trace_workloads,
+    source_note,
+    trace_workload_spec,
+    traces_dir,
+)
 from loadgen.results import write_json  # noqa: E402
 from loadgen.sweep import sweep_document  # noqa: E402
 from loadgen.workloads import SloClass, WorkloadSpec, build_workload  # noqa: E402
 
-# The shared data sit next to the checkout (or next to its worktree folder).
-TRACES = (
-    next(
-        (p for p in (REPO.parent / "shared", REPO.parent.parent / "shared") if p.is_dir()),
-        REPO.parent / "shared",
-    )
-    / "data"
-    / "traces"
-)
+# $ASCENDRA_TRACES_DIR, else the shared data next to the checkout (or its worktree folder)
+TRACES = traces_dir()
 
 
 @dataclass(frozen=True)
 class Workload:
     name: str
     trace: str
-    ttft_s: float
+    ttft_s: float  # the SLO; for a catalog workload with a per-request TTFT, its floor
     tbt_s: float
     rates: tuple[float, ...]
     detail_rate: float
+    catalog: str | None = None  # a trace workload of loadgen/data/workloads.yaml
+    config: str | None = None  # its own simulation config (e.g. a long-context model)
+
+    @property
+    def slo_text(self) -> str:
+        if self.catalog is not None:
+            w = load_trace_workloads()[self.catalog]
+            if w.slo_rule is not None:
+                r = w.slo_rule
+                return (
+                    f"TTFT {r.factor:g} x idle prefill (>= {r.floor_s:g} s) / "
+                    f"mean TBT {r.tbt_s:g} s"
+                )
+            return "classes " + ", ".join(
+                f"{c.label} {c.ttft_s:g}/{c.tbt_s:g} s" for c in w.slo_classes
+            )
+        return f"TTFT {self.ttft_s:g} s / mean TBT {self.tbt_s:g} s"
 
 
 WORKLOADS = {
@@ -85,6 +105,37 @@ WORKLOADS = {
     # The artifact's SLO for the conversation trace (tighter: scheduling matters more).
     "conv-tight": Workload(
         "conv-tight", "splitwise_conv.csv", 0.5, 0.1, (12, 14, 16, 18, 20, 22), 18.0
+    ),
+    # Azure conv arrivals and lengths, three SLO classes (loadgen/data/workloads.yaml).
+    "three-tier": Workload(
+        "three-tier",
+        "splitwise_conv.csv",
+        1.0,
+        0.05,
+        (16, 18, 20, 22, 24, 26),
+        22.0,
+        catalog="three-tier",
+    ),
+    # Mooncake traces (prefix-sharing structure, long prompts) on the long-context model.
+    "mooncake-conversation": Workload(
+        "mooncake-conversation",
+        "mooncake/conversation_trace.jsonl",
+        1.0,
+        0.15,
+        (0.2, 0.3, 0.4, 0.5, 0.6, 0.8, 1.0),
+        0.5,
+        catalog="mooncake-conversation",
+        config="paper-3xa100-128k.yaml",
+    ),
+    "mooncake-synthetic": Workload(
+        "mooncake-synthetic",
+        "mooncake/synthetic_trace.jsonl",
+        1.0,
+        0.15,
+        (0.2, 0.3, 0.4, 0.5, 0.6, 0.8, 1.0),
+        0.5,
+        catalog="mooncake-synthetic",
+        config="paper-3xa100-128k.yaml",
     ),
 }
 MAIN = ("ascendra", "round_robin", "least_loaded", "prefix_aware")
@@ -156,7 +207,7 @@ def variant_config(base: SimConfig, name: str) -> SimConfig:
 
 @dataclass(frozen=True)
 class Point:
-    config: str
+    config: str | None  # None: the workload's own
     variant: str
     workload: str
     num_requests: int
@@ -167,6 +218,10 @@ class Point:
 
 
 def workload_spec(w: Workload, n: int, rate: float, seed: int) -> WorkloadSpec:
+    if w.catalog is not None:
+        return trace_workload_spec(
+            w.catalog, n, ArrivalSpec("trace", rate), seed, trace=TRACES / w.trace
+        )
     return WorkloadSpec(
         num_requests=n,
         arrivals=ArrivalSpec("trace", rate),
@@ -176,9 +231,16 @@ def workload_spec(w: Workload, n: int, rate: float, seed: int) -> WorkloadSpec:
     )
 
 
+def config_for(config: str | None, w: Workload) -> str:
+    """``--config`` if given, else the workload's own config, else the paper's."""
+    if config is not None:
+        return config
+    return str(REPO / "configs" / (w.config or "paper-3xa100.yaml"))
+
+
 def run_point(p: Point) -> dict[str, Any]:
     """One simulated point (a module-level function: it runs in worker processes)."""
-    cfg = variant_config(load_sim_config(p.config), p.variant)
+    cfg = variant_config(load_sim_config(config_for(p.config, WORKLOADS[p.workload])), p.variant)
     predictor = None
     if p.variant == "learned":
         predictor = _learned(cfg, p.learned_model)
@@ -210,8 +272,9 @@ def _sweep_doc(w: Workload, variant: str, n: int, points: list[dict[str, Any]]) 
         "num_requests": n,
         "slo_ttft_s": w.ttft_s,
         "slo_tbt_s": w.tbt_s,
+        "slo": w.slo_text,
         "simulated": True,
-        "source_note": "Azure LLM inference trace 2023, Microsoft, CC-BY 4.0",
+        "source_note": source_note(w.trace, w.catalog),
     }
     return sweep_document(config, sorted(points, key=lambda p: p["rate"]))
 
@@ -225,7 +288,7 @@ def capacity_table(w: Workload, docs: dict[str, dict[str, Any]], n: int) -> str:
     ll = docs["least_loaded"].get("capacity_rps_at_90")
     rates = sorted({p["rate"] for d in docs.values() for p in d["points"]})
     lines = [
-        f"{w.name}: {w.trace}, first {n} requests, TTFT {w.ttft_s:g} s / mean TBT {w.tbt_s:g} s",
+        f"{w.name}: {w.trace}, first {n} requests, {w.slo_text}",
         f"{'variant':<16}{'cap@90%':>9}{'x RR':>7}{'x LL':>7}   attainment % at "
         + " ".join(f"{r:>5g}" for r in rates),
     ]
@@ -265,7 +328,10 @@ def _variant_summary(d: dict[str, Any], rr: float | None, ll: float | None) -> d
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--config", default=str(REPO / "configs" / "paper-3xa100.yaml"))
+    ap.add_argument(
+        "--config",
+        help="simulation config (default: the workload's own, else configs/paper-3xa100.yaml)",
+    )
     ap.add_argument("--workloads", default="conv,code,conv-tight")
     ap.add_argument("--num-requests", type=int, default=2000)
     ap.add_argument("--seed", type=int, default=0)
@@ -344,7 +410,7 @@ def main(argv: list[str] | None = None) -> int:
     docs = run_jobs(points, args.jobs, progress, fn=run_point)
     results, summary_dir = Path(args.results), Path(args.summary_dir)
     summary: dict[str, Any] = {
-        "config": Path(args.config).name,
+        "config": Path(args.config).name if args.config else "per workload",
         "num_requests": args.num_requests,
         "seed": args.seed,
         "workloads": {},

@@ -18,11 +18,13 @@ import os
 import signal
 import sys
 from collections.abc import Awaitable, Callable, Iterator, Sequence
+from dataclasses import replace
 from typing import Any
 
 import aiohttp
 
 from loadgen.arrivals import ArrivalSpec
+from loadgen.catalog import load_trace_workloads, source_note, trace_workload_spec
 from loadgen.client import Target, base_url, discover_model, make_session
 from loadgen.lengths import load_named_workloads, parse_length_spec
 from loadgen.prompts import TokenCounter
@@ -34,8 +36,10 @@ from loadgen.workloads import (
     DisconnectSpec,
     PrefixSpec,
     SloClass,
+    WorkItem,
     WorkloadSpec,
     build_workload,
+    clip_summary,
     parse_slo_mix,
 )
 
@@ -80,8 +84,13 @@ def add_workload_args(
     """
     g = p.add_argument_group("workload")
     src = g.add_mutually_exclusive_group(required=True)
-    src.add_argument("--trace", help="CSV with arrived_at,num_prefill_tokens,num_decode_tokens")
-    names = ", ".join(sorted(load_named_workloads()) + list(SYNTHETIC))
+    src.add_argument(
+        "--trace",
+        help="CSV with arrived_at,num_prefill_tokens,num_decode_tokens, or a Mooncake .jsonl",
+    )
+    names = ", ".join(
+        sorted(load_named_workloads()) + sorted(load_trace_workloads()) + list(SYNTHETIC)
+    )
     src.add_argument("--workload", help=f"named workload: {names}")
     g.add_argument(
         "--prompt-len", help="N | fixed:N | uniform:LO:HI | lognormal:MEDIAN:SIGMA[:MAX]"
@@ -90,6 +99,16 @@ def add_workload_args(
     g.add_argument("--num-requests", type=int, help="requests per run (default: whole trace)")
     g.add_argument("--max-prompt-len", type=int, help="clip prompt lengths (model context)")
     g.add_argument("--max-output-len", type=int, help="clip output lengths")
+    g.add_argument(
+        "--context-tokens",
+        type=int,
+        help="clip prompts to this context minus their output (counted in the results)",
+    )
+    g.add_argument(
+        "--block-tokens",
+        type=int,
+        help="Mooncake traces: tokens per trace block (default 512; fewer for a small context)",
+    )
     g.add_argument("--arrivals", choices=("poisson", "gamma", "constant", "trace"))
     if rate:
         g.add_argument("--rate", type=float, help="req/s (with a trace: re-time to this rate)")
@@ -99,7 +118,11 @@ def add_workload_args(
     g.add_argument("--burstiness", type=float, default=1.0, help="gamma shape (1 = Poisson)")
     g.add_argument("--slo-ttft", type=float, help="TTFT SLO in seconds")
     g.add_argument("--slo-tbt", type=float, help="mean TBT SLO in seconds")
-    g.add_argument("--slo-mix", help='classes "TTFT:TBT:SHARE,..." e.g. "1.0:0.15:0.7,2.0:0.3:0.3"')
+    g.add_argument(
+        "--slo-mix",
+        help='named mix (three-tier) or classes "[NAME=]TTFT:TBT:SHARE,..." '
+        'e.g. "fast=1.0:0.15:0.7,2.0:0.3:0.3"',
+    )
     g.add_argument("--prefix-groups", type=int, help="number of shared system prompts")
     g.add_argument("--prefix-tokens", type=int, help="tokens per shared system prompt")
     g.add_argument("--disconnect-share", type=float, default=0.0, help="share of clients leaving")
@@ -128,7 +151,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def workload_spec(args: argparse.Namespace, rate: float | None) -> WorkloadSpec:
     """The :class:`WorkloadSpec` the options describe; raises ValueError on bad combinations."""
-    kind = args.arrivals or ("trace" if args.trace else "poisson")
+    traced = load_trace_workloads().get(args.workload or "")
+    kind = args.arrivals or ("trace" if args.trace or traced else "poisson")
     if args.burstiness != 1.0 and kind == "poisson":
         kind = "gamma"
     scale = getattr(args, "rate_scale", None)
@@ -136,8 +160,11 @@ def workload_spec(args: argparse.Namespace, rate: float | None) -> WorkloadSpec:
         raise ValueError(f"{kind} arrivals need --rate")
     if scale is not None and (kind != "trace" or rate is not None):
         raise ValueError("--rate-scale applies to trace arrivals without --rate")
-    if args.num_requests is None and not args.trace:
+    if args.num_requests is None and not (args.trace or traced):
         raise ValueError("--num-requests is required with --workload")
+    arrivals = ArrivalSpec(kind, rate, args.burstiness, scale)
+    if traced is not None:
+        return _trace_workload(args, traced.name, arrivals)
     prompt_len = output_len = None
     named = None
     if args.workload in SYNTHETIC:
@@ -156,9 +183,9 @@ def workload_spec(args: argparse.Namespace, rate: float | None) -> WorkloadSpec:
     disconnect = None
     if args.disconnect_share:
         disconnect = DisconnectSpec(args.disconnect_share, args.disconnect_after)
-    return WorkloadSpec(
+    spec = WorkloadSpec(
         num_requests=args.num_requests or _trace_len(args.trace),
-        arrivals=ArrivalSpec(kind, rate, args.burstiness, scale),
+        arrivals=arrivals,
         slo_classes=_slo_classes(args),
         trace=args.trace,
         workload=named,
@@ -170,13 +197,41 @@ def workload_spec(args: argparse.Namespace, rate: float | None) -> WorkloadSpec:
         # getattr: other front ends (the simulator) reuse this with their own option sets
         max_prompt_tokens=getattr(args, "max_prompt_len", None),
         max_output_tokens=getattr(args, "max_output_len", None),
+        context_tokens=getattr(args, "context_tokens", None),
     )
+    return _with_blocks(args, spec)
+
+
+def _with_blocks(args: argparse.Namespace, spec: WorkloadSpec) -> WorkloadSpec:
+    block_tokens = getattr(args, "block_tokens", None)
+    return spec if block_tokens is None else replace(spec, block_tokens=block_tokens)
+
+
+def _trace_workload(args: argparse.Namespace, name: str, arrivals: ArrivalSpec) -> WorkloadSpec:
+    """A catalog trace workload; explicit SLO and length options override the catalog's."""
+    if args.prompt_len or args.output_len or args.prefix_groups or args.prefix_tokens:
+        raise ValueError(f"--workload {name} takes its lengths from its trace")
+    spec = trace_workload_spec(
+        name, args.num_requests or 1, arrivals, args.seed, context_tokens=args.context_tokens
+    )
+    assert spec.trace is not None
+    changes: dict[str, Any] = {
+        "num_requests": args.num_requests or _trace_len(spec.trace),
+        "max_prompt_tokens": getattr(args, "max_prompt_len", None),
+        "max_output_tokens": getattr(args, "max_output_len", None),
+    }
+    if args.slo_mix or args.slo_ttft is not None or args.slo_tbt is not None:
+        changes.update(slo_classes=_slo_classes(args), slo_rule=None)
+    if args.disconnect_share:
+        changes["disconnect"] = DisconnectSpec(args.disconnect_share, args.disconnect_after)
+    return _with_blocks(args, replace(spec, **changes))
 
 
 def _trace_len(path: str) -> int:
+    from loadgen.mooncake import is_mooncake_path, read_mooncake
     from loadgen.traces import read_trace
 
-    return len(read_trace(path))
+    return len(read_mooncake(path) if is_mooncake_path(path) else read_trace(path))
 
 
 def _slo_classes(args: argparse.Namespace) -> tuple[SloClass, ...]:
@@ -189,17 +244,28 @@ def _slo_classes(args: argparse.Namespace) -> tuple[SloClass, ...]:
     return (SloClass(args.slo_ttft, args.slo_tbt),)
 
 
-def _config(args: argparse.Namespace, target: Target, spec: WorkloadSpec) -> dict[str, Any]:
+def _config(
+    args: argparse.Namespace, target: Target, spec: WorkloadSpec, items: Sequence[WorkItem]
+) -> dict[str, Any]:
     config = {k: v for k, v in vars(args).items() if k not in ("func", "api_key")}
     config.update(
         model=target.model,
         label=args.label or target.root,
         arrivals_description=spec.arrivals.describe(),
-        source_note="Azure LLM inference trace 2023, Microsoft, CC-BY 4.0"
-        if (args.trace and "splitwise" in args.trace) or (args.workload or "").startswith("azure")
-        else None,
+        source_note=source_note(spec.trace, args.workload),
+        workload_notes=clip_summary(items),
     )
     return config
+
+
+def _report_clipping(items: Sequence[WorkItem], spec: WorkloadSpec) -> None:
+    notes = clip_summary(items)
+    if notes["clipped_prompts"]:
+        print(
+            f"note: {notes['clipped_prompts']} prompt(s) clipped to the "
+            f"{spec.context_tokens}-token context ({notes['clipped_tokens']} tokens in all)",
+            file=sys.stderr,
+        )
 
 
 async def _session_main(args: argparse.Namespace, body: Body) -> int:
@@ -237,6 +303,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     with _usage_errors():
         spec = workload_spec(args, args.rate)
         items = build_workload(spec)  # validated before any connection is made
+    _report_clipping(items, spec)
     options = RunOptions(args.max_concurrency, args.request_timeout, not args.no_progress)
 
     async def body(
@@ -249,7 +316,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         point = point_document(run)
         point["rate"] = args.rate  # None for a trace at its own pace
         point["summary"]["not_sent"] = result.not_sent
-        doc = {"kind": "run", "config": _config(args, target, spec), **point}
+        doc = {"kind": "run", "config": _config(args, target, spec, items), **point}
         write_json(args.out, doc)
         print(format_summary(point["summary"], title=f"loadgen run -> {args.out}"))
         return 130 if result.interrupted else 0
@@ -261,13 +328,14 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     with _usage_errors():
         rates = parse_rates(args.rates)
         spec = workload_spec(args, rates[0])
-        build_workload(spec)  # validated before any connection is made
+        items = build_workload(spec)  # validated before any connection is made
+    _report_clipping(items, spec)
     options = RunOptions(args.max_concurrency, args.request_timeout, not args.no_progress)
 
     async def body(
         session: aiohttp.ClientSession, target: Target, counter: TokenCounter, stop: asyncio.Event
     ) -> int:
-        config = _config(args, target, spec)
+        config = _config(args, target, spec, items)
         done: list[dict[str, Any]] = []
 
         def on_point(point: dict[str, Any]) -> None:

@@ -115,6 +115,19 @@ def fit_trace(path: Path, k: int) -> dict[str, Any]:
     }
 
 
+HAND_WRITTEN = "# Everything below is written by hand"
+
+
+def _hand_written(path: Path) -> str:
+    """The hand-written tail of an existing file (SLO mixes, trace workloads), kept as is."""
+    try:
+        text = path.read_text("utf-8")
+    except OSError:
+        return ""
+    at = text.find(HAND_WRITTEN)
+    return "" if at < 0 else text[at:]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--traces-dir", type=Path, default=Path("../shared/data/traces"))
@@ -132,7 +145,10 @@ def main(argv: list[str] | None = None) -> int:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     header = f"# Synthetic workloads fitted to the {SOURCE}.\n"
     args.out.write_text(
-        header + yaml.safe_dump(doc, sort_keys=False, width=100, default_flow_style=None), "utf-8"
+        header
+        + yaml.safe_dump(doc, sort_keys=False, width=100, default_flow_style=None)
+        + _hand_written(args.out),
+        "utf-8",
     )
     for name, entry in fits.items():
         for key in ("prompt_tokens", "output_tokens"):

@@ -54,6 +54,7 @@ __all__ = [
     "RequestRecord",
     "attained",
     "capacity_at",
+    "class_name",
     "summarize",
 ]
 
@@ -84,6 +85,7 @@ class RequestRecord:
     prompt_tokens_reported: int | None = None  # the server's usage.prompt_tokens
     error: str | None = None
     events: list[dict[str, Any]] | None = None  # offloads, migrations (filled by proxy/sim)
+    slo_class: str = ""  # the workload's class name ("" in files written before classes)
 
     def add_chunk(self, t: float, tokens: int) -> None:
         self.chunk_times.append(t)
@@ -200,18 +202,45 @@ def summarize(records: Sequence[RequestRecord], duration_s: float | None = None)
     return summary
 
 
+def class_name(r: RequestRecord) -> str:
+    """The record's SLO class; records without one are named after their SLO numbers."""
+    return r.slo_class or f"{r.slo_ttft_s:g}s/{r.slo_tbt_s:g}s"
+
+
 def _by_class(records: Iterable[RequestRecord]) -> list[dict[str, Any]]:
-    classes: dict[tuple[float, float], list[int]] = {}
+    """Attainment per SLO class (judged requests only, as ``slo_attainment``).
+
+    ``slo_ttft_s`` / ``slo_tbt_s`` are the class's SLOs, or None when they vary by request
+    (a prefill-scaled TTFT); then ``slo_ttft_s_min`` / ``_max`` give the range.
+    """
+    groups: dict[str, list[RequestRecord]] = {}
     for r in records:
-        if r.outcome is Outcome.DISCONNECTED:
-            continue
-        entry = classes.setdefault((r.slo_ttft_s, r.slo_tbt_s), [0, 0])
-        entry[0] += 1
-        entry[1] += attained(r)
-    return [
-        {"slo_ttft_s": k[0], "slo_tbt_s": k[1], "requests": n, "slo_attainment": good / n}
-        for k, (n, good) in sorted(classes.items())
-    ]
+        if r.outcome is not Outcome.DISCONNECTED:
+            groups.setdefault(class_name(r), []).append(r)
+    out = []
+    for name, rs in groups.items():
+        n = len(rs)
+        done = [r for r in rs if r.outcome is Outcome.COMPLETED]
+        ttfts = {r.slo_ttft_s for r in rs}
+        tbts = {r.slo_tbt_s for r in rs}
+        out.append(
+            {
+                "name": name,
+                "slo_ttft_s": next(iter(ttfts)) if len(ttfts) == 1 else None,
+                "slo_tbt_s": next(iter(tbts)) if len(tbts) == 1 else None,
+                "slo_ttft_s_min": min(ttfts),
+                "slo_ttft_s_max": max(ttfts),
+                "requests": n,
+                "slo_attainment": sum(1 for r in rs if attained(r)) / n,
+                "ttft_attainment": sum(
+                    1 for r in done if r.ttft_s is not None and r.ttft_s <= r.slo_ttft_s
+                )
+                / n,
+                "tbt_attainment": sum(1 for r in done if (r.tbt_mean_s or 0.0) <= r.slo_tbt_s) / n,
+            }
+        )
+    out.sort(key=lambda c: (c["slo_ttft_s_min"], c["slo_ttft_s_max"], c["name"]))
+    return out
 
 
 @dataclass(frozen=True, slots=True)

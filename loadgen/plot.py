@@ -4,6 +4,9 @@ Theory of operation: :func:`plot_files` loads run and sweep files and writes
 
 - ``attainment_vs_rate.png`` (sweeps only): SLO attainment against offered rate, one line
   per file (its ``--label``: a system or policy), the 90% line, each capacity marked;
+- ``attainment_by_class.png`` (when a file has more than one SLO class, or named classes):
+  attainment per class, against rate for sweeps (one line per file and class, the overall
+  attainment solid, classes dashed) and as bars for runs;
 - ``ttft_cdf.png`` and ``tbt_cdf.png``: CDFs of TTFT and of per-request mean TBT of completed
   requests, one line per run (per sweep point, labelled ``label @ rate``), SLOs dashed;
 - ``timeline.png`` (first run, else the highest-rate point of the first sweep): above,
@@ -23,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from loadgen.report import shows_classes
 from loadgen.results import load_results
 
 __all__ = ["plot_files"]
@@ -42,6 +46,8 @@ def plot_files(paths: Sequence[str], out_dir: str) -> list[Path]:
     sweeps = [(label, d) for label, d in docs if d["kind"] == "sweep"]
     if sweeps:
         written.append(_attainment(sweeps, out / "attainment_vs_rate.png"))
+    if any(_classes(d) for _, d in docs):
+        written.append(_by_class(docs, out / "attainment_by_class.png"))
     series = list(_series(docs))
     if series:
         written.append(_cdf(series, "ttft_s", "TTFT", "slo_ttft_s", out / "ttft_cdf.png"))
@@ -97,6 +103,66 @@ def _attainment(sweeps: Sequence[tuple[str, dict[str, Any]]], path: Path) -> Pat
     ax.grid(alpha=0.3)
     ax.legend(loc="lower left", fontsize=8)
     ax.set_title("SLO attainment vs load (capacity = rate at 90%)")
+    return _save(fig, path)
+
+
+def _summaries(doc: dict[str, Any]) -> list[tuple[float | None, dict[str, Any]]]:
+    if doc["kind"] == "run":
+        return [(doc.get("rate"), doc["summary"])]
+    return sorted(((p["rate"], p["summary"]) for p in doc["points"]), key=lambda x: x[0])
+
+
+def _classes(doc: dict[str, Any]) -> list[str]:
+    names: dict[str, None] = {}
+    for _, s in _summaries(doc):
+        classes = s.get("attainment_by_class") or []
+        if shows_classes(classes):
+            names.update((c.get("name") or f"{c['slo_ttft_s']:g}s", None) for c in classes)
+    return list(names)
+
+
+def _class_value(summary: dict[str, Any], name: str) -> float | None:
+    for c in summary.get("attainment_by_class") or []:
+        if (c.get("name") or f"{c['slo_ttft_s']:g}s") == name:
+            return float(c["slo_attainment"])
+    return None
+
+
+def _by_class(docs: Sequence[tuple[str, dict[str, Any]]], path: Path) -> Path:
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    bars: list[tuple[str, float]] = []
+    for label, d in docs:
+        names = _classes(d)
+        if d["kind"] == "run":
+            s = d["summary"]
+            bars.append((f"{label}: all", s["slo_attainment"] or 0.0))
+            bars += [(f"{label}: {n}", _class_value(s, n) or 0.0) for n in names]
+            continue
+        pts = _summaries(d)
+        rates = [float(r or 0.0) for r, _ in pts]
+        (line,) = ax.plot(rates, [(s["slo_attainment"] or 0) * 100 for _, s in pts], marker="o")
+        line.set_label(f"{label}: all")
+        for n in names:
+            vals = [_class_value(s, n) for _, s in pts]
+            ax.plot(
+                rates,
+                [np.nan if v is None else v * 100 for v in vals],
+                linestyle="--",
+                marker=".",
+                label=f"{label}: {n}",
+            )
+        ax.set_xlabel("offered load (requests/s)")
+    if bars:
+        ax.bar(range(len(bars)), [v * 100 for _, v in bars])
+        ax.set_xticks(range(len(bars)), [b for b, _ in bars], rotation=30, ha="right", fontsize=7)
+    ax.axhline(90, color="grey", linestyle="--", linewidth=1, label="90% target")
+    ax.set_ylabel("SLO attainment (%)")
+    ax.set_ylim(0, 102)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower left", fontsize=7)
+    ax.set_title("SLO attainment per class")
     return _save(fig, path)
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-__all__ = ["format_summary", "format_sweep"]
+__all__ = ["format_summary", "format_sweep", "shows_classes"]
 
 _LATENCIES = (
     ("TTFT", "ttft"),
@@ -55,13 +55,34 @@ def format_summary(s: Mapping[str, Any], title: str = "") -> str:
         cells = "".join(f"{_ms(s.get(f'{key}_{p}')):>10}" for p in ("mean", "p50", "p90", "p99"))
         lines.append(f"{label:<16}{cells}")
     classes = s.get("attainment_by_class") or []
-    if len(classes) > 1:
+    if shows_classes(classes):
         for c in classes:
-            lines.append(
-                f"  class TTFT {c['slo_ttft_s']:g} s / TBT {c['slo_tbt_s']:g} s: "
-                f"{_pct(c['slo_attainment'])} of {c['requests']}"
-            )
+            share = _pct(c["slo_attainment"])
+            lines.append(f"  class {_class_title(c)}: {share} of {c['requests']}")
     return "\n".join(lines)
+
+
+def shows_classes(classes: Sequence[Mapping[str, Any]]) -> bool:
+    """More than one class, or one with a name of its own or a per-request TTFT."""
+    if len(classes) > 1:
+        return True
+    return any(
+        c.get("slo_ttft_s") is None
+        or c.get("name", "") not in ("", f"{c['slo_ttft_s']:g}s/{c.get('slo_tbt_s', 0):g}s")
+        for c in classes
+    )
+
+
+def _class_title(c: Mapping[str, Any]) -> str:
+    """``interactive (TTFT 1 s / TBT 0.05 s)``; a per-request TTFT shows its range."""
+    if c.get("slo_ttft_s") is not None:
+        ttft = f"{c['slo_ttft_s']:g} s"
+    else:
+        ttft = f"{c.get('slo_ttft_s_min', 0):.3g}-{c.get('slo_ttft_s_max', 0):.3g} s"
+    tbt = "-" if c.get("slo_tbt_s") is None else f"{c['slo_tbt_s']:g} s"
+    name = c.get("name")
+    numbers = f"TTFT {ttft} / TBT {tbt}"
+    return f"{name} ({numbers})" if name else numbers
 
 
 def format_sweep(points: Sequence[Mapping[str, Any]], capacity: Mapping[str, Any]) -> str:

@@ -42,6 +42,7 @@ def record_to_dict(r: RequestRecord) -> dict[str, Any]:
         "slo_ttft_s": r.slo_ttft_s,
         "slo_tbt_s": r.slo_tbt_s,
         "prefix_group": r.prefix_group,
+        "slo_class": r.slo_class,
         "ttft_s": _r(r.ttft_s),
         "tbt_mean_s": _r(r.tbt_mean_s),
         "e2e_s": _r(r.e2e_s),
@@ -72,6 +73,7 @@ def record_from_dict(d: dict[str, Any]) -> RequestRecord:
         prompt_tokens_reported=d.get("prompt_tokens_reported"),
         error=d.get("error"),
         events=d.get("events"),
+        slo_class=str(d.get("slo_class") or ""),
     )
     if d.get("ttft_s") is not None:
         t = r.arrival_s + float(d["ttft_s"])

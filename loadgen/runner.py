@@ -174,6 +174,7 @@ def _record(item: WorkItem, prompt_tokens: int) -> RequestRecord:
         slo_ttft_s=item.slo_ttft_s,
         slo_tbt_s=item.slo_tbt_s,
         prefix_group=item.prefix_group,
+        slo_class=item.slo_class,
     )
 
 

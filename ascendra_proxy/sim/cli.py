@@ -34,7 +34,7 @@ from ascendra_proxy.sim.sweep import Job, default_workers, policy_variant, run_j
 from ascendra_proxy.sim.table import comparison_document, format_comparison
 from loadgen.results import write_json
 from loadgen.sweep import parse_rates, sweep_document
-from loadgen.workloads import WorkloadSpec
+from loadgen.workloads import WorkloadSpec, build_workload, clip_summary
 
 __all__ = ["add_arguments", "run"]
 
@@ -70,9 +70,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _workload(args: argparse.Namespace, cfg: SimConfig, rate: float | None) -> WorkloadSpec:
+    from loadgen.catalog import load_trace_workloads
     from loadgen.cli import workload_spec
 
-    if args.slo_mix is None:
+    # a catalog trace workload brings its own SLO; otherwise the config's default applies
+    if args.slo_mix is None and (args.workload or "") not in load_trace_workloads():
         default = cfg.proxy.slo.default
         if args.slo_ttft is None:
             args.slo_ttft = default.ttft_ms / 1000.0
@@ -101,13 +103,19 @@ def _configs(args: argparse.Namespace, base: SimConfig) -> list[tuple[str, SimCo
     return out
 
 
-def _config_doc(args: argparse.Namespace, name: str, spec: WorkloadSpec) -> dict[str, Any]:
+def _config_doc(
+    args: argparse.Namespace, name: str, spec: WorkloadSpec, notes: dict[str, int]
+) -> dict[str, Any]:
+    from loadgen.catalog import source_note
+
     doc = {k: v for k, v in vars(args).items() if k not in ("policy", "jobs")}
     doc.update(
         simulated=True,
         policy=name,
         label=args.label if args.label and len(args.policy) <= 1 else name,
         arrivals_description=spec.arrivals.describe(),
+        source_note=source_note(spec.trace, args.workload),
+        workload_notes=notes,
     )
     return doc
 
@@ -146,9 +154,12 @@ def run(args: argparse.Namespace) -> int:
             spec = _workload(args, base, args.rate)
         if args.predictor_model is not None:
             _check_model(args.predictor_model, configs)
+        notes = clip_summary(build_workload(spec))
     except (ConfigError, ValueError) as exc:  # TraceError and ModelFileError are ValueErrors
         print(f"ascendra-proxy simulate: error: {exc}", file=sys.stderr)
         return 2
+    if notes["clipped_prompts"]:
+        print(f"note: prompts clipped to the context: {notes}", file=sys.stderr)
     keep = (not args.sweep) if args.keep is None else args.keep
     tag = secrets.token_hex(3)  # row ids stay unique when runs append to one file
     jobs = [
@@ -175,7 +186,7 @@ def run(args: argparse.Namespace) -> int:
     many = len(configs) > 1
     for k, (name, _cfg) in enumerate(configs):
         mine = points[k * len(rates) : (k + 1) * len(rates)]
-        config = _config_doc(args, name, spec)
+        config = _config_doc(args, name, spec, notes)
         if args.sweep:
             doc = sweep_document(config, mine)
         else:

@@ -11,7 +11,10 @@ dropped.
 
 :class:`PromptIds` makes the prompt token ids, deterministic for a seed and a workload:
 drawn from the engine tokenizer's word vocabulary after a BOS (one seeded stream, in
-arrival order), the first ``prefix_tokens`` shared by every request of a prefix group.
+arrival order), the first ``prefix_tokens`` shared by every request of a prefix group.  A
+request replayed from a block trace (Mooncake) is its blocks' token ids instead, no BOS
+(:class:`loadgen.blocks.BlockTokens` over the same word ids), so requests share exactly the
+blocks the trace says they share.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import numpy as np
 from ascendra_proxy.core.request import RequestState
 from ascendra_proxy.engine import EngineRequest, Tokenizer
 from ascendra_proxy.sim.backend import SimBackend
+from loadgen.blocks import BlockTokens
 from loadgen.metrics import RequestRecord
 from loadgen.workloads import WorkItem, rng_for
 
@@ -76,12 +80,15 @@ class PromptIds:
         self._rng = rng_for(seed, "prompt-ids")
         self._seed = seed
         self._prefixes: dict[int, list[int]] = {}
+        self._blocks: BlockTokens | None = None
 
     def _draw(self, rng: np.random.Generator, n: int) -> list[int]:
         out: list[int] = self._words[rng.integers(len(self._words), size=max(n, 0))].tolist()
         return out
 
     def for_item(self, item: WorkItem) -> list[int]:
+        if item.blocks:
+            return self._from_blocks(item)
         head: list[int] = [self._bos]
         shared = item.prefix_tokens if item.prefix_group is not None else 0
         if shared:
@@ -92,3 +99,10 @@ class PromptIds:
                 self._prefixes[group] = self._draw(rng, shared - 1)
             head += self._prefixes[group]
         return head + self._draw(self._rng, item.prompt_tokens - len(head))
+
+    def _from_blocks(self, item: WorkItem) -> list[int]:
+        blocks = self._blocks
+        if blocks is None or blocks.block_tokens != item.block_tokens:
+            blocks = BlockTokens(self._words.tolist(), self._seed, item.block_tokens)
+            self._blocks = blocks
+        return blocks.prompt(item.blocks, item.prompt_tokens)

@@ -192,6 +192,7 @@ class Simulator:
             slo_tbt_s=item.slo_tbt_s,
             prefix_group=item.prefix_group,
             sent_s=item.arrival_s,
+            slo_class=item.slo_class,
         )
         return Flight(state, item, record, ids)
 
