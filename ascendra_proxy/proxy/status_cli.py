@@ -8,18 +8,23 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import httpx
+
+# The one environment variable of the admin key: the shipped configs read it
+# (``admin_key: "env:ASCENDRA_ADMIN_KEY"``), compose passes it to the proxy, status reads it.
+ADMIN_KEY_ENV = "ASCENDRA_ADMIN_KEY"
+DEPRECATED_ADMIN_KEY_ENV = "PROXY_ADMIN_KEY"  # the example config's former name
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--url", default="http://127.0.0.1:8000", help="proxy base URL")
     parser.add_argument(
         "--admin-key",
-        default=os.environ.get("ASCENDRA_ADMIN_KEY"),
-        help="admin key (default: $ASCENDRA_ADMIN_KEY)",
+        default=None,
+        help=f"admin key (default: ${ADMIN_KEY_ENV})",
     )
     parser.add_argument("--timeout", type=float, default=5.0, help="HTTP timeout in seconds")
     parser.add_argument("--limit", type=int, default=20, help="max requests to list")
@@ -80,8 +85,22 @@ def request_rows(data: list[dict[str, Any]], limit: int) -> list[list[object]]:
     ]
 
 
+def admin_key_from_env(env: Mapping[str, str]) -> tuple[str | None, str | None]:
+    """``(key, warning)``: ``$ASCENDRA_ADMIN_KEY``, else the deprecated name with a warning."""
+    if key := env.get(ADMIN_KEY_ENV):
+        return key, None
+    if key := env.get(DEPRECATED_ADMIN_KEY_ENV):
+        return key, f"${DEPRECATED_ADMIN_KEY_ENV} is deprecated; set ${ADMIN_KEY_ENV} instead"
+    return None, None
+
+
 def run(args: argparse.Namespace) -> int:
-    headers = {"Authorization": f"Bearer {args.admin_key}"} if args.admin_key else {}
+    key = args.admin_key
+    if key is None:
+        key, warning = admin_key_from_env(os.environ)
+        if warning:
+            print(f"ascendra-proxy status: {warning}", file=sys.stderr)
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
     base = args.url.rstrip("/")
     try:
         with httpx.Client(timeout=args.timeout, headers=headers) as client:
@@ -97,6 +116,12 @@ def run(args: argparse.Namespace) -> int:
                 f"{resp.text[:300]}",
                 file=sys.stderr,
             )
+            if resp.status_code in (401, 403):
+                print(
+                    f"ascendra-proxy status: give the proxy's admin key with --admin-key or "
+                    f"${ADMIN_KEY_ENV} (the compose testbed's is in docker-compose.yml)",
+                    file=sys.stderr,
+                )
             return 1
     print(
         table(

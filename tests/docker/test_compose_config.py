@@ -74,6 +74,19 @@ def test_default_profile_is_health_gated_and_published_on_loopback(compose: list
         assert services[name]["healthcheck"]["test"][0] == "CMD"
 
 
+@pytest.mark.parametrize("profile", ["", "gpu", "sglang"])
+def test_every_proxy_gets_the_admin_key_and_the_image_is_built(
+    compose: list[str], profile: str
+) -> None:
+    proxy = "proxy" if not profile else f"proxy-{profile}"
+    default = config(compose, profile)["services"]
+    assert default[proxy]["environment"]["ASCENDRA_ADMIN_KEY"] == "ascendra-testbed-admin"
+    given = config(compose, profile, ASCENDRA_ADMIN_KEY="mine")["services"]
+    assert given[proxy]["environment"]["ASCENDRA_ADMIN_KEY"] == "mine"
+    ours = [s for s in default.values() if "build" in s]
+    assert ours and all(s["pull_policy"] == "build" for s in ours)
+
+
 def _flag(command: list[str], flag: str) -> str:
     return command[command.index(flag) + 1]
 
@@ -145,8 +158,10 @@ def test_demo_runs_loadgen_against_the_proxy(compose: list[str]) -> None:
 def test_compose_proxy_configs_load(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """What the proxy container reads: the real-engine files after the same expansion."""
     monkeypatch.setenv("ASCENDRA_SERVED_MODEL_NAME", "served-x")
+    monkeypatch.setenv("ASCENDRA_ADMIN_KEY", "admin-x")
     text = os.path.expandvars((REPO / "configs" / name).read_text())
     cfg = parse_config(yaml.safe_load(text))
+    assert cfg.auth.admin_key == "admin-x"
     assert cfg.listen.host == "0.0.0.0"
     assert {p.role for p in cfg.pools} == {"lp", "hp"}
     assert len(cfg.backends()) == 3

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import re
 import subprocess
+import sys
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -87,6 +88,23 @@ def test_openai_client_streams_a_chat_completion_through_the_proxy(stack: Stack)
     with urllib.request.urlopen(f"http://127.0.0.1:{stack.port}/metrics", timeout=5) as resp:
         metrics = resp.read().decode()
     assert 'ascendra_requests_total{model="llama3-8b",outcome="completed"}' in metrics
+
+
+def test_status_works_against_the_stack_with_the_testbed_admin_key(stack: Stack) -> None:
+    """The README's two ways: inside the proxy container (the key is in its environment)
+    and from the host with the documented default key."""
+    inside = stack.run("exec", "-T", "proxy", "ascendra-proxy", "status", timeout=60)
+    assert inside.returncode == 0, inside.stderr[-2000:]
+    assert "lp-0" in inside.stdout and "hp-0" in inside.stdout
+    url = f"http://127.0.0.1:{stack.port}"
+    env = {**stack.env, "ASCENDRA_ADMIN_KEY": "ascendra-testbed-admin"}
+    argv = [sys.executable, "-m", "ascendra_proxy.cli", "status", "--url", url]
+    host = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=60)
+    assert host.returncode == 0, host.stderr[-2000:]
+    assert "lp-1" in host.stdout
+    env["ASCENDRA_ADMIN_KEY"] = "wrong"
+    denied = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=60)
+    assert denied.returncode == 1 and "--admin-key" in denied.stderr
 
 
 def test_demo_profile_runs_a_load_and_prints_the_report(stack: Stack) -> None:
