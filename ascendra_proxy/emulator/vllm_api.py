@@ -30,6 +30,7 @@ from ascendra_proxy.emulator.vllm_checks import (
     output_budget,
 )
 from ascendra_proxy.emulator.vllm_render import ChatRenderer, CompletionRenderer, StreamOptions
+from ascendra_proxy.emulator.vllm_responses import responses
 
 
 @dataclass(slots=True)
@@ -279,4 +280,5 @@ def add_routes(app: web.Application) -> None:
     r.add_get("/load", load)
     r.add_post("/tokenize", tokenize)
     r.add_post("/detokenize", detokenize)
+    r.add_post("/v1/responses", responses)
     r.add_get("/metrics", metrics)

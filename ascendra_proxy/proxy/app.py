@@ -26,7 +26,7 @@ from collections.abc import AsyncIterator, Iterator
 from aiohttp import web
 
 from ascendra_proxy.config import ProxyConfig
-from ascendra_proxy.proxy import handlers
+from ascendra_proxy.proxy import handlers, passthrough
 from ascendra_proxy.proxy.auth import Auth
 from ascendra_proxy.proxy.errors import error_middleware
 from ascendra_proxy.proxy.gateway import Gateway
@@ -56,7 +56,11 @@ def create_app(config: ProxyConfig) -> web.Application:
     app.cleanup_ctx.append(_lifecycle)
     app.router.add_post("/v1/completions", handlers.completions)
     app.router.add_post("/v1/chat/completions", handlers.chat_completions)
-    app.router.add_get("/v1/models", handlers.models)
+    app.router.add_get("/v1/models", passthrough.models)
+    app.router.add_get("/v1/models/{model}", passthrough.model)
+    app.router.add_post("/v1/responses", passthrough.responses)
+    app.router.add_post("/tokenize", passthrough.tokenize)
+    app.router.add_post("/detokenize", passthrough.detokenize)
     app.router.add_get("/health", handlers.health)
     app.router.add_get("/ready", handlers.ready)
     app.router.add_get("/metrics", handlers.metrics)

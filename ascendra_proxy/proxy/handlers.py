@@ -99,16 +99,6 @@ def request_slo(table: SLOTable, model: str, request: web.Request) -> tuple[SLO,
         raise bad_request(str(exc), param=CLASS_HEADER, code="invalid_slo") from None
 
 
-async def models(request: web.Request) -> web.Response:
-    ctx = request.app[CONTEXT]
-    ctx.auth.check_client(request)
-    data = [
-        {"id": m, "object": "model", "created": ctx.started, "owned_by": "ascendra-proxy"}
-        for m in sorted(ctx.models)
-    ]
-    return web.json_response({"object": "list", "data": data})
-
-
 async def health(request: web.Request) -> web.Response:
     return web.json_response({"status": "ok"})
 

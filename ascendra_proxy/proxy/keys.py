@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 from aiohttp import web
 
@@ -20,6 +21,8 @@ class ProxyContext:
     slo_table: SLOTable
     max_body_bytes: int
     started: int  # unix time the app was built (``created`` of /v1/models entries)
+    # engines' model cards by model: (when fetched, card), see ``proxy/passthrough.py``
+    model_cards: dict[str, tuple[float, dict[str, Any]]] = field(default_factory=dict)
 
 
 CONTEXT = web.AppKey("ascendra_context", ProxyContext)

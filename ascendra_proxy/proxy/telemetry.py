@@ -16,6 +16,7 @@ answer, whose first token is its whole latency), ``inter_token_gap_seconds{backe
 (per token: tokens that arrive together count one gap and zero gaps for the others, so a
 stream of ``k`` tokens adds ``k - 1`` observations; see ``core/request.py``),
 ``build_info{version}`` (always 1), the process collector's ``process_*`` families,
+``relayed_requests_total{endpoint,outcome}`` (``proxy/passthrough.py``),
 ``streamed_tokens_total{backend}``, ``upstream_errors_total{backend,kind}``,
 ``retries_total{backend}`` (backend that failed a request which was then tried elsewhere),
 ``decisions_total{reason}`` (policy decision reasons), and the gauges
@@ -147,6 +148,7 @@ class Telemetry(Collector):
         for model in sorted(set(models)):
             self.durations[(model, Outcome.COMPLETED.value)] = FastHistogram(DURATION_BUCKETS)
         self.refused = dict.fromkeys(REFUSAL_REASONS, 0)
+        self.relayed: dict[tuple[str, str], int] = {}  # (endpoint, outcome) -> relays
         self.tokens = dict.fromkeys(names, 0)
         self.requests: dict[tuple[str, str], int] = {}
         self.upstream_errors: dict[tuple[str, str], int] = {}
@@ -186,6 +188,11 @@ class Telemetry(Collector):
             if h is None:
                 h = self.durations[key] = FastHistogram(DURATION_BUCKETS)
             h.observe(duration_s)
+
+    def relayed_done(self, endpoint: str, outcome: str) -> None:
+        """A relayed request (``proxy/passthrough.py``) ended with ``outcome``."""
+        key = (endpoint, outcome)
+        self.relayed[key] = self.relayed.get(key, 0) + 1
 
     def refusal(self, reason: str) -> None:
         """A request refused before admission; ``reason`` is one of ``REFUSAL_REASONS``."""
@@ -249,6 +256,12 @@ class Telemetry(Collector):
             "Requests refused before admission, by reason",
             "reason",
             self.refused,
+        )
+        yield _counter_of(
+            "relayed_requests",
+            "Requests relayed to an engine outside the scheduler (tokenize, responses, ...)",
+            ("endpoint", "outcome"),
+            self.relayed,
         )
         yield _counter_of(
             "slo_requests",

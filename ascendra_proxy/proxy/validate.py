@@ -56,7 +56,7 @@ def parse_body(raw: bytes) -> dict[str, Any]:
 
 
 def validate(endpoint: Endpoint, body: dict[str, Any], models: frozenset[str]) -> GenerationRequest:
-    model = _model(body, models)
+    model = served_model(body, models)
     stream = _optional_bool(body, "stream")
     _check_stream_options(body, stream)
     n = _optional_int(body, "n")
@@ -92,7 +92,7 @@ def _summary(value: Any) -> str:
     return text if len(text) <= 200 else text[:200] + "...[truncated]"
 
 
-def _model(body: dict[str, Any], models: frozenset[str]) -> str:
+def served_model(body: dict[str, Any], models: frozenset[str]) -> str:
     """The served model the request names.  As vLLM, a missing or empty ``model`` means the
     one served model (written into the body so the engine sees its name)."""
     model = body.get("model")
