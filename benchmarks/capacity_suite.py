@@ -5,7 +5,8 @@ Run through ``benchmarks/capacity.py --suite`` (options: ``--help`` there).  For
 workload of :data:`WORKLOADS` and every policy (``round_robin``, ``least_loaded``,
 ``prefix_aware``: the baselines; ``ascendra``) on the engines of ``--config``:
 
-1. the ceiling (:mod:`ascendra_proxy.sim.ceiling`) over the suite's requests of all windows;
+1. the ceiling (:mod:`ascendra_proxy.sim.ceiling`) over the first rows of the trace (all
+   windows' requests, at least ``--ceiling-requests``);
 2. per policy and window ("seed" ``k`` replays trace rows ``k*n .. (k+1)*n-1``, re-timed to
    each rate, so the seeds differ in their requests and bursts), the capacity at 90%
    attainment by a bracketing search (:mod:`ascendra_proxy.sim.search`), all searches of a
@@ -117,8 +118,7 @@ def window_items(
 class CeilingJob:
     config: str
     workload: str
-    num_requests: int
-    windows: int
+    num_requests: int  # the first rows of the trace
     traces: str
 
 
@@ -135,7 +135,7 @@ class PointJob:
 
 def run_ceiling(job: CeilingJob) -> dict[str, Any]:
     w = WORKLOADS[job.workload]
-    items = window_items(w, job.num_requests * job.windows, 0, None, Path(job.traces))
+    items = window_items(w, job.num_requests, 0, None, Path(job.traces))
     return cluster_ceiling(load_sim_config(job.config), items).as_dict()
 
 
@@ -168,9 +168,10 @@ Progress = Callable[[str], None]
 
 
 def _run(jobs: Sequence[Any], workers: int, fn: Any, say: Progress, what: str) -> list[Any]:
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), _cpu_seconds()
     docs = run_jobs(list(jobs), workers, fn=fn)
-    say(f"{what}: {len(jobs)} jobs in {time.perf_counter() - t0:.0f} s")
+    wall, cpu = time.perf_counter() - t0, _cpu_seconds() - c0
+    say(f"{what}: {len(jobs)} jobs in {wall:.0f} s ({cpu:.0f} CPU-s)")
     return docs
 
 
@@ -235,6 +236,15 @@ def run_overload(
     return out
 
 
+def _cpu_seconds() -> float:
+    """CPU time of this process and its finished workers (the machine may be shared)."""
+    import resource
+
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+
+
 def _median(values: Sequence[float | None]) -> float | None:
     known = [v for v in values if v is not None]
     return statistics.median(known) if known else None
@@ -250,6 +260,9 @@ def parse_args(argv: Sequence[str] | None, repo: Path, traces: Path) -> argparse
     ap.add_argument("--seeds", type=int, default=3, help="trace windows per workload")
     ap.add_argument("--num-requests", type=int, default=1000, help="requests per point")
     ap.add_argument("--points", type=int, default=6, help="points per capacity search")
+    ap.add_argument(
+        "--ceiling-requests", type=int, default=3000, help="at least this many for the ceiling"
+    )
     ap.add_argument("--overload-workload", default="conv", help="'' to skip overload")
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--traces", default=str(traces))
@@ -273,10 +286,9 @@ def main(argv: Sequence[str] | None, repo: Path, traces: Path) -> int:
     def say(msg: str) -> None:
         print(f"[{time.perf_counter() - t0:6.0f}s] {msg}", file=sys.stderr, flush=True)
 
-    jobs = [
-        CeilingJob(args.config, wn, args.num_requests, args.seeds, args.traces)
-        for wn in args.workloads
-    ]
+    # At least ~1000 requests per engine, or the saturated window is mostly start-up.
+    ceiling_n = max(args.num_requests * args.seeds, args.ceiling_requests)
+    jobs = [CeilingJob(args.config, wn, ceiling_n, args.traces) for wn in args.workloads]
     ceil_docs = dict(
         zip(args.workloads, _run(jobs, args.jobs, run_ceiling, say, "ceilings"), strict=True)
     )
@@ -320,11 +332,12 @@ def main(argv: Sequence[str] | None, repo: Path, traces: Path) -> int:
         "overload": overload,
         "table": rows,
         "wall_s": round(time.perf_counter() - t0, 1),
+        "cpu_s": round(_cpu_seconds(), 1),
         "jobs": args.jobs,
     }
     write_json(out / "suite.json", doc)
     (out / "table.md").write_text(format_table(rows, OVERLOAD, markdown=True) + "\n")
     if not args.no_plots:
         plot_suite(doc, out)
-    say(f"wrote {out / 'suite.json'}, {out / 'table.md'}")
+    say(f"wrote {out / 'suite.json'}, {out / 'table.md'} ({doc['cpu_s']:.0f} CPU-s)")
     return 0

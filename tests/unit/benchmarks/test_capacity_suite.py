@@ -91,6 +91,8 @@ def test_tiny_suite_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str
         "40",
         "--points",
         "2",
+        "--ceiling-requests",
+        "40",
         "--jobs",
         "1",
         "--no-plots",
