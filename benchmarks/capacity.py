@@ -391,7 +391,7 @@ def main(argv: list[str] | None = None) -> int:
         import capacity_suite
 
         rest = [a for a in argv if a != "--suite"]
-        return capacity_suite.main(rest, REPO, TRACES)
+        return capacity_suite.main(rest, REPO)
     args = parse_args(argv)
     points = _points(args)
     t0 = time.perf_counter()

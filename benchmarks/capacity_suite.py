@@ -2,8 +2,9 @@
 median of three trace windows, against the cluster's ceiling, plus goodput under overload.
 
 Run through ``benchmarks/capacity.py --suite`` (options: ``--help`` there).  For every
-workload of :data:`WORKLOADS` and every policy (``round_robin``, ``least_loaded``,
-``prefix_aware``: the baselines; ``ascendra``) on the engines of ``--config``:
+workload of :data:`SUITE` (trace, SLO and engine config as ``capacity.py`` defines
+them) and every policy (``round_robin``, ``least_loaded``, ``prefix_aware``: the baselines;
+``ascendra``), all on the same engines with the same settings:
 
 1. the ceiling (:mod:`ascendra_proxy.sim.ceiling`) over the first rows of the trace (all
    windows' requests, at least ``--ceiling-requests``);
@@ -39,71 +40,53 @@ from ascendra_proxy.sim.setup import load_sim_config
 from ascendra_proxy.sim.simulator import Simulator
 from ascendra_proxy.sim.sweep import run_jobs
 from loadgen.arrivals import ArrivalSpec, trace_arrivals
-from loadgen.metrics import attained
+from loadgen.metrics import attained, summarize
 from loadgen.results import write_json
-from loadgen.workloads import SloClass, WorkItem, WorkloadSpec, build_workload
+from loadgen.workloads import WorkItem, build_workload
 
 POLICIES = ("round_robin", "least_loaded", "prefix_aware", "ascendra")
 BASELINES = ("round_robin", "least_loaded", "prefix_aware")
 OVERLOAD = (1.25, 1.5, 2.0)
 
 
+# The suite's workloads (defined in capacity.py: trace, SLO, engine config), each with the
+# first rate of its capacity searches as a share of its ceiling (a guess: the search brackets
+# the crossing from anywhere, a good guess saves points) and its requests per point (the
+# Mooncake prompts are ~14k tokens: 300 requests span minutes of arrivals at capacity).
 @dataclass(frozen=True)
-class SuiteWorkload:
-    name: str
-    trace: str  # file under the traces folder
-    classes: tuple[tuple[str, SloClass], ...]
-    start_fraction: float  # first rate of every search, as a share of the ceiling
-    about: str
+class SuiteEntry:
+    start_fraction: float
+    num_requests: int
 
 
-def _three_tier() -> tuple[tuple[str, SloClass], ...]:
-    return (
-        ("interactive", SloClass(1.0, 0.05, 1 / 3)),
-        ("standard", SloClass(2.0, 0.15, 1 / 3)),
-        ("batch", SloClass(30.0, 0.5, 1 / 3)),
-    )
-
-
-WORKLOADS: dict[str, SuiteWorkload] = {
-    "conv": SuiteWorkload(
-        "conv",
-        "splitwise_conv.csv",
-        (("all", SloClass(1.0, 0.15)),),
-        0.9,
-        "Azure conversation 2023, TTFT 1 s / mean TBT 0.15 s",
-    ),
-    "code": SuiteWorkload(
-        "code",
-        "splitwise_code.csv",
-        (("all", SloClass(1.5, 0.3)),),
-        0.12,
-        "Azure code 2023, TTFT 1.5 s / mean TBT 0.3 s",
-    ),
-    "three-tier": SuiteWorkload(
-        "three-tier",
-        "splitwise_conv.csv",
-        _three_tier(),
-        0.6,
-        "Azure conversation arrivals and lengths; interactive 1 s / 50 ms, standard "
-        "2 s / 150 ms, batch 30 s / 500 ms, a third each",
-    ),
+SUITE = {
+    "conv": SuiteEntry(0.95, 1000),
+    "code": SuiteEntry(0.12, 1000),
+    "three-tier": SuiteEntry(0.6, 1000),
+    "mooncake-conversation": SuiteEntry(0.5, 300),
+    "mooncake-synthetic": SuiteEntry(0.5, 300),
 }
 
 
-def window_items(
-    w: SuiteWorkload, n: int, window: int, rate: float | None, traces: Path
-) -> list[WorkItem]:
+def workload_of(name: str) -> Any:
+    from capacity import WORKLOADS
+
+    return WORKLOADS[name]
+
+
+def config_of(name: str, config: str | None) -> str:
+    from capacity import config_for
+
+    return config_for(config, workload_of(name))
+
+
+def window_items(name: str, n: int, window: int, rate: float | None) -> list[WorkItem]:
     """Trace rows ``window*n .. window*n+n-1``, re-timed to ``rate`` (None: all rows up to
     the window's end at the trace's own pace, for the ceiling)."""
-    spec = WorkloadSpec(
-        num_requests=(window + 1) * n,
-        arrivals=ArrivalSpec("trace"),
-        slo_classes=tuple(c for _, c in w.classes),
-        trace=str(traces / w.trace),
-        seed=0,
-    )
-    items = build_workload(spec)
+    from capacity import workload_spec
+
+    spec = workload_spec(workload_of(name), (window + 1) * n, 1.0, 0)
+    items = build_workload(replace(spec, arrivals=ArrivalSpec("trace")))
     if rate is None:
         return items
     part = items[window * n :]
@@ -119,7 +102,6 @@ class CeilingJob:
     config: str
     workload: str
     num_requests: int  # the first rows of the trace
-    traces: str
 
 
 @dataclass(frozen=True)
@@ -130,12 +112,10 @@ class PointJob:
     num_requests: int
     window: int
     rate: float
-    traces: str
 
 
 def run_ceiling(job: CeilingJob) -> dict[str, Any]:
-    w = WORKLOADS[job.workload]
-    items = window_items(w, job.num_requests, 0, None, Path(job.traces))
+    items = window_items(job.workload, job.num_requests, 0, None)
     return cluster_ceiling(load_sim_config(job.config), items).as_dict()
 
 
@@ -143,25 +123,21 @@ def run_point(job: PointJob) -> dict[str, Any]:
     """One simulated point, summarised (a module-level function: runs in workers)."""
     from capacity import variant_config  # the benchmark's policy variants
 
-    w = WORKLOADS[job.workload]
-    items = window_items(w, job.num_requests, job.window, job.rate, Path(job.traces))
+    items = window_items(job.workload, job.num_requests, job.window, job.rate)
     cfg = variant_config(load_sim_config(job.config), job.policy)
     records = Simulator(cfg, items, seed=job.window).run().records
-    met = [attained(r) for r in records]
+    met = sum(1 for r in records if attained(r))
     span = max(it.arrival_s for it in items) - min(it.arrival_s for it in items)
-    out: dict[str, Any] = {
+    summary = summarize(records)
+    return {
         "rate": job.rate,
-        "attainment": sum(met) / len(met),
-        "goodput_rps": sum(met) / span if span > 0 else None,
-        "completed": sum(1 for r in records if r.outcome.value == "completed"),
+        "attainment": met / len(records),
+        "goodput_rps": met / span if span > 0 else None,
+        "completed": summary["completed"],
+        "attainment_by_class": {
+            c["name"]: c["slo_attainment"] for c in summary["attainment_by_class"]
+        },
     }
-    if len(w.classes) > 1:
-        by_slo = {(c.ttft_s, c.tbt_s): name for name, c in w.classes}
-        per: dict[str, list[bool]] = {name: [] for name, _ in w.classes}
-        for r, ok in zip(records, met, strict=True):
-            per[by_slo[(r.slo_ttft_s, r.slo_tbt_s)]].append(ok)
-        out["class_attainment"] = {k: (sum(v) / len(v) if v else None) for k, v in per.items()}
-    return out
 
 
 Progress = Callable[[str], None]
@@ -184,7 +160,7 @@ def run_searches(
     """Every (workload, policy, window) search, one parallel round per point."""
     searches = {
         (wn, p, s): CapacitySearch(
-            start=round(WORKLOADS[wn].start_fraction * ceilings[wn], 2), max_points=args.points
+            start=round(SUITE[wn].start_fraction * ceilings[wn], 3), max_points=args.points
         )
         for wn in args.workloads
         for p in args.policies
@@ -197,13 +173,12 @@ def run_searches(
             break
         jobs = [
             PointJob(
-                args.config,
+                config_of(k[0], args.config),
                 k[0],
                 k[1],
-                args.num_requests,
+                requests(args, k[0]),
                 k[2],
-                round(searches[k].next_rate(), 3),
-                args.traces,
+                round(searches[k].next_rate(), 4),
             )
             for k in keys
         ]
@@ -211,6 +186,10 @@ def run_searches(
         for k, doc in zip(keys, results, strict=True):
             searches[k].add(doc["rate"], doc["attainment"])
             docs[k].append(doc)
+        # Every point so far, in case the run is cut short.
+        write_json(
+            Path(args.out) / "progress.json", {"|".join(map(str, k)): v for k, v in docs.items()}
+        )
     return searches, docs
 
 
@@ -221,7 +200,9 @@ def run_overload(
     wn = args.overload_workload
     keys = [(p, f, s) for p in args.policies for f in OVERLOAD for s in range(args.seeds)]
     jobs = [
-        PointJob(args.config, wn, p, args.num_requests, s, round(f * rr_capacity, 3), args.traces)
+        PointJob(
+            config_of(wn, args.config), wn, p, requests(args, wn), s, round(f * rr_capacity, 4)
+        )
         for p, f, s in keys
     ]
     results = _run(jobs, args.jobs, run_point, say, f"overload on {wn}")
@@ -234,6 +215,15 @@ def run_overload(
             cell["goodput_rps"] = _median([d["goodput_rps"] for d in cell["seeds"]])
             cell["attainment"] = _median([d["attainment"] for d in cell["seeds"]])
     return out
+
+
+def requests(args: argparse.Namespace, name: str) -> int:
+    return int(args.num_requests or SUITE[name].num_requests)
+
+
+def _about(name: str) -> str:
+    w = workload_of(name)
+    return f"{w.trace}: {w.slo_text}"
 
 
 def _cpu_seconds() -> float:
@@ -250,45 +240,52 @@ def _median(values: Sequence[float | None]) -> float | None:
     return statistics.median(known) if known else None
 
 
-def parse_args(argv: Sequence[str] | None, repo: Path, traces: Path) -> argparse.Namespace:
+def parse_args(argv: Sequence[str] | None, repo: Path) -> argparse.Namespace:
     ap = argparse.ArgumentParser(
         prog="capacity.py --suite", description=__doc__.splitlines()[0] if __doc__ else None
     )
-    ap.add_argument("--config", default=str(repo / "configs" / "paper-3xa100.yaml"))
-    ap.add_argument("--workloads", default=",".join(WORKLOADS), help="comma list")
+    ap.add_argument("--config", help="simulation config (default: each workload's own)")
+    ap.add_argument("--workloads", default=",".join(SUITE), help="comma list")
     ap.add_argument("--policies", default=",".join(POLICIES), help="comma list")
     ap.add_argument("--seeds", type=int, default=3, help="trace windows per workload")
-    ap.add_argument("--num-requests", type=int, default=1000, help="requests per point")
-    ap.add_argument("--points", type=int, default=6, help="points per capacity search")
+    ap.add_argument(
+        "--num-requests", type=int, help="requests per point (default: the workload's own)"
+    )
+    ap.add_argument("--points", type=int, default=5, help="points per capacity search")
     ap.add_argument(
         "--ceiling-requests", type=int, default=3000, help="at least this many for the ceiling"
     )
     ap.add_argument("--overload-workload", default="conv", help="'' to skip overload")
     ap.add_argument("--jobs", type=int, default=2)
-    ap.add_argument("--traces", default=str(traces))
     ap.add_argument("--out", default=str(repo / "benchmarks" / "results" / "capacity-suite"))
     ap.add_argument("--no-plots", action="store_true")
     args = ap.parse_args(argv)
     args.workloads = [w for w in args.workloads.split(",") if w]
     args.policies = [p for p in args.policies.split(",") if p]
-    unknown = set(args.workloads) - set(WORKLOADS)
+    unknown = set(args.workloads) - set(SUITE)
     if unknown:
-        ap.error(f"unknown workloads {sorted(unknown)} (known: {', '.join(WORKLOADS)})")
+        ap.error(f"unknown workloads {sorted(unknown)} (known: {', '.join(SUITE)})")
     if args.overload_workload and "round_robin" not in args.policies:
         ap.error("overload is relative to round_robin's capacity: include round_robin")
     return args
 
 
-def main(argv: Sequence[str] | None, repo: Path, traces: Path) -> int:
-    args = parse_args(argv, repo, traces)
+def main(argv: Sequence[str] | None, repo: Path) -> int:
+    args = parse_args(argv, repo)
     t0 = time.perf_counter()
 
     def say(msg: str) -> None:
         print(f"[{time.perf_counter() - t0:6.0f}s] {msg}", file=sys.stderr, flush=True)
 
     # At least ~1000 requests per engine, or the saturated window is mostly start-up.
-    ceiling_n = max(args.num_requests * args.seeds, args.ceiling_requests)
-    jobs = [CeilingJob(args.config, wn, ceiling_n, args.traces) for wn in args.workloads]
+    jobs = [
+        CeilingJob(
+            config_of(wn, args.config),
+            wn,
+            max(requests(args, wn) * args.seeds, args.ceiling_requests),
+        )
+        for wn in args.workloads
+    ]
     ceil_docs = dict(
         zip(args.workloads, _run(jobs, args.jobs, run_ceiling, say, "ceilings"), strict=True)
     )
@@ -320,13 +317,13 @@ def main(argv: Sequence[str] | None, repo: Path, traces: Path) -> int:
     print(table)
     out = Path(args.out)
     doc = {
-        "config": Path(args.config).name,
-        "num_requests": args.num_requests,
+        "configs": {wn: Path(config_of(wn, args.config)).name for wn in args.workloads},
+        "num_requests": {wn: requests(args, wn) for wn in args.workloads},
         "seeds": args.seeds,
         "points_per_search": args.points,
         "overload_workload": ow,
         "overload_factors": list(OVERLOAD),
-        "workloads": {wn: WORKLOADS[wn].about for wn in args.workloads},
+        "workloads": {wn: _about(wn) for wn in args.workloads},
         "ceilings": ceil_docs,
         "capacities": capacities,
         "overload": overload,

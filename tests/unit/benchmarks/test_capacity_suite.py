@@ -45,10 +45,9 @@ def test_search_stops_at_max_points() -> None:
 
 
 def test_windows_are_distinct_trace_rows_retimed() -> None:
-    w = capacity_suite.WORKLOADS["conv"]
-    a = capacity_suite.window_items(w, 50, 0, 10.0, capacity.TRACES)
-    b = capacity_suite.window_items(w, 50, 1, 10.0, capacity.TRACES)
-    whole = capacity_suite.window_items(w, 100, 0, None, capacity.TRACES)
+    a = capacity_suite.window_items("conv", 50, 0, 10.0)
+    b = capacity_suite.window_items("conv", 50, 1, 10.0)
+    whole = capacity_suite.window_items("conv", 100, 0, None)
     assert [x.prompt_tokens for x in b] == [x.prompt_tokens for x in whole[50:]]
     assert [x.prompt_tokens for x in a] != [x.prompt_tokens for x in b]
     for items in (a, b):
