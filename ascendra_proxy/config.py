@@ -39,10 +39,17 @@ from urllib.parse import urlsplit
 
 from ascendra_proxy.configload import ConfigError, describe, join_path, load, read_yaml
 from ascendra_proxy.core.backend import BackendInfo, Role
-from ascendra_proxy.core.contracts import Policy
-from ascendra_proxy.core.policies.registry import POLICIES, PolicySpec, build_policy
+from ascendra_proxy.core.contracts import Policy, PolicyNeeds
+from ascendra_proxy.core.policies.registry import (
+    POLICIES,
+    PolicySpec,
+    build_policy,
+    needs_of,
+    profiles_needed,
+)
 from ascendra_proxy.core.policies.round_robin import RoundRobinParams
 from ascendra_proxy.core.slo import SLO, SLOTable
+from ascendra_proxy.engine.profile import LatencyProfile, load_profile
 
 __all__ = [
     "AuthConfig",
@@ -332,8 +339,22 @@ class ProxyConfig:
             classes={k: v.to_slo() for k, v in self.slo.classes.items()},
         )
 
-    def make_policy(self) -> Policy:
-        return build_policy(self.policy.type, self.policy.params, self.backend_infos())
+    def policy_needs(self) -> PolicyNeeds:
+        """What the configured policy uses (its registry entry's declaration)."""
+        return needs_of(self.policy.type, self.policy.params)
+
+    def latency_profiles(self, names: list[str] | None = None) -> dict[str, LatencyProfile]:
+        """The named latency profiles (default: every one a backend names), loaded here in
+        the driver: core receives them as values."""
+        if names is None:
+            names = list(dict.fromkeys(b.profile for b in self.backend_infos() if b.profile))
+        return {name: load_profile(name) for name in names}
+
+    def make_policy(self, policies: Mapping[str, PolicySpec[Any]] = POLICIES) -> Policy:
+        """The configured policy, with the latency profiles it needs loaded."""
+        p, infos = self.policy, self.backend_infos()
+        wanted = profiles_needed(needs_of(p.type, p.params, policies), infos)
+        return build_policy(p.type, p.params, infos, self.latency_profiles(wanted), policies)
 
 
 # -- loading ---------------------------------------------------------------------------

@@ -25,6 +25,7 @@ from ascendra_proxy.config import (
     parse_config,
 )
 from ascendra_proxy.configload import read_yaml
+from ascendra_proxy.core.contracts import PolicyNeeds
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -60,6 +61,7 @@ def summary_lines(cfg: ProxyConfig) -> Iterator[str]:
     """The human summary of a valid config, line by line."""
     yield f"listen    {cfg.listen.host}:{cfg.listen.port}"
     yield f"policy    {cfg.policy.type}{_params(cfg.policy.params)}"
+    yield f"uses      {_needs(cfg.policy_needs())}"
     yield f"models    {', '.join(sorted(cfg.models()))}"
     yield "pools"
     for pool in cfg.pools:
@@ -86,18 +88,31 @@ def summary_lines(cfg: ProxyConfig) -> Iterator[str]:
     )
     admin = "set" if cfg.auth.admin_key else "off"
     yield f"auth      client keys {len(cfg.auth.api_keys)}, admin key {admin}"
-    yield from _predictor(cfg.predictor, cfg.policy.type)
+    yield from _predictor(cfg.predictor, cfg.policy.type, cfg.policy_needs().predictor is not None)
 
 
-def _predictor(p: PredictorConfig, policy: str) -> Iterator[str]:
-    """The ``predictor:`` section (only the ascendra policy has a slack predictor)."""
+def _needs(needs: PolicyNeeds) -> str:
+    """What the policy declares it uses (its registry entry), in a few words."""
+    used = [
+        "pool roles" if needs.roles else "",
+        "a slack predictor" if needs.predictor is not None else "",
+        "prompt prefix hashes" if needs.prefix_blocks_per_backend is not None else "",
+        "slo classes" if needs.slo_classes else "",
+        f"a tick every {needs.tick_s * 1000:g} ms" if needs.tick_s is not None else "",
+        "latency profiles" if needs.latency_profiles else "",
+    ]
+    return ", ".join(u for u in used if u) or "routing only (no roles, predictor or tick)"
+
+
+def _predictor(p: PredictorConfig, policy: str, has_predictor: bool) -> Iterator[str]:
+    """The ``predictor:`` section (only a policy that declares a slack predictor uses it)."""
     if p.model_path is None and p.training_data is None:
         yield "predictor analytical (no model file, no training rows)"
         return
     if p.model_path is None:
         yield "predictor analytical (no model file)"
     else:
-        unused = "" if policy == "ascendra" or p.retrain else f"; unused by {policy}"
+        unused = "" if has_predictor or p.retrain else f"; unused by {policy}"
         yield (
             f"predictor model {p.model_path} (reload checked every {p.reload_check_s:g}s{unused})"
         )
@@ -112,7 +127,7 @@ def _predictor(p: PredictorConfig, policy: str) -> Iterator[str]:
             f"streaming (max {t.max_rows_per_request}), flush {t.flush_s:g}s, "
             f"tick {t.tick_ms:g} ms without a policy tick"
         )
-        if p.error_metrics and policy == "ascendra":
+        if p.error_metrics and has_predictor:
             yield "          error metrics on (the recorded rows are predicted too)"
     r = p.retrain
     if r is not None:

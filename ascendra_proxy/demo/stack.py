@@ -88,7 +88,9 @@ def proxy_config(policy: str, engine_urls: list[str], spec: StackSpec) -> dict[s
         {"url": url, "engine": "vllm", "model": MODEL, "engine_settings": settings}
         for url in engine_urls
     ]
-    if policy == "ascendra":
+    registered = POLICIES.get(policy)
+    roles = registered is not None and registered.needs(registered.params_type()).roles
+    if roles:  # a policy that uses roles: one HP engine, the rest LP
         pools = [
             {"name": "lp", "role": "lp", "backends": backends[:-1]},
             {"name": "hp", "role": "hp", "backends": backends[-1:]},

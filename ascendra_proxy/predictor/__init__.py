@@ -7,8 +7,9 @@ This package answers it with a model learned from the proxy's own observations:
 
 * :mod:`.tap` and :mod:`.dataset`: at each tick the driver (proxy or simulator) turns its
   requests and backend snapshots into the policy's questions, and a recorder writes them,
-  later joined with what actually happened, as JSONL rows (:mod:`.simtap` wires this into
-  a simulator; :mod:`.rows` reads the rows back);
+  later joined with what actually happened, as JSONL rows (the tap is a lifecycle
+  observer, ``core/contracts.py``, that both drivers report to; :mod:`.simtap` hands it
+  to a simulator; :mod:`.rows` reads the rows back);
 * :mod:`.features`: the versioned feature schema (a batch -> a float32 matrix);
 * :mod:`.train` and :mod:`.cli` (``ascendra-proxy train``): LightGBM quantile regression
   per target, evaluated against the analytical model on held-out requests;
@@ -22,7 +23,7 @@ Where it is wired.  The live proxy: the config's ``predictor:`` section
 (:class:`~ascendra_proxy.config.PredictorConfig`), carried out by
 :mod:`ascendra_proxy.proxy.learning` (model loaded at start and handed to the policy's
 ``use_predictor``, ``maybe_reload`` from the tick about once a second, the tap driven by
-the tick and the gateway's dispatch/token/move/finish events, the ``Retrainer``, the
+the tick and the gateway's lifecycle events, the ``Retrainer``, the
 metrics on the proxy's registry).  The simulator: ``ascendra-proxy simulate
 --predictor-model FILE --training-data FILE`` (:mod:`ascendra_proxy.sim.sweep` runs the
 jobs with :mod:`.simtap`).  Benchmarks call :func:`~.model.load_predictor` directly.

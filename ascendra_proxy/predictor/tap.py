@@ -19,10 +19,12 @@ backend view (``BackendState.features()``), for every request the policy would r
   not-started request there and the time since its last first token; see :mod:`.features`),
   also written explicitly so that training can mask them.
 
-The rows go to a :class:`~.dataset.TrainingRecorder` (which rate limits them); the driver
-also reports dispatches (:meth:`on_dispatched`, for the engine priority), tokens
-(:meth:`on_tokens`, with the backend that produced them), moves (:meth:`on_moved`) and
-ends (:meth:`on_finished`).  The tap works under any policy: under the baselines nothing
+The rows go to a :class:`~.dataset.TrainingRecorder` (which rate limits them).  The tap is
+a :class:`~ascendra_proxy.core.contracts.LifecycleObserver`: every driver (the live proxy,
+the simulator) reports to it through that protocol the ticks, dispatches (for the engine
+priority; one that replaces an attempt voids the request's pending rows), tokens (with the
+backend that produced them), answers that came whole (no token times: rows voided) and
+ends.  The tap works under any policy: under the baselines nothing
 moves, so every row gets its label.
 
 With a ``predictor`` and ``metrics``, the tap also asks the predictor the tick's new
@@ -52,6 +54,7 @@ from ascendra_proxy.core.predict import (
     SlackPredictor,
 )
 from ascendra_proxy.core.prefix import PrefixIndex
+from ascendra_proxy.core.request import Outcome as RequestOutcome
 from ascendra_proxy.core.request import Phase, RequestState
 from ascendra_proxy.predictor.dataset import Outcome, TrainingRecorder
 from ascendra_proxy.predictor.metrics import PredictorMetrics
@@ -117,20 +120,27 @@ class TrainingTap:
             p = None if predicted is None else predicted[i]
             rec.observe(o.rid, now, o.query, o.features, o.slo, o.accept, o.extra, p)
 
-    def on_dispatched(self, request_id: str, priority: int | None) -> None:
-        """The driver sent the request with this engine priority (None: none sent)."""
+    def on_dispatched(
+        self, request_id: str, backend: str, priority: int | None, replaced: bool
+    ) -> None:
+        """The driver sent the request with this engine priority (None: none sent); a
+        request that had an attempt before (retry, offload, migration) loses the rows its
+        earlier attempts could no longer label."""
+        if replaced:
+            self.recorder.discard(request_id)
         if priority is None:
             self._priority.pop(request_id, None)
         else:
             self._priority[request_id] = priority
 
-    def on_tokens(self, request_id: str, now: float, n: int, backend: str | None) -> None:
+    def on_tokens(self, request_id: str, now: float, n: int, backend: str) -> None:
         self.recorder.label_tokens(request_id, now, n, backend)
 
-    def on_moved(self, request_id: str) -> None:
+    def on_answer(self, request_id: str, now: float, n: int, backend: str) -> None:
+        """The answer came whole: no token times to label its rows with."""
         self.recorder.discard(request_id)
 
-    def on_finished(self, request_id: str) -> None:
+    def on_finished(self, request_id: str, outcome: RequestOutcome) -> None:
         self.recorder.finish(request_id)
         self._hits.pop(request_id, None)
         self._priority.pop(request_id, None)

@@ -82,7 +82,7 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
     policy = cfg.make_policy()
     learning = Learning(cfg, policy, telemetry.registry)
     gateway = Gateway(cfg, backends, policy, telemetry, clock)
-    gateway.learning, gateway.tap = learning, learning.tap
+    gateway.learning, gateway.observer = learning, learning.tap
     telemetry.gauges = lambda: _gauges(gateway)
     app[GATEWAY] = gateway
     backends.start_monitors()

@@ -20,9 +20,12 @@ flight through ``flight.pending``: ``Assign`` releases a held request to a backe
 closes the current attempt so the pump asks for the next one, which is the pending dispatch;
 ``Drop`` ends it.  The policy decides; this module only carries decisions out.
 
-With training rows configured (``proxy/learning.py``), the gateway reports to the
-predictor's ``TrainingTap`` (``tap``) each dispatch (with its engine priority), each move
-to another attempt, and each request's end; the stream pump reports token arrivals.
+The gateway reports each request's lifecycle to its ``observer`` (a
+:class:`~ascendra_proxy.core.contracts.LifecycleObserver`: the predictor's training tap when
+training rows are configured, ``proxy/learning.py``): each dispatch (with its engine
+priority, and whether it replaced an attempt) and each request's end; the stream pump
+reports token arrivals and answers that came whole.  What a tick's actions mean is the
+core's (``core/driver.py``); ``proxy/ticker.py`` carries them out on the flights here.
 """
 
 from __future__ import annotations
@@ -41,8 +44,9 @@ from ascendra_proxy.backends.base import Endpoint
 from ascendra_proxy.backends.upstream import Budgets, UpstreamAttempt
 from ascendra_proxy.config import ProxyConfig
 from ascendra_proxy.core.backend import Role
-from ascendra_proxy.core.contracts import Policy
+from ascendra_proxy.core.contracts import LifecycleObserver, Policy
 from ascendra_proxy.core.decisions import Dispatch, Hold, Reject
+from ascendra_proxy.core.driver import engine_priority, hold_recheck_s
 from ascendra_proxy.core.prefix import block_hashes
 from ascendra_proxy.core.request import Outcome, RequestState
 from ascendra_proxy.core.slo import SLO
@@ -54,12 +58,10 @@ from ascendra_proxy.proxy.telemetry import Telemetry
 from ascendra_proxy.proxy.validate import GenerationRequest
 
 if TYPE_CHECKING:
-    from ascendra_proxy.predictor.tap import TrainingTap
     from ascendra_proxy.proxy.learning import Learning
 
 log = logging.getLogger(__name__)
 
-HOLD_RECHECK_S = 0.05
 ABORT_DRAIN_S = 2.0
 
 
@@ -87,7 +89,7 @@ class Gateway:
         self._tasks: set[asyncio.Task[None]] = set()
         self.roles: dict[str, tuple[Role, bool]] = {}  # policy SetRole actions: (role, draining)
         self.learning: Learning | None = None  # the learned predictor's side (app sets it)
-        self.tap: TrainingTap | None = None  # training rows: told of dispatches, moves, ends
+        self.observer: LifecycleObserver | None = None  # told of every lifecycle event
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -130,8 +132,8 @@ class Gateway:
         self.telemetry.slo_done(flight.state)
         if flight.moved is not None:
             self.telemetry.moved_done(flight.state, flight.moved)
-        if self.tap is not None:
-            self.tap.on_finished(flight.state.id)
+        if self.observer is not None:
+            self.observer.on_finished(flight.state.id, outcome)
         try:
             self.policy.on_finish(flight.state, now)
         finally:
@@ -188,8 +190,7 @@ class Gateway:
         state = flight.state
         if flight.attempt is not None:
             self.end_attempt(flight)
-        # vLLM rejects a non-zero priority unless the engine runs with priority scheduling
-        priority = d.priority if backend.info.priority_scheduling else None
+        priority = engine_priority(backend.info, d.priority)
         gen = flight.gen
         cont = flight.continuation
         if cont is None:
@@ -201,10 +202,10 @@ class Gateway:
             backend.name, backend.url, backend.session, request, headers, self.budgets
         )
         state.on_dispatch(self.clock(), backend.name)
-        if self.tap is not None:
-            if flight.backend is not None:  # it had an attempt: a retry, offload or migration
-                self.tap.on_moved(state.id)
-            self.tap.on_dispatched(state.id, priority)
+        if self.observer is not None:  # replaced: a retry, offload or migration
+            self.observer.on_dispatched(
+                state.id, backend.name, priority, flight.backend is not None
+            )
         flight.queued_tokens = 0 if state.started else state.prompt_tokens
         backend.begin(flight.queued_tokens)
         flight.backend, flight.attempt = backend, attempt
@@ -295,8 +296,7 @@ class Gateway:
         waited = self.clock() - (held_at if flight.state.started else flight.state.arrival)
         if waited >= self.cfg.timeouts.first_byte_s:
             raise ApiError(504, "timed out waiting for a backend with room", code="queue_timeout")
-        tick = self.policy.tick_interval_s or HOLD_RECHECK_S
-        await self.capacity.wait(min(tick, HOLD_RECHECK_S))
+        await self.capacity.wait(hold_recheck_s(self.policy.tick_interval_s))
 
     def _rejection(self, flight: Flight, r: Reject) -> ApiError:
         last = flight.last_error
@@ -316,7 +316,7 @@ class Gateway:
         body = {k: v for k, v in flight.gen.body.items() if k not in _WARM_DROP}
         body["max_tokens"] = 1
         rid = flight.state.id + "-warm"
-        priority = priority if backend.info.priority_scheduling else None
+        priority = engine_priority(backend.info, priority)
         request = backend.adapter.prepare(flight.gen.endpoint, body, rid, priority)
         self.spawn(
             _post_discard(

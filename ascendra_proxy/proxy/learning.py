@@ -11,11 +11,13 @@ Theory of operation.  :class:`Learning` carries out the config's ``predictor:`` 
   and parse (tens of milliseconds: the LightGBM boosters) run in the default executor
   thread (``read_changed``) and the model is installed back on the event loop, so a replaced
   file is in use within about a second, and a bad replacement is logged and ignored (the
-  previous model keeps answering).  Only the
-  Ascendra policy has a slack predictor; under a baseline the file is not loaded.
-* ``training_data``: a :class:`~ascendra_proxy.predictor.tap.TrainingTap` observes every
-  tick (before the policy's tick, on the same snapshots) and the gateway reports
-  dispatches, token arrivals (per upstream read, not per token), moves and ends to it.
+  previous model keeps answering).  Only a policy that declares a slack predictor
+  (``PolicyNeeds.predictor``; it implements ``SwapPredictor``) gets it; under a baseline
+  the file is not loaded.
+* ``training_data``: a :class:`~ascendra_proxy.predictor.tap.TrainingTap` is the
+  gateway's lifecycle observer (``core/contracts.py``): it sees every tick (before the
+  policy's tick, on the same snapshots), and the gateway reports dispatches, token
+  arrivals (per upstream read, not per token), answers that came whole and ends to it.
   The recorder only buffers lines; every ``flush_s`` :meth:`tick` hands them to one write
   in the default executor thread (a :class:`~ascendra_proxy.predictor.dataset.
   RollingJsonl`, capped at ``max_bytes`` per file), one write at a time so lines stay in
@@ -28,7 +30,7 @@ Theory of operation.  :class:`Learning` carries out the config's ``predictor:`` 
 
 Metrics on the proxy's registry: ``ascendra_predictor_source{source}`` (1 for the source
 answering the policy, read at scrape time; both 0 under a baseline); with training data
-and ``error_metrics`` under the Ascendra policy, the tap also asks the policy's predictor
+and ``error_metrics`` under a policy with a predictor, the tap also asks that predictor
 the recorded questions and feeds ``ascendra_predictor_error_seconds{target}`` and
 ``ascendra_predictor_abs_error_over_slo{target}``; and
 ``ascendra_predictor_training_rows_total{state}``, ``ascendra_predictor_reloads_total``,
@@ -40,7 +42,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry
@@ -48,13 +50,11 @@ from prometheus_client.core import CounterMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from ascendra_proxy.config import ProxyConfig
-from ascendra_proxy.core.backend import BackendSnapshot
-from ascendra_proxy.core.contracts import Policy
+from ascendra_proxy.core.contracts import Policy, swaps_predictor
 from ascendra_proxy.core.predict import SlackPredictor
-from ascendra_proxy.core.request import RequestState
 from ascendra_proxy.predictor.dataset import RollingJsonl, TrainingRecorder
 from ascendra_proxy.predictor.metrics import PredictorMetrics, register_source_gauge
-from ascendra_proxy.predictor.setup import analytical_fallback, takes_predictor
+from ascendra_proxy.predictor.setup import analytical_fallback
 from ascendra_proxy.predictor.tap import TrainingTap, facts_for
 
 if TYPE_CHECKING:
@@ -64,6 +64,8 @@ if TYPE_CHECKING:
 __all__ = ["Learning"]
 
 log = logging.getLogger(__name__)
+
+PREFIX_BLOCKS_DEFAULT = 65536  # the tap's prefix index size under a policy without one
 
 
 class Learning:
@@ -86,7 +88,7 @@ class Learning:
         self.tick_s: float | None = None  # observation tick for a policy without one
 
         measured: SlackPredictor | None = None
-        if takes_predictor(policy):
+        if swaps_predictor(policy):
             fallback = analytical_fallback(cfg) if (pc.model_path or pc.training_data) else None
             if pc.model_path is not None and fallback is not None:
                 from ascendra_proxy.predictor.model import LearnedPredictor, load_predictor
@@ -104,7 +106,7 @@ class Learning:
             )
 
         def source() -> str:
-            return policy.predictor_source if takes_predictor(policy) else "none"
+            return policy.predictor_source if swaps_predictor(policy) else "none"
 
         td = pc.training_data
         metrics = None
@@ -122,7 +124,8 @@ class Learning:
                 resident_interval_s=td.resident_interval_s,
                 max_rows_per_request=td.max_rows_per_request,
             )
-            blocks = getattr(cfg.policy.params, "prefix_blocks_per_backend", 65536)
+            # the tap expects prefix hits as the policy's own index would (if it has one)
+            blocks = cfg.policy_needs().prefix_blocks_per_backend or PREFIX_BLOCKS_DEFAULT
             self.tap = TrainingTap(
                 self.recorder,
                 facts_for(cfg.backend_infos()),
@@ -150,17 +153,14 @@ class Learning:
 
     # -- the tick -------------------------------------------------------------------------
 
-    def tick(
-        self, now: float, requests: Sequence[RequestState], snapshots: Sequence[BackendSnapshot]
-    ) -> None:
-        """Observe (training rows), flush, reload, retrain; cheap when nothing is due."""
+    def tick(self, now: float) -> None:
+        """Flush rows, reload, retrain (the tap observed the tick already, as the gateway's
+        lifecycle observer); cheap when nothing is due."""
         if self._started is None:
             self._started = now
-        if self.tap is not None:
-            self.tap.on_tick(now, requests, snapshots)
-            if now >= self._next_flush:
-                self._next_flush = now + self._flush_every
-                self._flush()
+        if self.tap is not None and now >= self._next_flush:
+            self._next_flush = now + self._flush_every
+            self._flush()
         if self.retrainer is not None:
             self._retrain(now)
         if self.predictor is not None and now >= self._next_reload:

@@ -234,8 +234,8 @@ class StreamPump:
         prev = state.last_token_at
         state.on_tokens(now, n)
         tel.tokens[backend] += n
-        if self.gw.tap is not None:
-            self.gw.tap.on_tokens(state.id, now, n, backend)
+        if self.gw.observer is not None:
+            self.gw.observer.on_tokens(state.id, now, n, backend)
         gaps = self._gaps
         if gaps is None or self._gaps_backend != backend:
             gaps = self._gaps = tel.gap_histogram(backend, state.model)
@@ -334,8 +334,8 @@ async def serve_unary(gw: Gateway, flight: Flight) -> web.Response:
         if type(sent) is not int:
             sent = flight.state.prompt_tokens
         gw.telemetry.resubmission(attempt.backend, sent, cached_prompt_tokens(usage))
-    if gw.tap is not None:  # the answer came whole: no token times to label rows with
-        gw.tap.on_moved(flight.state.id)
+    if gw.observer is not None:  # the answer came whole: no token times
+        gw.observer.on_answer(flight.state.id, now, tokens, attempt.backend)
     state = flight.state
     # a non-streaming answer's first token is its whole latency (stream="false")
     gw.telemetry.ttft_histogram(attempt.backend, state.model, False).observe(now - state.arrival)

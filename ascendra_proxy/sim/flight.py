@@ -58,6 +58,10 @@ class Flight:
     route: list[str] = field(default_factory=list)  # backends in dispatch order
     events: list[dict[str, Any]] = field(default_factory=list)
     held: bool = False
+    # Whether a started stream can continue token-exactly elsewhere.  Simulated requests
+    # always can (no stop strings, one choice); False models one the live proxy could
+    # not resume exactly, so that the driver contract refuses to migrate it.
+    exact_continuation: bool = True
 
     @property
     def id(self) -> str:

@@ -10,20 +10,26 @@ the same policy object and the same bookkeeping, minus HTTP.
   ``limits.max_queued_requests``).  Held requests ask again whenever capacity changes (an
   attempt ends, a request finishes, a tick acts: the live gateway's ``Signal``) and at least
   every ``min(tick, 50 ms)``, in the order they were held.
-* **The monitor tick** calls ``policy.tick`` with every unfinished request and applies each
-  action as the live ticker does: ``Assign`` binds a held request (ignored if it already has
-  an attempt), ``Move`` closes the current attempt (the engine frees it ``abort_s`` later)
-  and dispatches again - before the first token an offload, after it a token-exact
-  continuation (prompt ids + generated ids, remaining ``max_tokens``) - ``Drop`` ends the
-  request, ``Warm`` sends the prompt to a backend as a one-token request whose output is
-  discarded, ``SetRole`` is mirrored in the role timeline.  Actions naming a request that
-  finished meanwhile are skipped and counted.
+* **The monitor tick** calls ``policy.tick`` with every unfinished request (the lifecycle
+  observer, if any, sees the same requests and snapshots first) and carries out each action
+  through :func:`ascendra_proxy.core.driver.carry_out`, the table every driver shares:
+  ``Assign`` binds a held request (skipped if it already has an attempt), ``Move`` closes
+  the current attempt (the engine frees it ``abort_s`` later) and dispatches again - before
+  the first token an offload, after it a token-exact continuation (prompt ids + generated
+  ids, remaining ``max_tokens``), refused like the live proxy's when the flight has no exact
+  continuation - ``Drop`` ends the request, ``Warm`` sends the prompt to a backend as a
+  one-token request whose output is discarded, ``SetRole`` is mirrored in the role
+  timeline.  Actions naming a request that finished meanwhile are skipped and counted;
+  decisions are counted under the same labels as the proxy's.
 * **Tokens.**  Outputs from an engine step reach the proxy one hop after the step ended; an
   output of a closed attempt is dropped (that is what makes a continuation token-exact:
   the proxy's record, not the old engine, decides what was sent).  The first token releases
   the prompt's queued-token count; the final one completes the request.
 * **Ending** is single: ``RequestState.finish`` returns False on every later call, the
   policy's ``on_finish`` runs once, and the client-side record gets its end and outcome.
+* **Lifecycle events** go to ``observer`` (``core/contracts.py``'s ``LifecycleObserver``,
+  e.g. the predictor's training tap) as the live gateway reports them: dispatches (with
+  the engine priority sent), tokens of open attempts, ends.
 """
 
 from __future__ import annotations
@@ -35,7 +41,7 @@ from typing import Any
 
 from ascendra_proxy.config import ProxyConfig
 from ascendra_proxy.core.backend import BackendSnapshot
-from ascendra_proxy.core.contracts import Policy
+from ascendra_proxy.core.contracts import LifecycleObserver, Policy
 from ascendra_proxy.core.decisions import (
     Action,
     Assign,
@@ -46,6 +52,15 @@ from ascendra_proxy.core.decisions import (
     SetRole,
     Warm,
 )
+from ascendra_proxy.core.driver import (
+    Carried,
+    Effect,
+    RequestFacts,
+    action_reason,
+    carry_out,
+    engine_priority,
+    hold_recheck_s,
+)
 from ascendra_proxy.core.request import Outcome
 from ascendra_proxy.engine import EngineRequest, SamplingSpec, TokenOutput
 from ascendra_proxy.sim.backend import SimBackend
@@ -54,9 +69,7 @@ from ascendra_proxy.sim.flight import Attempt, Flight
 from ascendra_proxy.sim.setup import SimSettings
 from loadgen.metrics import Outcome as RecordOutcome
 
-__all__ = ["HOLD_RECHECK_S", "SimError", "SimProxy", "Tally"]
-
-HOLD_RECHECK_S = 0.05  # the live gateway's HOLD_RECHECK_S
+__all__ = ["SimError", "SimProxy", "Tally"]
 
 
 class SimError(RuntimeError):
@@ -97,12 +110,13 @@ class SimProxy:
         self._on_end = on_end
         self._limit = cfg.limits.max_inflight_per_backend
         self._max_queued = cfg.limits.max_queued_requests
-        self._recheck_every = min(policy.tick_interval_s or HOLD_RECHECK_S, HOLD_RECHECK_S)
+        self._recheck_every = hold_recheck_s(policy.tick_interval_s)
         self._recheck_at: float | None = None
         self._engine_ids: dict[str, tuple[Flight, Attempt]] = {}
         self.flights: dict[str, Flight] = {}  # unfinished, in admission order
         self.held: dict[str, Flight] = {}  # parked by a Hold, in the order they were held
         self.tally = Tally()
+        self.observer: LifecycleObserver | None = None  # told of every lifecycle event
 
     def snapshots(self, now: float) -> list[BackendSnapshot]:
         return [b.snapshot(now, self._limit) for b in self._order]
@@ -118,12 +132,12 @@ class SimProxy:
         snaps = self.snapshots(now) if snaps is None else snaps
         d = self.policy.route(f.state, snaps, now, frozenset(f.exclude))
         if isinstance(d, Dispatch):
-            self._unhold(f)
+            self.unhold(f)
             self.tally.decisions[d.reason] += 1
             self.dispatch(now, f, d)
             return True
         if isinstance(d, Reject):
-            self._unhold(f)
+            self.unhold(f)
             self.tally.decisions[d.reason] += 1
             self.end(now, f, Outcome.REJECTED, f"{d.status} {d.code}: {d.message}")
             return True
@@ -137,7 +151,7 @@ class SimProxy:
             self._arm_recheck(now + self._recheck_every)
         return False
 
-    def _unhold(self, f: Flight) -> None:
+    def unhold(self, f: Flight) -> None:
         if f.held:
             f.held = False
             del self.held[f.id]
@@ -175,6 +189,9 @@ class SimProxy:
             raise SimError(f"policy chose unknown backend {d.backend!r} for {f.id}")
         self._close(now, f, abort=True)
         st = f.state
+        prio = engine_priority(b.info, d.priority)
+        if self.observer is not None:
+            self.observer.on_dispatched(f.id, b.name, prio, f.attempts > 0)
         st.on_dispatch(now, b.name)
         queued = 0 if st.started else st.prompt_tokens
         b.begin(queued)
@@ -183,12 +200,16 @@ class SimProxy:
         ids = f.prompt_ids + f.generated if f.generated else f.prompt_ids
         rem = f.remaining
         spec = SamplingSpec(max_tokens=rem, min_tokens=rem, ignore_eos=True, seed=f.item.index)
-        req = EngineRequest(engine_id, ids, spec, arrival_time=now, priority=d.priority or 0)
+        req = EngineRequest(engine_id, ids, spec, arrival_time=now, priority=prio or 0)
         a = Attempt(engine_id, b, req, queued)
         f.attempt = a
         f.route.append(b.name)
         self._engine_ids[engine_id] = (f, a)
-        self._queue.push(now + self._settings.network_s + b.frontend_s, Kind.ENGINE_ADD, a)
+        self.send(now, a)
+
+    def send(self, now: float, a: Attempt) -> None:
+        """The attempt's request reaches its engine after the hop and the frontend."""
+        self._queue.push(now + self._settings.network_s + a.backend.frontend_s, Kind.ENGINE_ADD, a)
 
     def _close(self, now: float, f: Flight, abort: bool, why: str = "redispatch") -> None:
         a = f.attempt
@@ -214,6 +235,8 @@ class SimProxy:
             f, a = entry
             new = out.new_token_ids
             n = len(new)
+            if self.observer is not None:
+                self.observer.on_tokens(f.id, now, n, a.backend.name)
             f.state.on_tokens(now, n)
             f.generated.extend(new)
             rec = f.record  # RequestRecord.add_chunk, inlined (the hottest loop of a run)
@@ -237,7 +260,7 @@ class SimProxy:
 
     def end(self, now: float, f: Flight, outcome: Outcome, error: str | None = None) -> None:
         self._close(now, f, abort=True, why=outcome.value)
-        self._unhold(f)
+        self.unhold(f)
         if not f.state.finish(now, outcome):
             return
         del self.flights[f.id]
@@ -253,20 +276,45 @@ class SimProxy:
         if f.events:
             rec.events = f.events
         self.policy.on_finish(f.state, now)
+        if self.observer is not None:
+            self.observer.on_finished(f.id, outcome)
         self.notify(now)
         self._on_end(f)
 
     # -- the monitor tick -----------------------------------------------------------------
 
     def tick(self, now: float) -> None:
+        """A monitor tick: the observer sees it first, then the policy (if it ticks)."""
         states = [f.state for f in self.flights.values()]
-        for action in self.policy.tick(now, states, self.snapshots(now)):
+        snaps = self.snapshots(now)
+        if self.observer is not None:
+            self.observer.on_tick(now, states, snaps)
+        if self.policy.tick_interval_s is None:
+            return  # an observation-only tick
+        for action in self.policy.tick(now, states, snaps):
             self.apply(now, action)
 
-    def apply(self, now: float, action: Action) -> None:
-        if isinstance(action, SetRole):
-            self.tally.decisions[action.reason] += 1
-            self.tally.roles.append(
+    def apply(self, now: float, action: Action) -> Carried:
+        """Carry out one action as ``core/driver.py`` says, and count it."""
+        carried = carry_out(action, _Target(self, now))
+        t = self.tally
+        if carried.label is not None:
+            t.decisions[carried.label] += 1
+        reason = action_reason(action)
+        effect = carried.effect
+        if effect is Effect.SKIP:
+            assert carried.skip is not None
+            t.skipped[f"{type(action).__name__}:{carried.skip.value}"] += 1
+        elif effect is Effect.OFFLOAD:
+            t.offloads[reason] += 1
+        elif effect is Effect.MIGRATE:
+            t.migrations[reason] += 1
+        elif effect is Effect.DROP:
+            t.drops[reason] += 1
+        elif effect is Effect.WARM:
+            t.warms[reason] += 1
+        elif isinstance(action, SetRole):
+            t.roles.append(
                 {
                     "t": round(now, 6),
                     "backend": action.backend,
@@ -275,57 +323,72 @@ class SimProxy:
                     "reason": action.reason,
                 }
             )
-            return
-        f = self.flights.get(action.request_id)
-        if f is None:
-            self.tally.skipped[f"{type(action).__name__}:finished"] += 1
-            return
-        if isinstance(action, Assign):
-            if f.attempt is not None:
-                self.tally.skipped["Assign:dispatched"] += 1
-                return
-            self._unhold(f)
-            self.tally.decisions[action.dispatch.reason] += 1
-            self.dispatch(now, f, action.dispatch)
-        elif isinstance(action, Move):
-            self._move(now, f, action)
-        elif isinstance(action, Drop):
-            self.tally.drops[action.reject.reason] += 1
-            self.end(now, f, Outcome.REJECTED, f"{action.reject.status} {action.reject.code}")
-        elif isinstance(action, Warm):
-            self._warm(now, f, action)
+        return carried
 
-    def _move(self, now: float, f: Flight, m: Move) -> None:
-        d = m.dispatch
-        kind = "offload" if m.kind == "offload" else "migration"
-        (self.tally.offloads if kind == "offload" else self.tally.migrations)[d.reason] += 1
-        self.tally.decisions[d.reason] += 1
+
+class _Target:
+    """:class:`~ascendra_proxy.core.driver.ActionTarget` for the simulated proxy at ``now``."""
+
+    __slots__ = ("now", "proxy")
+
+    def __init__(self, proxy: SimProxy, now: float) -> None:
+        self.proxy = proxy
+        self.now = now
+
+    def facts(self, request_id: str) -> RequestFacts | None:
+        f = self.proxy.flights.get(request_id)
+        if f is None:
+            return None
+        return RequestFacts(started=f.state.started, has_attempt=f.attempt is not None)
+
+    def can_continue(self, request_id: str) -> bool:
+        f = self.proxy.flights[request_id]
+        return f.exact_continuation and f.attempt is not None
+
+    def assign(self, action: Assign) -> None:
+        f = self.proxy.flights[action.request_id]
+        self.proxy.unhold(f)
+        self.proxy.dispatch(self.now, f, action.dispatch)
+
+    def move(self, action: Move, effect: Effect) -> None:
+        proxy, now, dispatch = self.proxy, self.now, action.dispatch
+        f = proxy.flights[action.request_id]
+        kind = "offload" if effect is Effect.OFFLOAD else "migration"
         src = f.attempt.backend.name if f.attempt is not None else None
         f.events.append(
             {
                 "t": round(now, 6),
                 "kind": kind,
                 "from": src,
-                "to": d.backend,
-                "reason": d.reason,
+                "to": dispatch.backend,
+                "reason": dispatch.reason,
                 "tokens": len(f.generated),
             }
         )
-        self._unhold(f)
+        proxy.unhold(f)
         if f.attempt is not None:
             f.attempt.closed_by = kind  # dispatch closes it (observers see the old attempt)
-        self.dispatch(now, f, d)
+        proxy.dispatch(now, f, dispatch)
 
-    def _warm(self, now: float, f: Flight, w: Warm) -> None:
-        b = self.backends.get(w.backend)
+    def drop(self, action: Drop) -> None:
+        f = self.proxy.flights[action.request_id]
+        reject = action.reject
+        self.proxy.end(self.now, f, Outcome.REJECTED, f"{reject.status} {reject.code}")
+
+    def warm(self, action: Warm) -> bool:
+        proxy, now = self.proxy, self.now
+        f = proxy.flights[action.request_id]
+        b = proxy.backends.get(action.backend)
         if b is None:
-            raise SimError(f"policy warmed unknown backend {w.backend!r}")
+            raise SimError(f"policy warmed unknown backend {action.backend!r}")
         f.warms += 1
-        self.tally.warms[w.reason] += 1
         engine_id = f"{f.id}#warm{f.warms}"
         spec = SamplingSpec(max_tokens=1, ignore_eos=True, seed=f.item.index)
-        prio = w.priority if b.info.priority_scheduling else None
+        prio = engine_priority(b.info, action.priority)
         req = EngineRequest(engine_id, f.prompt_ids, spec, arrival_time=now, priority=prio or 0)
-        f.events.append({"t": round(now, 6), "kind": "warm", "to": b.name, "reason": w.reason})
-        warm = Attempt(engine_id, b, req, 0)
-        self._queue.push(now + self._settings.network_s + b.frontend_s, Kind.ENGINE_ADD, warm)
+        f.events.append({"t": round(now, 6), "kind": "warm", "to": b.name, "reason": action.reason})
+        proxy.send(now, Attempt(engine_id, b, req, 0))
+        return True
+
+    def set_role(self, action: SetRole) -> None:
+        return None  # the tally mirrors it (SimProxy.apply)

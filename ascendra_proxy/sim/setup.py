@@ -10,7 +10,8 @@ the same loader (unknown keys are errors naming their path).
 
 :func:`with_policy` swaps the policy, as ``--policy`` does: the policy's parameters are the
 config's own when the name matches, its defaults otherwise, and a policy without a pool
-layout rule (the baselines, which ignore roles) sees every backend as ``mixed``.
+that declares no use of roles (``PolicyNeeds.roles``: the baselines) sees every backend
+as ``mixed``.
 
 :func:`make_policy` builds the policy exactly as the live proxy does: through the core
 registry, from the config's ``BackendInfo`` values (which carry each engine's latency
@@ -28,7 +29,7 @@ from ascendra_proxy.config import SIMULATION_KEY, PolicyConfig, ProxyConfig, par
 from ascendra_proxy.configload import ConfigError, load, read_yaml
 from ascendra_proxy.core.backend import BackendInfo
 from ascendra_proxy.core.contracts import Policy
-from ascendra_proxy.core.policies.registry import POLICIES, PolicySpec, build_policy
+from ascendra_proxy.core.policies.registry import POLICIES, PolicySpec
 
 __all__ = [
     "SimConfig",
@@ -100,7 +101,7 @@ def with_policy(cfg: SimConfig, name: str, params: object | None = None) -> SimC
         same = proxy.policy.type == name
         params = proxy.policy.params if same else spec.params_type()
     pools = proxy.pools
-    if spec.check_topology is None:
+    if not spec.needs(params).roles:
         pools = tuple(replace(p, role="mixed") for p in pools)
     proxy = replace(proxy, pools=pools, policy=PolicyConfig(type=name, params=params))
     if spec.check_topology is not None:
@@ -116,7 +117,6 @@ def backend_infos(proxy: ProxyConfig) -> tuple[BackendInfo, ...]:
 
 
 def make_policy(proxy: ProxyConfig) -> Policy:
-    """The configured policy, built through the registry as the live proxy builds it."""
-    return build_policy(
-        proxy.policy.type, proxy.policy.params, backend_infos(proxy), policy_registry()
-    )
+    """The configured policy, built through the registry as the live proxy builds it (with
+    the latency profiles it needs, loaded here)."""
+    return proxy.make_policy(policy_registry())

@@ -22,7 +22,9 @@ What each event does:
 * ``SCRAPE`` / ``SCRAPED``: every ``scrape.interval_s`` (after the previous answer, as the
   live scrape loop sleeps after each scrape) the engine's gauges are read and reach the
   proxy one hop later; snapshots carry their age.
-* ``TICK`` every ``policy.tick_interval_s`` (from t = 0, on the grid ``k * interval``).
+* ``TICK`` every ``policy.tick_interval_s`` (from t = 0, on the grid ``k * interval``);
+  the proxy's lifecycle observer (:meth:`Simulator.observe`) sees each tick first.  Under
+  a policy without a tick, an observer may ask for observation-only ticks.
 * ``RECHECK``: held requests ask again; ``DISCONNECT``: a workload client hangs up.
 
 Nothing reads the wall clock; all randomness comes from ``seed`` (engines, prompt ids).
@@ -32,9 +34,9 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 
-from ascendra_proxy.core.contracts import Policy
+from ascendra_proxy.core.contracts import LifecycleObserver, Policy, swaps_predictor
 from ascendra_proxy.core.predict import SlackPredictor
 from ascendra_proxy.core.prefix import block_hashes
 from ascendra_proxy.core.request import Outcome, RequestState
@@ -49,14 +51,7 @@ from ascendra_proxy.sim.setup import SimConfig, backend_infos, make_policy
 from loadgen.metrics import RequestRecord
 from loadgen.workloads import WorkItem
 
-__all__ = ["SimResult", "Simulator", "SupportsPredictor"]
-
-
-@runtime_checkable
-class SupportsPredictor(Protocol):
-    """A policy whose slack predictor can be swapped (the Ascendra policy)."""
-
-    def use_predictor(self, predictor: SlackPredictor | None) -> None: ...
+__all__ = ["SimResult", "Simulator"]
 
 
 @dataclass(slots=True)
@@ -90,7 +85,7 @@ class Simulator:
         self._settings = cfg.sim
         self.policy = policy if policy is not None else make_policy(cfg.proxy)
         if predictor is not None:
-            if not isinstance(self.policy, SupportsPredictor):
+            if not swaps_predictor(self.policy):
                 raise ValueError(f"policy {self.policy.name!r} takes no predictor")
             self.policy.use_predictor(predictor)
         tok = tokenizer if tokenizer is not None else Tokenizer()
@@ -107,6 +102,15 @@ class Simulator:
         self._arrived = 0
         self._open = 0
         self._events = 0
+        self._observe_every: float | None = None
+
+    def observe(self, observer: LifecycleObserver, tick_s: float | None = None) -> None:
+        """Report every request's lifecycle to ``observer`` (call before :meth:`run`).
+        Under a policy without a monitor tick, ``tick_s`` asks for observation-only ticks
+        that often (the observer's ``on_tick``; the policy is not asked)."""
+        self.proxy.observer = observer
+        if self.policy.tick_interval_s is None and tick_s is not None:
+            self._observe_every = tick_s
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -117,6 +121,8 @@ class Simulator:
         tick = self.policy.tick_interval_s
         if tick is not None:
             q.push(tick, Kind.TICK, 1)
+        elif self._observe_every is not None:
+            q.push(self._observe_every, Kind.TICK, 0)
         interval = self._cfg.proxy.scrape.interval_s
         n = len(self.backends)
         for i, b in enumerate(self.backends):
@@ -252,9 +258,13 @@ class Simulator:
 
     def _on_tick(self, t: float, k: int) -> None:
         self.proxy.tick(t)
+        if self.done:
+            return
         interval = self.policy.tick_interval_s
-        if interval is not None and not self.done:
+        if interval is not None:
             self.queue.push((k + 1) * interval, Kind.TICK, k + 1)
+        elif self._observe_every is not None:
+            self.queue.push(t + self._observe_every, Kind.TICK, 0)
 
 
 def _build_backends(cfg: SimConfig, seed: int, tok: Tokenizer) -> list[SimBackend]:

@@ -405,6 +405,7 @@ def test_check_config_cli_ok() -> None:
     for fragment in (
         "OK",
         "policy    ascendra",
+        "uses      pool roles, a slack predictor, prompt prefix hashes, slo classes",
         "lp (role lp, 2 backends)",
         "hp-0",
         "http://127.0.0.1:8103",

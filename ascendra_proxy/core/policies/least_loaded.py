@@ -21,7 +21,7 @@ YAML::
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from ascendra_proxy.core.backend import BackendInfo, BackendSnapshot
@@ -93,5 +93,7 @@ def _why(
     return "tie"  # pragma: no cover - names are unique
 
 
-def make_least_loaded(params: LeastLoadedParams, backends: Sequence[BackendInfo]) -> LeastLoaded:
+def make_least_loaded(
+    params: LeastLoadedParams, backends: Sequence[BackendInfo], profiles: Mapping[str, object]
+) -> LeastLoaded:
     return LeastLoaded(params)

@@ -15,7 +15,7 @@ YAML::
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from ascendra_proxy.core.backend import BackendInfo, BackendSnapshot
@@ -57,5 +57,7 @@ class RoundRobin(RouteOnly):
         return Dispatch(name, "round_robin")
 
 
-def make_round_robin(params: RoundRobinParams, backends: Sequence[BackendInfo]) -> RoundRobin:
+def make_round_robin(
+    params: RoundRobinParams, backends: Sequence[BackendInfo], profiles: Mapping[str, object]
+) -> RoundRobin:
     return RoundRobin()

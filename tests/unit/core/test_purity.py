@@ -9,6 +9,7 @@ every core source file are searched for clock reads and global-RNG calls.
 
 from __future__ import annotations
 
+import ast
 import io
 import re
 import subprocess
@@ -136,3 +137,51 @@ def test_no_clock_or_global_rng(path: Path) -> None:
 def test_the_grep_catches_what_it_should(snippet: str, bad: bool) -> None:
     code = code_only(snippet + "\n")
     assert any(rx.search(code) for rx, _ in FORBIDDEN) is bad
+
+
+# Every import in core, at any depth (a lazy import inside a function included): the core
+# itself, numpy, and standard-library modules that do no I/O.  Anything else (the engine
+# package's profile loader, yaml, os, pathlib, ...) would let core read files.
+ALLOWED_IMPORTS = {
+    "__future__",
+    "ascendra_proxy.core",
+    "bisect",
+    "collections",
+    "dataclasses",
+    "enum",
+    "functools",
+    "heapq",
+    "itertools",
+    "math",
+    "numpy",
+    "operator",
+    "types",
+    "typing",
+}
+
+
+def imported_modules(source: str) -> list[str]:
+    names: list[str] = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            names += [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module is not None and not node.level:
+            names.append(node.module)
+    return names
+
+
+def allowed(module: str) -> bool:
+    return any(module == a or module.startswith(a + ".") for a in ALLOWED_IMPORTS)
+
+
+@pytest.mark.parametrize("path", SOURCES, ids=lambda p: str(p.relative_to(CORE_DIR)))
+def test_core_imports_nothing_that_does_io(path: Path) -> None:
+    found = [m for m in imported_modules(path.read_text(encoding="utf-8")) if not allowed(m)]
+    assert not found, f"{path.name} imports {found}"
+
+
+def test_the_import_check_sees_lazy_imports() -> None:
+    lazy = "def f():\n    from ascendra_proxy.engine.profile import load_profile\n"
+    assert [m for m in imported_modules(lazy) if not allowed(m)] == [
+        "ascendra_proxy.engine.profile"
+    ]

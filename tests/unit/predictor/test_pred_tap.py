@@ -7,7 +7,7 @@ import pytest
 
 from ascendra_proxy.core.backend import BackendSnapshot, Role, ScrapedLoad
 from ascendra_proxy.core.policies.ascendra.view import EngineFacts
-from ascendra_proxy.core.request import RequestState
+from ascendra_proxy.core.request import Outcome, RequestState
 from ascendra_proxy.core.slo import SLO
 from ascendra_proxy.predictor.dataset import TrainingRecorder
 from ascendra_proxy.predictor.tap import TrainingTap
@@ -81,8 +81,8 @@ def test_priority_scheduling_orders_the_queue_by_priority() -> None:
     rec = TrainingRecorder("t")
     facts = EngineFacts(profile="a100-llama3-8b", priority_scheduling=True)
     tap = TrainingTap(rec, {"hp-0": facts})
-    tap.on_dispatched("early", 50)
-    tap.on_dispatched("late", 10)  # more urgent: the engine runs it first
+    tap.on_dispatched("early", "hp-0", 50, False)
+    tap.on_dispatched("late", "hp-0", 10, False)  # more urgent: the engine runs it first
     tap.on_tick(3.0, [early, late], [snap("hp-0", Role.HP)])
     got = rows(rec)
     assert q(got["late"])["ahead"] == 0
@@ -104,8 +104,8 @@ def test_held_requests_go_to_the_least_queued_lp_in_deadline_order() -> None:
     assert q(got["loose"])["ahead"] == 200  # its share of tight's 400 over 2 LP backends
     tap.on_tokens("tight", 1.5, 1, "lp-0")  # late binding chose lp-0: still a valid label
     tap.on_tokens("loose", 1.6, 1, "hp-0")  # an HP ticket: not an LP answer
-    tap.on_finished("tight")
-    tap.on_finished("loose")
+    tap.on_finished("tight", Outcome.COMPLETED)
+    tap.on_finished("loose", Outcome.COMPLETED)
     labels = [orjson.loads(x) for x in rec.take_lines()]
     assert [(x["id"], round(x["ttft"], 6)) for x in labels] == [(got["tight"]["id"], 0.5)]
     assert rec.rows_censored == 1

@@ -59,7 +59,9 @@ What a driver (proxy or simulator) must do
   for a held request is harmless and answers ``Hold``).  ``Reject`` -> end it with that error.
 * Call ``tick(now, requests, snapshots)`` every ``tick_interval_s`` with **every**
   unfinished request (the policy reconciles its held queue and records with that list) and
-  carry out the actions in order:
+  carry out the actions in order, through :func:`ascendra_proxy.core.driver.carry_out`
+  (which decides, for every driver alike, what each action means given the request's
+  state; in short):
 
   - ``Assign(id, Dispatch)``: a held request goes to ``dispatch.backend``.
   - ``Move(id, Dispatch, "offload")``: the request has no token yet; if it is on an engine,
@@ -81,7 +83,9 @@ What a driver (proxy or simulator) must do
   prefix-affinity and warming (without them both are simply inactive).
 * Swap in the learned slack predictor with ``use_predictor`` (it must implement
   :class:`~ascendra_proxy.core.predict.SlackPredictor`); ``predictor_source`` says which
-  one is active.
+  one is active.  The registry declares all of this (``PolicyNeeds``: roles, predictor,
+  prefix hashes, SLO classes, tick, latency profiles); the factory receives the backends'
+  latency profiles as values from the driver.
 
 Evidence for the two departures from the paper (simulator, 3 x A100 Llama-3-8B as 2 LP +
 1 HP, Splitwise conv trace, Poisson, TTFT 1 s / TBT 150 ms, 800 requests; attainment at

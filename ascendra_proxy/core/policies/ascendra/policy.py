@@ -296,13 +296,10 @@ def _prefix_of(req: RequestState) -> tuple[int, ...]:
     return req.prefix_hashes
 
 
-def make_ascendra(params: AscendraParams, backends: Sequence[BackendInfo]) -> AscendraPolicy:
-    """Registry factory: latency profiles are loaded by name from the engine package."""
-    from ascendra_proxy.engine.profile import load_profile
-
-    models: dict[str, StepTimeModel] = {}
-    for b in backends:
-        profile = facts_from_info(b).profile
-        if profile and profile not in models:
-            models[profile] = load_profile(profile)
+def make_ascendra(
+    params: AscendraParams, backends: Sequence[BackendInfo], profiles: Mapping[str, StepTimeModel]
+) -> AscendraPolicy:
+    """Registry factory: the backends' latency profiles come from the driver, as values."""
+    named = {facts_from_info(b).profile for b in backends}
+    models = {name: m for name, m in profiles.items() if name in named}
     return AscendraPolicy(params, backends, step_models=models)
