@@ -123,11 +123,9 @@ def _config_doc(
 def _check_model(path: str, configs: list[tuple[str, SimConfig]]) -> None:
     """Load the model once up front: a bad file fails here, with the reason."""
     from ascendra_proxy.predictor.model import read_model
-    from ascendra_proxy.predictor.setup import takes_predictor
-    from ascendra_proxy.sim.setup import make_policy
 
     read_model(path)  # raises ModelFileError (a ValueError) naming the file and the problem
-    if not any(takes_predictor(make_policy(cfg.proxy)) for _, cfg in configs):
+    if not any(cfg.proxy.policy_needs().predictor is not None for _, cfg in configs):
         names = ", ".join(name for name, _ in configs)
         note = f"note: no policy here ({names}) has a slack predictor; --predictor-model unused"
         print(note, file=sys.stderr)

@@ -29,7 +29,7 @@ YAML::
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from ascendra_proxy.core.backend import BackendInfo, BackendSnapshot
@@ -116,5 +116,7 @@ class PrefixAware(RouteOnly):
         return Dispatch(best.name, "prefix_aware", detail=detail)
 
 
-def make_prefix_aware(params: PrefixAwareParams, backends: Sequence[BackendInfo]) -> PrefixAware:
+def make_prefix_aware(
+    params: PrefixAwareParams, backends: Sequence[BackendInfo], profiles: Mapping[str, object]
+) -> PrefixAware:
     return PrefixAware(params)

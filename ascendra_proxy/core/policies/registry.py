@@ -87,6 +87,7 @@ POLICIES: Mapping[str, PolicySpec[Any]] = MappingProxyType(
             PrefixAwareParams,
             make_prefix_aware,
             "weighted scores: expected prefix-cache hit, in-flight requests, KV usage",
+            needs=lambda p: PolicyNeeds(prefix_blocks_per_backend=p.prefix_blocks_per_backend),
         ),
         "ascendra": PolicySpec(
             "ascendra",
