@@ -25,7 +25,7 @@ import aiohttp
 
 from loadgen.arrivals import ArrivalSpec
 from loadgen.catalog import load_trace_workloads, source_note, trace_workload_spec
-from loadgen.client import Target, base_url, discover_model, make_session
+from loadgen.client import SLO_HEADER_MODES, Target, base_url, discover_model, make_session
 from loadgen.lengths import load_named_workloads, parse_length_spec
 from loadgen.prompts import TokenCounter
 from loadgen.report import format_summary, format_sweep
@@ -66,6 +66,13 @@ def add_target_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--tokenize-url", help="explicit /tokenize URL (e.g. a backend behind a proxy)")
     g.add_argument("--max-concurrency", type=int, help="cap on requests in flight")
     g.add_argument("--request-timeout", type=float, default=600.0, help="seconds per request")
+    g.add_argument(
+        "--slo-headers",
+        choices=SLO_HEADER_MODES,
+        default="numbers",
+        help="send each request's SLO as x-slo-ttft-ms/x-slo-tpot-ms (numbers) or its class "
+        "name as x-slo-class (class: the proxy's slo.classes must define the names)",
+    )
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
     g.add_argument("--label", help="system/policy name for plots (default: the URL)")
     g.add_argument("--out", required=True, help="results JSON file")
@@ -299,12 +306,29 @@ def _install_stop(stop: asyncio.Event) -> None:
         loop.add_signal_handler(signal.SIGINT, on_sigint)
 
 
+def _check_endpoint(args: argparse.Namespace, items: Sequence[WorkItem]) -> None:
+    if args.endpoint == "chat" and any(it.blocks for it in items):
+        raise ValueError("a block trace sends token-id prompts: use --endpoint completions")
+    if args.slo_headers == "class":
+        varied: dict[str, set[tuple[float, float]]] = {}
+        for it in items:
+            varied.setdefault(it.slo_class, set()).add((it.slo_ttft_s, it.slo_tbt_s))
+        if any(len(slos) > 1 for slos in varied.values()):
+            raise ValueError("--slo-headers class: a class here has per-request SLOs; use numbers")
+
+
+def _options(args: argparse.Namespace) -> RunOptions:
+    progress = not args.no_progress
+    return RunOptions(args.max_concurrency, args.request_timeout, progress, args.slo_headers)
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     with _usage_errors():
         spec = workload_spec(args, args.rate)
         items = build_workload(spec)  # validated before any connection is made
+        _check_endpoint(args, items)
     _report_clipping(items, spec)
-    options = RunOptions(args.max_concurrency, args.request_timeout, not args.no_progress)
+    options = _options(args)
 
     async def body(
         session: aiohttp.ClientSession, target: Target, counter: TokenCounter, stop: asyncio.Event
@@ -329,8 +353,9 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         rates = parse_rates(args.rates)
         spec = workload_spec(args, rates[0])
         items = build_workload(spec)  # validated before any connection is made
+        _check_endpoint(args, items)
     _report_clipping(items, spec)
-    options = RunOptions(args.max_concurrency, args.request_timeout, not args.no_progress)
+    options = _options(args)
 
     async def body(
         session: aiohttp.ClientSession, target: Target, counter: TokenCounter, stop: asyncio.Event

@@ -4,8 +4,9 @@ Theory of operation: :class:`Target` names the server (base URL with any ``/v1``
 removed, model, endpoint).  Request bodies are encoded once, before the run, by
 :func:`encode_body`: ``stream: true``, ``stream_options: {include_usage, continuous_usage_stats}``
 (so tokens are counted exactly from the running ``usage``, see :mod:`loadgen.sse`), output
-length pinned by ``max_tokens`` = ``min_tokens`` with ``ignore_eos``.  SLO classes travel as
-``x-slo-ttft-ms`` / ``x-slo-tpot-ms`` headers.
+length pinned by ``max_tokens`` = ``min_tokens`` with ``ignore_eos``.  SLOs travel as
+``x-slo-ttft-ms`` / ``x-slo-tpot-ms`` headers, or (``--slo-headers class``) as the class
+name in ``x-slo-class``.
 
 :func:`stream_request` sends one request and fills a :class:`RequestRecord` as bytes arrive:
 every network read that completes events carrying tokens becomes one chunk, timestamped with
@@ -32,6 +33,7 @@ from loadgen.sse import StreamCounter
 from loadgen.workloads import WorkItem
 
 __all__ = [
+    "SLO_HEADER_MODES",
     "ClientStats",
     "Target",
     "base_url",
@@ -107,7 +109,15 @@ async def discover_model(session: aiohttp.ClientSession, root: str, api_key: str
     return str(data[0]["id"])
 
 
-def slo_headers(item: WorkItem) -> dict[str, str]:
+SLO_HEADER_MODES = ("numbers", "class")
+
+
+def slo_headers(item: WorkItem, mode: str = "numbers") -> dict[str, str]:
+    """``numbers``: the request's SLO as ``x-slo-ttft-ms`` / ``x-slo-tpot-ms`` (any proxy
+    honours them); ``class``: its class name as ``x-slo-class`` only (the proxy's
+    ``slo.classes`` must define it, else it answers 400)."""
+    if mode == "class":
+        return {"x-slo-class": item.slo_class}
     return {
         "x-slo-ttft-ms": _ms(item.slo_ttft_s),
         "x-slo-tpot-ms": _ms(item.slo_tbt_s),
@@ -131,7 +141,7 @@ def encode_body(target: Target, prompt: Prompt, item: WorkItem) -> bytes:
         body["messages"] = prompt.messages
         body["max_completion_tokens"] = item.output_tokens
     else:
-        body["prompt"] = prompt.text
+        body["prompt"] = prompt.token_ids if prompt.token_ids is not None else prompt.text
     return orjson.dumps(body)
 
 

@@ -16,19 +16,28 @@ Face ``tokenizer.json`` via the optional ``tokenizers`` package, or the emulator
 tokenizer); :class:`ApproxCounter` assumes one token per word plus one (a last resort,
 announced with a warning).  Chat prompts are counted with the chat template when the counter
 can (``/tokenize`` with ``messages``), so the server's ``prompt_tokens`` matches the target.
+
+Block prompts (a Mooncake trace replay, items with ``blocks``) are token ids, not text: each
+trace block is a fixed run of ids (:class:`loadgen.blocks.BlockTokens`) drawn from the ids of
+words that are one token for the target's tokenizer (:meth:`PromptBuilder.learn_token_ids`
+asks the counter for them: ``/tokenize`` returns ids, local tokenizers too), so a request's
+length is exact and two requests share exactly the blocks the trace says.  They are sent as
+a completions ``prompt`` list of ints, which vLLM, SGLang and the emulator take as is.
 """
 
 from __future__ import annotations
 
 import asyncio
 import random
+import zlib
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol, TypeVar, runtime_checkable
 
 import aiohttp
 import orjson
 
+from loadgen.blocks import BlockTokens
 from loadgen.workloads import WorkItem
 
 __all__ = [
@@ -38,6 +47,7 @@ __all__ = [
     "PromptBuilder",
     "RemoteCounter",
     "TokenCounter",
+    "TokenIdSource",
     "TokenizeUnavailable",
     "emulator_counter",
     "hf_counter",
@@ -68,11 +78,19 @@ class TokenCounter(Protocol):
         ...
 
 
+@runtime_checkable
+class TokenIdSource(Protocol):
+    """A counter that can also say which token ids a text is."""
+
+    async def ids(self, text: str) -> list[int]: ...
+
+
 @dataclass(frozen=True, slots=True)
 class Prompt:
     text: str | None  # completions
     messages: Messages | None  # chat
     tokens: int  # as measured by the counter
+    token_ids: list[int] | None = None  # a token-id prompt (block traces), sent as is
 
 
 class RemoteCounter:
@@ -98,6 +116,16 @@ class RemoteCounter:
         self._url = None
         raise TokenizeUnavailable("; ".join(problems) or "no /tokenize URL to try")
 
+    async def ids(self, text: str) -> list[int]:
+        body: dict[str, Any] = {"model": self._model, "prompt": text}
+        if self._llama_shape:
+            body = {"content": text, "add_special": True}
+        doc = await self._post_doc(body)
+        tokens = doc.get("tokens") if isinstance(doc, dict) else None
+        if not isinstance(tokens, list) or not all(isinstance(t, int) for t in tokens):
+            raise TokenizeUnavailable(f"/tokenize gave no token ids: {str(doc)[:200]}")
+        return tokens
+
     async def count(self, text: str) -> int:
         if self._llama_shape:
             return await self._post({"content": text, "add_special": True})
@@ -117,14 +145,18 @@ class RemoteCounter:
         except TokenizeUnavailable:
             return None
 
-    async def _post(self, body: dict[str, Any]) -> int:
+    async def _post_doc(self, body: dict[str, Any]) -> Any:
         if self._url is None:
             raise TokenizeUnavailable("call probe() first")
         async with self._session.post(self._url, data=orjson.dumps(body), headers=_JSON) as resp:
             raw = await resp.read()
             if resp.status != 200:
                 raise TokenizeUnavailable(f"HTTP {resp.status}: {raw[:200]!r}")
-        doc = orjson.loads(raw)
+        return orjson.loads(raw)
+
+    async def _post(self, body: dict[str, Any]) -> int:
+        doc = await self._post_doc(body)
+        raw = orjson.dumps(doc)
         if isinstance(doc, dict) and isinstance(doc.get("count"), int):
             return int(doc["count"])
         if isinstance(doc, dict) and isinstance(doc.get("tokens"), list):
@@ -142,12 +174,19 @@ class LocalCounter:
         self,
         count_text: Callable[[str], int],
         count_messages: Callable[[Messages], int | None] | None = None,
+        text_ids: Callable[[str], list[int]] | None = None,
     ) -> None:
         self._text = count_text
         self._messages = count_messages
+        self._ids = text_ids
 
     async def count(self, text: str) -> int:
         return self._text(text)
+
+    async def ids(self, text: str) -> list[int]:
+        if self._ids is None:
+            raise TokenizeUnavailable("this tokenizer gives counts only, no token ids")
+        return self._ids(text)
 
     async def count_chat(self, messages: Messages) -> int | None:
         return None if self._messages is None else self._messages(messages)
@@ -169,7 +208,9 @@ def hf_counter(path: str) -> LocalCounter:
             "--tokenizer PATH needs the 'tokenizers' package (pip install tokenizers)"
         ) from None
     tok = Tokenizer.from_file(path)
-    return LocalCounter(lambda text: len(tok.encode(text).ids))
+    return LocalCounter(
+        lambda text: len(tok.encode(text).ids), text_ids=lambda t: tok.encode(t).ids
+    )
 
 
 def emulator_counter() -> LocalCounter:
@@ -181,7 +222,7 @@ def emulator_counter() -> LocalCounter:
     def chat(messages: Messages) -> int:
         return len(tok.encode(tok.apply_chat_template(messages), add_special_tokens=False))
 
-    return LocalCounter(lambda text: len(tok.encode(text)), chat)
+    return LocalCounter(lambda text: len(tok.encode(text)), chat, tok.encode)
 
 
 class PromptBuilder:
@@ -195,6 +236,8 @@ class PromptBuilder:
         self._overhead = 1.0  # tokens besides the words (BOS, template), learnt
         self._prefixes: dict[int, asyncio.Task[str]] = {}
         self._vocab: tuple[str, ...] = WORDS
+        self._blocks: BlockTokens | None = None
+        self._word_ids: list[int] = []  # single-token word ids, for block prompts
         self.chat_template_counted = True
 
     async def calibrate(self) -> int:
@@ -211,7 +254,39 @@ class PromptBuilder:
             self._ratio, self._overhead = 1.0, float(base - 1)
         return len(single)
 
+    async def learn_token_ids(self) -> int:
+        """Learn the ids of single-token words (for block prompts); returns how many."""
+        if not isinstance(self._counter, TokenIdSource):
+            raise TokenizeUnavailable("block prompts need a tokenizer that gives token ids")
+        source = self._counter
+        base = await source.ids("the")
+        found = await asyncio.gather(*(source.ids("the " + w) for w in WORDS))
+        word_ids = sorted(
+            {ids[-1] for ids in found if len(ids) == len(base) + 1 and ids[: len(base)] == base}
+        )
+        if len(word_ids) < 8:
+            raise TokenizeUnavailable(f"only {len(word_ids)} single-token words for block prompts")
+        self._word_ids = word_ids
+        return len(word_ids)
+
+    def _block_prompt(self, item: WorkItem) -> Prompt:
+        blocks = self._blocks
+        if blocks is None or blocks.block_tokens != item.block_tokens:
+            if not self._word_ids:
+                raise RuntimeError("call learn_token_ids() before building block prompts")
+            seed = self._seed
+            if not isinstance(seed, int):
+                seed = zlib.crc32(seed.encode())
+            blocks = BlockTokens(self._word_ids, seed, item.block_tokens)
+            self._blocks = blocks
+        ids = blocks.prompt(item.blocks, item.prompt_tokens)
+        return Prompt(None, None, len(ids), ids)
+
     async def build(self, item: WorkItem) -> Prompt:
+        if item.blocks:
+            if self._chat:
+                raise ValueError("block prompts are token ids: use the completions endpoint")
+            return self._block_prompt(item)
         prefix = ""
         if item.prefix_group is not None and item.prefix_tokens > 0:
             prefix = await self._prefix(item.prefix_group, item.prefix_tokens)

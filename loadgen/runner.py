@@ -69,6 +69,7 @@ class RunOptions:
     max_concurrency: int | None = None
     request_timeout_s: float = 600.0
     progress: bool = True
+    slo_headers: str = "numbers"  # or "class" (see loadgen.client.slo_headers)
 
 
 @dataclass(slots=True)
@@ -147,6 +148,8 @@ async def prepare(
 ) -> Prepared:
     builder = PromptBuilder(counter, chat=target.endpoint == "chat", seed=seed)
     await builder.calibrate()
+    if any(item.blocks for item in items):
+        await builder.learn_token_ids()  # block prompts: token ids of this target's words
     gate = asyncio.Semaphore(BUILD_CONCURRENCY)
     bar = tqdm(total=len(items), desc="prompts", unit="req", disable=not progress, leave=False)
 
@@ -254,7 +257,7 @@ class _Run:
 
     async def _one(self, k: int) -> None:
         item = self.prepared.items[k]
-        headers = {**self.base_headers, **slo_headers(item)}
+        headers = {**self.base_headers, **slo_headers(item, self.options.slo_headers)}
         async with self.gate or contextlib.nullcontext():
             await stream_request(
                 self.session,

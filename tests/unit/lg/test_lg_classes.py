@@ -141,3 +141,27 @@ def test_cli_takes_catalog_workloads_and_overrides(traces: Path) -> None:
     assert plain.slo_classes == (SloClass(2.0, 0.2),) and build_workload(plain)[0].blocks
     with pytest.raises(ValueError, match="takes its lengths"):
         workload_spec(cli_args("--workload", "mooncake-conversation", "--prompt-len", "9"), None)
+
+
+def test_class_header_mode_sends_the_name_only() -> None:
+    from loadgen.client import slo_headers
+
+    (item,) = build_workload(
+        WorkloadSpec(1, ArrivalSpec("constant", 1.0), parse_slo_mix("three-tier")[2:],
+                     workload="azure-conv")
+    )  # fmt: skip
+    assert slo_headers(item, "class") == {"x-slo-class": "batch"}
+    assert slo_headers(item) == {"x-slo-ttft-ms": "30000", "x-slo-tpot-ms": "500"}
+
+
+def test_cli_refuses_class_headers_for_per_request_slos_and_chat_for_blocks(
+    traces: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from loadgen.cli import main
+
+    base = ["run", "--url", "http://127.0.0.1:9", "--out", str(traces / "o.json")]
+    base += ["--workload", "mooncake-conversation", "--num-requests", "3"]
+    assert main([*base, "--slo-headers", "class"]) == 2
+    assert "per-request SLOs" in capsys.readouterr().err
+    assert main([*base, "--endpoint", "chat"]) == 2
+    assert "token-id prompts" in capsys.readouterr().err
