@@ -49,7 +49,8 @@ Out of process.  Every value here is plain data, and the facts and effects are t
 the process that owns the request's stream: a scheduler sends actions (and sees only
 request metadata), a stream worker runs :func:`carry_out` against its own flights and
 reports the result and the lifecycle events back.  The split therefore cannot change what
-an action means.
+an action means.  ``core/wire.py`` gives the decisions, actions and results as plain,
+language-neutral mappings for that hop.
 
 Timing shared by the drivers: a held request asks the policy again at least every
 :data:`HOLD_RECHECK_S` (and whenever capacity changes).
