@@ -81,7 +81,7 @@ def test_tiny_suite_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str
     argv = [
         "--suite",
         "--workloads",
-        "conv",
+        "conv,three-tier",
         "--policies",
         "round_robin,prefix_aware",
         "--seeds",
@@ -90,8 +90,6 @@ def test_tiny_suite_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str
         "40",
         "--points",
         "2",
-        "--ceiling-requests",
-        "40",
         "--jobs",
         "1",
         "--no-plots",
@@ -101,7 +99,10 @@ def test_tiny_suite_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str
     assert capacity.main(argv) == 0
     doc = json.loads((tmp_path / "suite.json").read_text())
     assert doc["ceilings"]["conv"]["ceiling_rps"] > 0
-    rows = {r["policy"]: r for r in doc["table"]}
+    assert doc["ceilings"]["three-tier"] == doc["ceilings"]["conv"]  # the same rows
+    per_class = doc["capacities"]["three-tier"]["round_robin"]["seeds"][0]["points"][0]
+    assert set(per_class["attainment_by_class"]) == {"interactive", "standard", "batch"}
+    rows = {r["policy"]: r for r in doc["table"] if r["workload"] == "conv"}
     assert set(rows) == {"round_robin", "prefix_aware"}
     for p in rows:
         assert len(doc["capacities"]["conv"][p]["seeds"][0]["points"]) == 2
