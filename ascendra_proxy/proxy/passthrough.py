@@ -7,8 +7,8 @@ proxy checks the client key and the model (as for completions: a missing or empt
 names the one served model, an unknown one is vLLM's 404), then relays the body to a healthy
 backend serving the model, the least loaded first, and the answer back unchanged: status,
 content type, body, and for a stream every byte as it arrives.  A backend that cannot be
-reached or answers 5xx before anything was sent is skipped for the next one; an engine's
-4xx is the client's answer.  Tokens a Responses answer generated (``usage.output_tokens``,
+reached or answers 5xx (or a redirect, never followed) is skipped for the next one; an
+engine's 4xx is the client's answer.  Tokens a Responses answer generated (``usage.output_tokens``,
 of the body or of the stream's final ``response.*`` event) count in
 ``streamed_tokens_total{backend}``; each relay ends once in
 ``relayed_requests_total{endpoint,outcome}``.  Relayed generation is invisible to the
@@ -68,7 +68,7 @@ async def relay(request: web.Request, path: str) -> web.StreamResponse:
             if resp is None:
                 continue
             async with resp:
-                if resp.status >= 500:
+                if resp.status >= 500 or 300 <= resp.status < 400:
                     gw.telemetry.upstream_error(backend.name, f"http_{resp.status}")
                     continue
                 outcome = "client_error" if client_fault(resp.status) else "completed"
@@ -103,7 +103,11 @@ async def _send(
     )
     try:
         return await backend.session.post(
-            backend.url + path, data=data, headers=backend.headers, timeout=timeout
+            backend.url + path,
+            data=data,
+            headers=backend.headers,
+            timeout=timeout,
+            allow_redirects=False,  # a 3xx is this backend's failure, never a new target
         )
     except (aiohttp.ClientError, TimeoutError) as exc:
         gw.telemetry.upstream_error(backend.name, type(exc).__name__)
@@ -219,6 +223,7 @@ async def _fetch_card(backend: BackendRuntime, name: str) -> dict[str, Any] | No
             backend.url + "/v1/models",
             headers=backend.headers,
             timeout=aiohttp.ClientTimeout(total=CARD_TIMEOUT_S),
+            allow_redirects=False,
         ) as resp:
             if resp.status != 200:
                 return None
