@@ -118,7 +118,9 @@ class RequestFacts:
     """What the owning driver knows about one unfinished request when an action arrives."""
 
     started: bool  # its first token arrived (a move is then a migration)
-    has_attempt: bool  # it is on a backend now (not held, not between attempts)
+    # It is bound to a backend: an attempt is open, or a dispatch for it is under way (an
+    # earlier action of the same instant); False while held or between attempts.
+    has_attempt: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,7 +162,8 @@ class ActionTarget(Protocol):
     as an unknown backend, the way it treats such a bug elsewhere)."""
 
     def facts(self, request_id: str) -> RequestFacts | None:
-        """None when the driver owns no unfinished request of that id."""
+        """None when the driver owns no unfinished request of that id (one already
+        dropped, whose end is still under way, counts as finished)."""
         ...
 
     def can_continue(self, request_id: str) -> bool:

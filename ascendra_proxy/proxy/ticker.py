@@ -95,9 +95,12 @@ class ProxyTarget:
 
     def facts(self, request_id: str) -> RequestFacts | None:
         flight = self.gw.flights.get(request_id)
-        if flight is None or flight.state.finished:
+        # a dropped flight is over for the policy: its pump only has to end it
+        if flight is None or flight.state.finished or flight.dropped is not None:
             return None
-        return RequestFacts(started=flight.state.started, has_attempt=flight.attempt is not None)
+        # a pending dispatch counts as the attempt it is about to become
+        bound = flight.attempt is not None or flight.pending is not None
+        return RequestFacts(started=flight.state.started, has_attempt=bound)
 
     def can_continue(self, request_id: str) -> bool:
         return can_migrate(self.gw.flights[request_id])

@@ -1,8 +1,9 @@
 """The live proxy and the simulator carry out the same actions the same way.
 
 One table: a request in a given state (held, waiting on backend ``a`` for its first token,
-streaming on ``a``, streaming without an exact continuation, finished), one action, and
-the effect every driver must show right after it: whether the request's attempt was
+streaming on ``a``, streaming without an exact continuation, finished), a sequence of
+actions carried out in one instant (as a tick's are), and the effect every driver must
+show right after them: whether the request's attempt was
 closed, where it is dispatched next, whether it ended (with which status), which backend
 got a warm-up, which role was mirrored, and which decision labels were counted.  Each row
 runs against both drivers through small adapters that only read the drivers' own state.
@@ -86,8 +87,28 @@ def set_role() -> Action:
     return SetRole("b", Role.HP, True, "role_grow_hp")
 
 
-MOVED = Seen(closed=True, to="b")
 # (scenario, action, expected)
+def to_c() -> Action:
+    return Assign(RID, Dispatch("c", "lp_room"))
+
+
+def offload_c() -> Action:
+    return Move(RID, Dispatch("c", "offload_ttft"), "offload")
+
+
+SEQUENCES: list[tuple[str, tuple[Action, ...], Seen]] = [
+    # the first binding stands: the request has its dispatch (pending or sent)
+    ("held", (assign(), to_c()), Seen(to="b", counted=("lp_room",))),
+    # a request the policy dropped is finished for every later action
+    ("waiting", (drop(), warm()), Seen(closed=True, ended=503, counted=("drop_late",))),
+    ("waiting", (drop(), offload()), Seen(closed=True, ended=503, counted=("drop_late",))),
+    # a second move of the same instant wins
+    (
+        "waiting",
+        (offload(), offload_c()),
+        Seen(closed=True, to="c", counted=("offload_ttft", "offload_ttft")),
+    ),
+]
 TABLE: list[tuple[str, Action, Seen]] = [
     ("held", assign(), Seen(to="b", counted=("lp_room",))),
     ("held", offload(), Seen(to="b", counted=("offload_ttft",))),
@@ -108,7 +129,11 @@ TABLE: list[tuple[str, Action, Seen]] = [
     ("finished", warm(), Seen()),
     ("waiting", set_role(), Seen(role=("b", "hp", True), counted=("role_grow_hp",))),
 ]
-IDS = [f"{s}-{type(a).__name__}-{getattr(a, 'kind', '')}".rstrip("-") for s, a, _ in TABLE]
+ROWS = [(s, (a,), seen) for s, a, seen in TABLE] + SEQUENCES
+IDS = [
+    s + "".join(f"-{type(a).__name__}{getattr(a, 'kind', '')}" for a in actions)
+    for s, actions, _ in ROWS
+]
 
 
 def bind(action: Action, rid: str) -> Action:
@@ -130,14 +155,14 @@ STREAM = {"model": MODEL, "prompt": [5, 6, 7, 8], "stream": True}
 
 @contextlib.asynccontextmanager
 async def live(scenario: str) -> AsyncIterator[tuple[Rig, str, list[Any]]]:
-    """A proxy over fakes ``a``, ``b`` with one request in ``scenario``; yields the rig,
+    """A proxy over fakes ``a``, ``b``, ``c`` with one request in ``scenario``; yields the rig,
     the request id and what to clean up."""
     slow = Script(first_delay_s=30)
     streaming = Script(tokens=400, gap_s=0.02)
     a = FakeBackend("a", script=streaming if scenario.startswith("streaming") else slow)
     if scenario == "finished":
         a.script = Script(tokens=2)
-    async with rig([a, FakeBackend("b")]) as r:
+    async with rig([a, FakeBackend("b"), FakeBackend("c")]) as r:
         gw = r.gateway
         held = scenario == "held"
 
@@ -178,7 +203,7 @@ async def live(scenario: str) -> AsyncIterator[tuple[Rig, str, list[Any]]]:
                     await t
 
 
-async def seen_live(scenario: str, action: Action) -> Seen:
+async def seen_live(scenario: str, actions: tuple[Action, ...]) -> Seen:
     async with live(scenario) as (r, rid, _):
         gw = r.gateway
         flight = gw.flights.get(rid)
@@ -192,7 +217,8 @@ async def seen_live(scenario: str, action: Action) -> Seen:
 
         gw.warm = warm  # type: ignore[method-assign]
         before = Counter(gw.telemetry.decisions)
-        apply_action(gw, bind(action, rid))
+        for action in actions:
+            apply_action(gw, bind(action, rid))
         role = gw.roles.get("b")
         return Seen(
             closed=attempt is not None and attempt._closed,
@@ -245,7 +271,7 @@ class ScenarioPolicy:
 
 
 def simulated(scenario: str) -> tuple[Simulator, SimFlight]:
-    pools = [{"name": "p", "role": "mixed", "backends": [sim_backend("a"), sim_backend("b")]}]
+    pools = [{"name": "p", "role": "mixed", "backends": [sim_backend(n) for n in "abc"]}]
     cfg = parse_sim_config({"pools": pools, "policy": {"type": "round_robin"}})
     item = WorkItem(0, 0.0, 4, 400, 1.0, 0.15, None, None)
     sim = Simulator(cfg, [item], policy=ScenarioPolicy(scenario == "held"))
@@ -272,14 +298,15 @@ def simulated(scenario: str) -> tuple[Simulator, SimFlight]:
     return sim, f
 
 
-def seen_sim(scenario: str, action: Action) -> Seen:
+def seen_sim(scenario: str, actions: tuple[Action, ...]) -> Seen:
     sim, f = simulated(scenario)
     proxy = sim.proxy
     attempt, was_finished = f.attempt, f.state.finished
     warms_before = len([e for e in f.events if e["kind"] == "warm"])
     before = Counter(proxy.tally.decisions)
     roles_before = len(proxy.tally.roles)
-    proxy.apply(0.3, bind(action, f.id))
+    for action in actions:
+        proxy.apply(0.3, bind(action, f.id))
     new_attempt = f.attempt is not None and f.attempt is not attempt
     ended = None
     if f.state.finished and not was_finished:
@@ -300,13 +327,15 @@ def seen_sim(scenario: str, action: Action) -> Seen:
 # -- the agreement -------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("scenario", "action", "expected"), TABLE, ids=IDS)
+@pytest.mark.parametrize(("scenario", "actions", "expected"), ROWS, ids=IDS)
 async def test_the_live_proxy_carries_out_the_table(
-    scenario: str, action: Action, expected: Seen
+    scenario: str, actions: tuple[Action, ...], expected: Seen
 ) -> None:
-    assert await seen_live(scenario, action) == expected
+    assert await seen_live(scenario, actions) == expected
 
 
-@pytest.mark.parametrize(("scenario", "action", "expected"), TABLE, ids=IDS)
-def test_the_simulator_carries_out_the_table(scenario: str, action: Action, expected: Seen) -> None:
-    assert seen_sim(scenario, action) == expected
+@pytest.mark.parametrize(("scenario", "actions", "expected"), ROWS, ids=IDS)
+def test_the_simulator_carries_out_the_table(
+    scenario: str, actions: tuple[Action, ...], expected: Seen
+) -> None:
+    assert seen_sim(scenario, actions) == expected
