@@ -51,7 +51,7 @@ from ascendra_proxy.sim.report import point_document  # noqa: E402
 from ascendra_proxy.sim.setup import SimConfig, load_sim_config, with_policy  # noqa: E402
 from ascendra_proxy.sim.simulator import Simulator  # noqa: E402
 from ascendra_proxy.sim.sweep import policy_variant, run_jobs  # noqa: E402
-from ascendra_proxy.sim.table import capacity_cell  # noqa: E402
+from ascendra_proxy.sim.table import capacity_cell, class_attainment  # noqa: E402
 from loadgen.arrivals import ArrivalSpec  # noqa: E402
 from loadgen.catalog import (  # noqa: E402
     load_trace_workloads,
@@ -299,6 +299,11 @@ def capacity_table(w: Workload, docs: dict[str, dict[str, Any]], n: int) -> str:
         cells = " ".join(f"{att[r] * 100:5.1f}" if r in att else "    -" for r in rates)
         ratios = "".join(f"{'-' if x is None else f'{x:.2f}':>7}" for x in (x_rr, x_ll))
         lines.append(f"{name:<16}{capacity_cell(d):>9}{ratios}   {cells}")
+        by_rate = {p["rate"]: class_attainment(p["summary"]) for p in d["points"]}
+        for cls in dict.fromkeys(c for per in by_rate.values() for c in per):
+            vals = [by_rate.get(r, {}).get(cls) for r in rates]
+            cells = " ".join("    -" if v is None else f"{v * 100:5.1f}" for v in vals)
+            lines.append(f"  {cls:<37.37}   {cells}")
     return "\n".join(lines)
 
 
@@ -321,7 +326,12 @@ def _variant_summary(d: dict[str, Any], rr: float | None, ll: float | None) -> d
         "vs_round_robin": _ratio(cap, rr),
         "vs_least_loaded": _ratio(cap, ll),
         "points": [
-            {"rate": p["rate"], **{k: p["summary"].get(k) for k in keys}} for p in d["points"]
+            {
+                "rate": p["rate"],
+                **{k: p["summary"].get(k) for k in keys},
+                "attainment_by_class": class_attainment(p["summary"]),
+            }
+            for p in d["points"]
         ],
     }
 

@@ -5,8 +5,8 @@ Theory of operation: :func:`plot_files` loads run and sweep files and writes
 - ``attainment_vs_rate.png`` (sweeps only): SLO attainment against offered rate, one line
   per file (its ``--label``: a system or policy), the 90% line, each capacity marked;
 - ``attainment_by_class.png`` (when a file has more than one SLO class, or named classes):
-  attainment per class, against rate for sweeps (one line per file and class, the overall
-  attainment solid, classes dashed) and as bars for runs;
+  one panel for all requests and one per class, attainment against rate for sweeps (one
+  line per file), else bars for runs (one per file);
 - ``ttft_cdf.png`` and ``tbt_cdf.png``: CDFs of TTFT and of per-request mean TBT of completed
   requests, one line per run (per sweep point, labelled ``label @ rate``), SLOs dashed;
 - ``timeline.png`` (first run, else the highest-rate point of the first sweep): above,
@@ -129,41 +129,43 @@ def _class_value(summary: dict[str, Any], name: str) -> float | None:
 
 
 def _by_class(docs: Sequence[tuple[str, dict[str, Any]]], path: Path) -> Path:
+    """One panel per class (and one for all requests): sweeps as lines against rate, one
+    per file; without sweeps, runs as bars, one per file."""
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    bars: list[tuple[str, float]] = []
-    for label, d in docs:
-        names = _classes(d)
-        if d["kind"] == "run":
-            s = d["summary"]
-            bars.append((f"{label}: all", s["slo_attainment"] or 0.0))
-            bars += [(f"{label}: {n}", _class_value(s, n) or 0.0) for n in names]
-            continue
-        pts = _summaries(d)
-        rates = [float(r or 0.0) for r, _ in pts]
-        (line,) = ax.plot(rates, [(s["slo_attainment"] or 0) * 100 for _, s in pts], marker="o")
-        line.set_label(f"{label}: all")
-        for n in names:
-            vals = [_class_value(s, n) for _, s in pts]
-            ax.plot(
-                rates,
-                [np.nan if v is None else v * 100 for v in vals],
-                linestyle="--",
-                marker=".",
-                label=f"{label}: {n}",
-            )
-        ax.set_xlabel("offered load (requests/s)")
-    if bars:
-        ax.bar(range(len(bars)), [v * 100 for _, v in bars])
-        ax.set_xticks(range(len(bars)), [b for b, _ in bars], rotation=30, ha="right", fontsize=7)
-    ax.axhline(90, color="grey", linestyle="--", linewidth=1, label="90% target")
-    ax.set_ylabel("SLO attainment (%)")
-    ax.set_ylim(0, 102)
-    ax.grid(alpha=0.3)
-    ax.legend(loc="lower left", fontsize=7)
-    ax.set_title("SLO attainment per class")
+    names = ["all", *dict.fromkeys(n for _, d in docs for n in _classes(d))]
+    sweeps = [(label, d) for label, d in docs if d["kind"] == "sweep"]
+    fig, axes = plt.subplots(1, len(names), figsize=(3.2 * len(names), 3.8), squeeze=False)
+    for ax, name in zip(axes[0], names, strict=True):
+        if sweeps:
+            for label, d in sweeps:
+                pts = _summaries(d)
+                vals = [_attained(s, name) for _, s in pts]
+                rates = [float(r or 0.0) for r, _ in pts]
+                ax.plot(rates, [np.nan if v is None else v * 100 for v in vals], marker="o",
+                        label=label)  # fmt: skip
+            ax.set_xlabel("offered load (requests/s)")
+        else:
+            runs = [(label, d["summary"]) for label, d in docs if d["kind"] == "run"]
+            vals = [_attained(s, name) for _, s in runs]
+            ax.bar(range(len(runs)), [0 if v is None else v * 100 for v in vals])
+            ax.set_xticks(range(len(runs)), [lab for lab, _ in runs], rotation=30, ha="right")
+        ax.axhline(90, color="grey", linestyle="--", linewidth=1)
+        ax.set_ylim(0, 102)
+        ax.grid(alpha=0.3)
+        ax.set_title(name, fontsize=10)
+    axes[0][0].set_ylabel("SLO attainment (%)")
+    if sweeps:
+        axes[0][-1].legend(loc="lower left", fontsize=7)
+    fig.suptitle("SLO attainment per class (dashed: 90% target)", fontsize=10)
     return _save(fig, path)
+
+
+def _attained(summary: dict[str, Any], name: str) -> float | None:
+    if name == "all":
+        value = summary.get("slo_attainment")
+        return None if value is None else float(value)
+    return _class_value(summary, name)
 
 
 def _cdf(

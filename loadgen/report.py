@@ -98,6 +98,9 @@ def format_sweep(points: Sequence[Mapping[str, Any]], capacity: Mapping[str, Any
             f"{_num(s['throughput_tok_s'], 0):>9}{_ms(s['ttft_p50']):>10}{_ms(s['ttft_p99']):>10}"
             f"{_ms(s['tbt_mean_p50']):>9}{_ms(s['tbt_mean_p99']):>9}{s['failed']:>8}"
         )
+        classes = s.get("attainment_by_class") or []
+        if shows_classes(classes):
+            lines += [f"{'':>8}  {_pct(c['slo_attainment']):>7} {c['name']}" for c in classes]
     rps, status, bound = (
         capacity.get("capacity_rps_at_90"),
         capacity.get("capacity_status"),

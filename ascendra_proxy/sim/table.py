@@ -4,7 +4,8 @@ Theory of operation: pure formatting of loadgen-shaped documents (``kind`` run o
 one column per policy.  For sweeps the rows are the rates (SLO attainment in percent), then
 the capacity at 90% attainment and its ratio to ``round_robin`` (or to the first column
 when round-robin is not among them).  A capacity outside the swept range prints as ``>R``
-or ``<R``.
+or ``<R``.  When the runs have SLO classes (more than one, or named ones), each class adds
+a row of its attainment (under its rate, for sweeps).
 """
 
 from __future__ import annotations
@@ -12,7 +13,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-__all__ = ["capacity_cell", "comparison_document", "format_comparison"]
+from loadgen.report import shows_classes
+
+__all__ = ["capacity_cell", "class_attainment", "comparison_document", "format_comparison"]
 
 _RUN_ROWS = (
     ("SLO attainment", "slo_attainment", "pct"),
@@ -72,6 +75,24 @@ def _attainment_at(d: dict[str, Any], rate: float) -> Any:
     return next((p["summary"]["slo_attainment"] for p in d["points"] if p["rate"] == rate), None)
 
 
+def class_attainment(summary: dict[str, Any]) -> dict[str, float]:
+    """Attainment per SLO class name, or nothing when the run has no classes worth showing."""
+    classes = summary.get("attainment_by_class") or []
+    if not shows_classes(classes):
+        return {}
+    return {str(c["name"]): c["slo_attainment"] for c in classes}
+
+
+def _class_rows(summaries: Sequence[dict[str, Any] | None], indent: str) -> list[list[str]]:
+    per = [class_attainment(s) if s is not None else {} for s in summaries]
+    names = list(dict.fromkeys(n for p in per for n in p))
+    return [[f"{indent}class {n}", *(_cell(p.get(n), "pct") for p in per)] for n in names]
+
+
+def _summary_at(d: dict[str, Any], rate: float) -> dict[str, Any] | None:
+    return next((p["summary"] for p in d["points"] if p["rate"] == rate), None)
+
+
 def format_comparison(docs: Sequence[tuple[str, dict[str, Any]]]) -> str:
     names = [n for n, _ in docs]
     if all(d["kind"] == "run" for _, d in docs):
@@ -79,17 +100,15 @@ def format_comparison(docs: Sequence[tuple[str, dict[str, Any]]]) -> str:
             [label, *(_cell(d["summary"].get(key), kind) for _, d in docs)]
             for label, key, kind in _RUN_ROWS
         ]
+        rows += _class_rows([d["summary"] for _, d in docs], "")
         return _grid(["", *names], rows)
     rates = sorted({p["rate"] for _, d in docs for p in d["points"]})
     rows = []
     for r in rates:
-        row = [f"{r:g} req/s"]
-        for _, d in docs:
-            att = next(
-                (p["summary"]["slo_attainment"] for p in d["points"] if p["rate"] == r), None
-            )
-            row.append(_cell(att, "pct"))
-        rows.append(row)
+        summaries = [_summary_at(d, r) for _, d in docs]
+        att = [None if s is None else s["slo_attainment"] for s in summaries]
+        rows.append([f"{r:g} req/s", *(_cell(a, "pct") for a in att)])
+        rows += _class_rows(summaries, "  ")
     rows.append(["capacity @90%", *(capacity_cell(d) for _, d in docs)])
     base_name = "round_robin" if "round_robin" in names else names[0]
     base = dict(docs)[base_name].get("capacity_rps_at_90")
@@ -124,6 +143,7 @@ def comparison_document(docs: Sequence[tuple[str, dict[str, Any]]]) -> dict[str,
                                 "migrations",
                             )
                         },
+                        "attainment_by_class": class_attainment(p["summary"]),
                     }
                     for p in points
                 ],

@@ -165,3 +165,22 @@ def test_cli_refuses_class_headers_for_per_request_slos_and_chat_for_blocks(
     assert "per-request SLOs" in capsys.readouterr().err
     assert main([*base, "--endpoint", "chat"]) == 2
     assert "token-id prompts" in capsys.readouterr().err
+
+
+def test_class_rows_in_tables_and_a_plot_per_class(tmp_path: Path) -> None:
+    from ascendra_proxy.sim.table import comparison_document, format_comparison
+    from loadgen.plot import plot_files
+    from loadgen.report import format_sweep
+    from loadgen.results import write_json
+
+    records = [rec(0, "interactive", (1.0, 0.05), 0.5), rec(1, "batch", (30.0, 0.5), 40.0)]
+    point = {"rate": 2.0, "summary": summarize(records), "requests": []}
+    sweep = {"kind": "sweep", "config": {"label": "rr"}, "points": [point]}
+    table = format_comparison([("rr", sweep)])
+    assert "  class interactive  100.0%" in table and "  class batch" in table
+    classes = comparison_document([("rr", sweep)])["policies"][0]["points"][0]
+    assert classes["attainment_by_class"] == {"interactive": 1.0, "batch": 0.0}
+    assert "100.0% interactive" in format_sweep([point], {})
+    write_json(tmp_path / "s.json", sweep)
+    written = plot_files([str(tmp_path / "s.json")], str(tmp_path / "png"))
+    assert "attainment_by_class.png" in {p.name for p in written}
