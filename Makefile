@@ -9,7 +9,10 @@ INSTALLED := $(VENV)/.ascendra-installed
 # pytest exits 5 when a selection collects no tests; that is not a failure here.
 PYTEST_OK = status=$$?; [ $$status -eq 0 ] || [ $$status -eq 5 ]
 
-.PHONY: help install engines lint check test demo engines-stop
+# Root installs system packages directly; anyone else through sudo.
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: help install engines lint check test demo engines-stop redis
 
 help:
 	@echo "make demo     proxy + emulated engines + load + report"
@@ -18,6 +21,7 @@ help:
 	@echo "make lint     ruff check, ruff format --check, mypy"
 	@echo "make install  project venv in $(VENV) with dev tools"
 	@echo "make engines  real vLLM (CPU) + tiny model via scripts/engines.sh"
+	@echo "make redis    Debian's redis-server (for the split-topology tests)"
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +36,11 @@ install: $(INSTALLED)
 engines:
 	scripts/engines.sh install
 
+# Debian's redis-server: the split-topology tests start their own on a free port.
+redis:
+	@command -v redis-server >/dev/null 2>&1 || { $(SUDO) apt-get update -qq && \
+		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server; }
+
 engines-stop:
 	scripts/engines.sh stop --all
 
@@ -45,8 +54,8 @@ check: lint
 	$(BIN)/pytest -q tests/unit; $(PYTEST_OK)
 
 # lint first: a style or type error fails in seconds, before the engines are installed.
-test: lint engines
-	ASCENDRA_REQUIRE_REAL_VLLM=1 $(BIN)/pytest -q tests; $(PYTEST_OK)
+test: lint engines redis
+	ASCENDRA_REQUIRE_REAL_VLLM=1 ASCENDRA_REQUIRE_REDIS=1 $(BIN)/pytest -q tests; $(PYTEST_OK)
 
 demo: install
 	$(BIN)/ascendra-proxy demo

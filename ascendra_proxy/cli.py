@@ -15,6 +15,10 @@ from collections.abc import Sequence
 # name -> (module, one-line help)
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "serve": ("ascendra_proxy.proxy.cli", "run the proxy in front of the configured pools"),
+    "scheduler": (
+        "ascendra_proxy.scaleout.cli",
+        "hold the policy's global state for stream workers (serve --scheduler)",
+    ),
     "check-config": ("ascendra_proxy.config_cli", "validate a proxy config file and exit"),
     "status": (
         "ascendra_proxy.proxy.status_cli",

@@ -35,13 +35,15 @@ from ascendra_proxy.proxy.learning import Learning
 from ascendra_proxy.proxy.runtime import Backends
 from ascendra_proxy.proxy.telemetry import GaugeSample, Telemetry
 from ascendra_proxy.proxy.ticker import run_ticks
+from ascendra_proxy.scaleout.worker import WORKER, WorkerOptions, attach_worker
 
 log = logging.getLogger(__name__)
 
 SHUTDOWN_GRACE_S = 10.0
 
 
-def create_app(config: ProxyConfig) -> web.Application:
+def create_app(config: ProxyConfig, worker: WorkerOptions | None = None) -> web.Application:
+    """The proxy app; with ``worker`` options it is a stream worker of a remote scheduler."""
     app = web.Application(
         middlewares=[error_middleware], client_max_size=config.limits.max_body_bytes
     )
@@ -53,6 +55,8 @@ def create_app(config: ProxyConfig) -> web.Application:
         max_body_bytes=config.limits.max_body_bytes,
         started=handlers.unix_now(),
     )
+    if worker is not None:
+        app[WORKER] = worker
     app.cleanup_ctx.append(_lifecycle)
     app.router.add_post("/v1/completions", handlers.completions)
     app.router.add_post("/v1/chat/completions", handlers.chat_completions)
@@ -80,6 +84,10 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
         backend_models={b.name: b.model for _, b in cfg.backends()},
     )
     policy = cfg.make_policy()
+    worker = app.get(WORKER)
+    remote = None if worker is None else worker.policy(cfg, policy)
+    if remote is not None:
+        policy = remote
     learning = Learning(cfg, policy, telemetry.registry)
     gateway = Gateway(cfg, backends, policy, telemetry, clock)
     gateway.learning, gateway.observer = learning, learning.tap
@@ -87,12 +95,15 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
     app[GATEWAY] = gateway
     backends.start_monitors()
     ticks = asyncio.create_task(run_ticks(gateway), name="policy-tick")
+    link = None if worker is None or remote is None else attach_worker(gateway, remote, worker)
     try:
         yield
     finally:
         ticks.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await ticks
+        if link is not None:
+            await link.close()
         await gateway.close()
         await learning.close()
         await backends.close()
@@ -127,28 +138,38 @@ def _gauges(gw: Gateway) -> Iterator[GaugeSample]:
 
 
 async def start_server(
-    config: ProxyConfig, host: str, port: int, shutdown_grace_s: float = SHUTDOWN_GRACE_S
+    config: ProxyConfig,
+    host: str,
+    port: int,
+    shutdown_grace_s: float = SHUTDOWN_GRACE_S,
+    worker: WorkerOptions | None = None,
 ) -> tuple[web.AppRunner, list[tuple[str, int]]]:
     """Serve ``config`` on host:port (0: any free port); returns the runner and bound addresses.
 
     At shutdown, open streams get ``shutdown_grace_s`` to finish before they are cancelled.
+    A stream worker (``worker``) shares its port with its siblings (``SO_REUSEPORT``).
     """
     runner = web.AppRunner(
-        create_app(config),
+        create_app(config, worker),
         handler_cancellation=True,
         access_log=None,
         shutdown_timeout=shutdown_grace_s,
     )
     await runner.setup()
-    site = web.TCPSite(runner, host, port, backlog=4096)
+    reuse = worker is not None and worker.reuse_port
+    site = web.TCPSite(runner, host, port, backlog=4096, reuse_port=reuse or None)
     await site.start()
     server = site._server
     addrs = [s.getsockname()[:2] for s in getattr(server, "sockets", None) or ()]
+    if worker is not None and worker.private_port is not None:
+        await web.TCPSite(runner, host, worker.private_port).start()
     return runner, addrs
 
 
-async def _serve_until_signalled(config: ProxyConfig, host: str, port: int) -> None:
-    runner, addrs = await start_server(config, host, port)
+async def _serve_until_signalled(
+    config: ProxyConfig, host: str, port: int, worker: WorkerOptions | None
+) -> None:
+    runner, addrs = await start_server(config, host, port, worker=worker)
     gc.freeze()  # startup objects never die: keep them out of every later collection
     for h, p in addrs:
         print(f"ascendra-proxy listening on http://{h}:{p}", flush=True)
@@ -162,11 +183,16 @@ async def _serve_until_signalled(config: ProxyConfig, host: str, port: int) -> N
         await runner.cleanup()
 
 
-def serve(config: ProxyConfig, host: str | None = None, port: int | None = None) -> None:
-    """Run the proxy until SIGINT/SIGTERM (uvloop when available)."""
+def serve(
+    config: ProxyConfig,
+    host: str | None = None,
+    port: int | None = None,
+    worker: WorkerOptions | None = None,
+) -> None:
+    """Run the proxy (or one stream worker) until SIGINT/SIGTERM (uvloop when available)."""
     host = config.listen.host if host is None else host
     port = config.listen.port if port is None else port
-    main = _serve_until_signalled(config, host, port)
+    main = _serve_until_signalled(config, host, port, worker)
     try:
         import uvloop
     except ImportError:
