@@ -20,22 +20,14 @@ from typing import Any, TypeAlias
 
 import orjson
 
-from ascendra_proxy.core.backend import Role
-from ascendra_proxy.core.decisions import (
-    Action,
-    Assign,
-    Dispatch,
-    Drop,
-    Move,
-    Reject,
-    SetRole,
-    Warm,
-)
+from ascendra_proxy.core.decisions import Action
 from ascendra_proxy.core.request import Outcome, Phase, RequestState
 from ascendra_proxy.core.slo import SLO
+from ascendra_proxy.core.wire import WireError, decode_action, encode_action
 
 __all__ = [
     "PROTOCOL_VERSION",
+    "ActionMessage",
     "Finish",
     "Hello",
     "NotLeader",
@@ -45,8 +37,6 @@ __all__ = [
     "SchedulerMessage",
     "Welcome",
     "WorkerMessage",
-    "action_from_wire",
-    "action_to_wire",
     "decode",
     "encode",
     "request_from_wire",
@@ -202,96 +192,15 @@ class NotLeader:
 
 @dataclass(frozen=True, slots=True)
 class ActionMessage:
-    """One policy action for a request this worker owns (or a role change, for all)."""
+    """One policy action for a request this worker owns (or a role change, for all), in
+    the core's wire form (``core/wire.py``); the worker carries it out through the core's
+    driver contract (``core/driver.py``), as the single process does."""
 
     epoch: int
     action: Action
 
 
 SchedulerMessage: TypeAlias = Welcome | NotLeader | ActionMessage
-
-
-# -- actions ------------------------------------------------------------------------------
-
-
-def _dispatch_wire(d: Dispatch) -> dict[str, Any]:
-    return {"backend": d.backend, "reason": d.reason, "priority": d.priority, "detail": d.detail}
-
-
-def _dispatch(m: dict[str, Any]) -> Dispatch:
-    p = m.get("priority")
-    return Dispatch(
-        str(m["backend"]), str(m["reason"]), None if p is None else int(p), str(m.get("detail", ""))
-    )
-
-
-def action_to_wire(a: Action) -> dict[str, Any]:
-    if isinstance(a, Assign):
-        return {"t": "assign", "id": a.request_id, **_dispatch_wire(a.dispatch)}
-    if isinstance(a, Move):
-        return {"t": "move", "id": a.request_id, "kind": a.kind, **_dispatch_wire(a.dispatch)}
-    if isinstance(a, Drop):
-        r = a.reject
-        return {
-            "t": "drop",
-            "id": a.request_id,
-            "status": r.status,
-            "code": r.code,
-            "message": r.message,
-            "reason": r.reason,
-        }
-    if isinstance(a, Warm):
-        return {
-            "t": "warm",
-            "id": a.request_id,
-            "backend": a.backend,
-            "reason": a.reason,
-            "detail": a.detail,
-            "priority": a.priority,
-        }
-    return {
-        "t": "role",
-        "backend": a.backend,
-        "role": a.role.value,
-        "draining": a.draining,
-        "reason": a.reason,
-        "detail": a.detail,
-    }
-
-
-def action_from_wire(m: dict[str, Any]) -> Action:
-    t = m["t"]
-    if t == "assign":
-        return Assign(str(m["id"]), _dispatch(m))
-    if t == "move":
-        kind = m["kind"]
-        if kind not in ("offload", "migrate"):
-            raise ProtocolError(f"bad move kind {kind!r}")
-        return Move(str(m["id"]), _dispatch(m), kind)
-    if t == "drop":
-        reject = Reject(int(m["status"]), str(m["code"]), str(m["message"]), str(m["reason"]))
-        return Drop(str(m["id"]), reject)
-    if t == "warm":
-        p = m.get("priority")
-        return Warm(
-            str(m["id"]),
-            str(m["backend"]),
-            str(m["reason"]),
-            str(m.get("detail", "")),
-            None if p is None else int(p),
-        )
-    if t == "role":
-        return SetRole(
-            str(m["backend"]),
-            Role(m["role"]),
-            bool(m["draining"]),
-            str(m["reason"]),
-            str(m.get("detail", "")),
-        )
-    raise ProtocolError(f"unknown message type {t!r}")
-
-
-_ACTION_TYPES = frozenset({"assign", "move", "drop", "warm", "role"})
 
 
 # -- codec --------------------------------------------------------------------------------
@@ -303,7 +212,7 @@ def encode(msg: WorkerMessage | SchedulerMessage) -> bytes:
 
 def _to_dict(msg: WorkerMessage | SchedulerMessage) -> dict[str, Any]:
     if isinstance(msg, ActionMessage):
-        return {**action_to_wire(msg.action), "epoch": msg.epoch}
+        return {"t": "action", "epoch": msg.epoch, "action": encode_action(msg.action)}
     if isinstance(msg, Progress):
         return {
             "t": "progress",
@@ -344,14 +253,14 @@ def decode(frame: bytes | str) -> WorkerMessage | SchedulerMessage:
         return _from_dict(m)
     except ProtocolError:
         raise
-    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, WireError) as exc:
         raise ProtocolError(f"bad message: {type(exc).__name__}: {exc}") from exc
 
 
 def _from_dict(m: dict[str, Any]) -> WorkerMessage | SchedulerMessage:
     t = m.get("t")
-    if t in _ACTION_TYPES:
-        return ActionMessage(int(m["epoch"]), action_from_wire(m))
+    if t == "action":
+        return ActionMessage(int(m["epoch"]), decode_action(m["action"]))
     if t == "progress":
         return Progress(int(m["ack"]), dict(m["counts"]), list(m["down"]), list(m["rows"]))
     if t == "route":

@@ -39,7 +39,6 @@ from ascendra_proxy.core.backend import BackendSnapshot
 from ascendra_proxy.core.contracts import Policy
 from ascendra_proxy.core.decisions import Action, Assign, Decision, Hold, Move
 from ascendra_proxy.core.policies.ascendra.params import AscendraParams
-from ascendra_proxy.core.policies.registry import build_policy
 from ascendra_proxy.core.request import Phase, RequestState
 from ascendra_proxy.scaleout.messages import (
     ActionMessage,
@@ -114,7 +113,9 @@ def fail_open_policy(cfg: ProxyConfig) -> Policy:
     params = cfg.policy.params
     if isinstance(params, AscendraParams):
         params = dataclasses.replace(params, lp_ordering="engine_priority")
-    return build_policy(cfg.policy.type, params, cfg.backend_infos())
+    return dataclasses.replace(
+        cfg, policy=dataclasses.replace(cfg.policy, params=params)
+    ).make_policy()
 
 
 class RemotePolicy:
