@@ -27,6 +27,7 @@ PROFILES = {
     "demo": EMULATED | {"loadgen"},
     "gpu": EMULATED | {"vllm-lp0", "vllm-lp1", "vllm-hp0", "proxy-gpu"},
     "sglang": EMULATED | {"sglang-lp0", "sglang-lp1", "sglang-hp0", "proxy-sglang"},
+    "scale": EMULATED | {"redis", "scheduler-a", "scheduler-b", "proxy-scale"},
 }
 
 
@@ -85,6 +86,25 @@ def test_every_proxy_gets_the_admin_key_and_the_image_is_built(
     assert given[proxy]["environment"]["ASCENDRA_ADMIN_KEY"] == "mine"
     ours = [s for s in default.values() if "build" in s]
     assert ours and all(s["pull_policy"] == "build" for s in ours)
+
+
+def test_scale_profile_runs_workers_behind_a_scheduler_pair(compose: list[str]) -> None:
+    services = config(compose, "scale", ASCENDRA_WORKERS="3")["services"]
+    proxy = services["proxy-scale"]["command"]
+    assert _flag(proxy, "--workers") == "3"
+    schedulers = [proxy[i + 1] for i, a in enumerate(proxy) if a == "--scheduler"]
+    assert schedulers == ["ws://scheduler-a:9200", "ws://scheduler-b:9200"]
+    names = set()
+    for name in ("scheduler-a", "scheduler-b"):
+        command = services[name]["command"]
+        assert command[0] == "scheduler" and _flag(command, "--elector") == "redis"
+        assert _flag(command, "--redis") == "redis://redis:6379/0"
+        assert services[name]["depends_on"]["redis"]["condition"] == "service_healthy"
+        assert "ports" not in services[name]  # only the workers are published
+        names.add(_flag(command, "--name"))
+    assert names == {"scheduler-a", "scheduler-b"}
+    deps = services["proxy-scale"]["depends_on"]
+    assert {"scheduler-a", "scheduler-b", "engine-lp0"} <= set(deps)
 
 
 def _flag(command: list[str], flag: str) -> str:
