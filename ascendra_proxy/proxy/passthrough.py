@@ -16,8 +16,8 @@ proxy's in-flight counts, so the policy does not see its load.
 
 ``GET /v1/models`` and ``GET /v1/models/{id}`` answer every served model with the card its
 engine reports (``max_model_len``, ``root``, ``parent``, ``permission``, ...), fetched from a
-backend serving it and cached for ``CARD_TTL_S``; a model no backend describes gets a
-minimal card.
+healthy backend serving it and cached for ``CARD_TTL_S`` (a stale card is kept while no
+engine answers); a model no backend has described gets a minimal card.
 """
 
 from __future__ import annotations
@@ -209,11 +209,14 @@ async def model_card(app: web.Application, name: str) -> dict[str, Any]:
     cached = ctx.model_cards.get(name)
     if cached is not None and now - cached[0] < CARD_TTL_S:
         return cached[1]
-    for backend in candidates(gw, name):
+    healthy = [b for b in candidates(gw, name) if b.breaker.available(now)]
+    for backend in healthy:  # an unreachable engine would hold the listing up
         card = await _fetch_card(backend, name)
         if card is not None:
             ctx.model_cards[name] = (now, card)
             return card
+    if cached is not None:  # stale beats minimal
+        return cached[1]
     return {"id": name, "object": "model", "created": ctx.started, "owned_by": "ascendra-proxy"}
 
 

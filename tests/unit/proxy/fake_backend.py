@@ -64,6 +64,8 @@ class FakeBackend:
     metrics_text: str = "vllm:num_requests_running 0\n"
     healthy: bool = True
     url: str = ""
+    model_card: dict[str, Any] | None = None  # served on /v1/models when set
+    tokenize_status: int = 200  # the answer of /tokenize
 
     def app(self) -> web.Application:
         app = web.Application()
@@ -72,7 +74,21 @@ class FakeBackend:
         app.router.add_get("/health", self._health)
         app.router.add_get("/metrics", self._metrics)
         app.router.add_post("/abort_request", self._abort)
+        app.router.add_get("/v1/models", self._models)
+        app.router.add_post("/tokenize", self._tokenize)
         return app
+
+    async def _models(self, request: web.Request) -> web.Response:
+        if self.model_card is None:
+            return web.Response(status=404)
+        return web.json_response({"object": "list", "data": [self.model_card]})
+
+    async def _tokenize(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        self.bodies.append(body)
+        if self.tokenize_status != 200:
+            return web.json_response({"error": "fake"}, status=self.tokenize_status)
+        return web.json_response({"count": 2, "tokens": [1, 2], "backend": self.name})
 
     async def _health(self, request: web.Request) -> web.Response:
         return web.Response(status=200 if self.healthy else 503)
