@@ -35,7 +35,9 @@ MAX_TIMELINE_REQUESTS = 400
 EVENT_STYLE = {"offload": ("v", "tab:orange"), "migration": ("D", "tab:purple")}
 
 
-def plot_files(paths: Sequence[str], out_dir: str) -> list[Path]:
+def plot_files(paths: Sequence[str], out_dir: str, every_timeline: bool = False) -> list[Path]:
+    """The plots of the module docstring; with ``every_timeline``, one
+    ``timeline-<label>.png`` per run file instead of the first run's ``timeline.png``."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -52,9 +54,19 @@ def plot_files(paths: Sequence[str], out_dir: str) -> list[Path]:
     if series:
         written.append(_cdf(series, "ttft_s", "TTFT", "slo_ttft_s", out / "ttft_cdf.png"))
         written.append(_cdf(series, "tbt_mean_s", "mean TBT", "slo_tbt_s", out / "tbt_cdf.png"))
-        label, requests = _timeline_source(docs)
-        written.append(_timeline(label, requests, out / "timeline.png"))
+        if every_timeline:
+            for label, d in docs:
+                if d["kind"] == "run":
+                    path = out / f"timeline-{_file_part(label)}.png"
+                    written.append(_timeline(label, d["requests"], path))
+        else:
+            label, requests = _timeline_source(docs)
+            written.append(_timeline(label, requests, out / "timeline.png"))
     return written
+
+
+def _file_part(label: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in label)
 
 
 def _label(path: str, doc: dict[str, Any]) -> str:

@@ -133,6 +133,7 @@ def _run_policies(
 ) -> dict[str, dict[str, Any]]:
     from ascendra_proxy.demo.load import prepare_sync, run_sync
     from ascendra_proxy.demo.report import policy_document
+    from ascendra_proxy.demo.tails import read_request_log
     from loadgen.results import write_json
 
     for line in ["ascendra-proxy demo", *settings.describe()]:
@@ -149,7 +150,8 @@ def _run_policies(
                 flush=True,
             )
             result = run_sync(stack, prepared, progress)
-        doc = policy_document(result, settings, str(stack.config_path))
+        entries = read_request_log(stack.request_log)  # complete: the proxy has stopped
+        doc = policy_document(result, settings, str(stack.config_path), entries)
         write_json(settings.out / f"{policy}.json", doc)
         s = doc["summary"]
         print(

@@ -5,8 +5,9 @@ Theory of operation: :func:`policy_document` turns one :class:`PolicyRun` into a
 emulated A100's), keeping the wall-clock summary beside it.  :func:`summary_document`
 gathers what was run and the headline numbers of every policy.  :func:`format_report` prints
 one column per policy; :func:`headline` says, in one sentence, how many more requests met
-both SLOs than under the first policy.  :func:`write_plots` draws the attainment bars here and
-the TTFT/TBT CDFs and timeline with :mod:`loadgen.plot`.
+both SLOs than under the first policy; below it, why requests missed their TTFT SLO and the
+slowest ones (:mod:`.tails`).  :func:`write_plots` draws the attainment bars here and the
+TTFT/TBT CDFs and every policy's timeline with :mod:`loadgen.plot`.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Any
 from ascendra_proxy.demo.cpu import verdict
 from ascendra_proxy.demo.load import PolicyRun, to_model_time
 from ascendra_proxy.demo.settings import DemoSettings
+from ascendra_proxy.demo.tails import annotate, format_tails
 from loadgen.metrics import attained, summarize
 from loadgen.report import _num, _pct
 from loadgen.results import record_to_dict
@@ -27,7 +29,14 @@ __all__ = ["format_report", "headline", "policy_document", "summary_document", "
 Doc = dict[str, Any]
 
 
-def policy_document(run: PolicyRun, settings: DemoSettings, config_path: str) -> Doc:
+def policy_document(
+    run: PolicyRun,
+    settings: DemoSettings,
+    config_path: str,
+    proxy_requests: Sequence[Doc] = (),
+) -> Doc:
+    """The run file of one policy; ``proxy_requests``: the proxy's request log, which
+    explains the TTFT misses (:mod:`.tails`)."""
     scale = settings.time_scale
     records = [to_model_time(r, scale) for r in run.records]
     summary = summarize(records, run.duration_s / scale)
@@ -35,7 +44,7 @@ def policy_document(run: PolicyRun, settings: DemoSettings, config_path: str) ->
     summary["attained"] = sum(1 for r in records if attained(r))
     config = {**settings.to_json(), "label": run.policy, "policy": run.policy}
     config["proxy_config"] = config_path
-    return {
+    doc: Doc = {
         "kind": "run",
         "config": config,
         "rate": settings.rate,
@@ -46,6 +55,8 @@ def policy_document(run: PolicyRun, settings: DemoSettings, config_path: str) ->
         "warning": verdict(run.cpu, wall.get("send_lag_p99"), scale),
         "requests": [record_to_dict(r) for r in records],
     }
+    annotate(doc, proxy_requests, scale)
+    return doc
 
 
 _HEADLINE_KEYS = (
@@ -178,6 +189,8 @@ def format_report(settings: DemoSettings, docs: Mapping[str, Doc], runtime_s: fl
     lines.append("")
     if (text := headline(docs)) is not None:
         lines.append(text)
+    lines.append("")
+    lines += format_tails(docs)
     for n in names:
         if docs[n]["warning"]:
             lines.append(f"WARNING ({n}): {docs[n]['warning']}")
@@ -189,7 +202,7 @@ def write_plots(docs: Mapping[str, Doc], paths: Sequence[str], out: Path) -> lis
     from loadgen.plot import plot_files
 
     written = [_attainment_bars(docs, out / "attainment.png")]
-    written += plot_files(list(paths), str(out))
+    written += plot_files(list(paths), str(out), every_timeline=True)
     return written
 
 

@@ -57,6 +57,7 @@ class Stack:
     proxy: Child
     engines: list[Child]
     config_path: Path
+    request_log: Path  # the proxy's line per finished request (complete once it stopped)
 
 
 def scaled_profile(name: str, scale: float, out_dir: Path) -> str:
@@ -166,10 +167,13 @@ def running_stack(
         path.parent.mkdir(parents=True, exist_ok=True)
         doc = proxy_config(policy, [e.url for e in engines], spec)
         path.write_text(yaml.safe_dump(doc, sort_keys=False), encoding="utf-8")
+        request_log = spec.work_dir / "logs" / f"{policy}-requests.jsonl"
+        request_log.unlink(missing_ok=True)
         cmd = python_command("serve", "--config", str(path), "--log-level", "WARNING")
+        cmd += ["--request-log", str(request_log)]
         proxy = children.start(f"{policy}-proxy", cmd, marker=PROXY_MARKER)
         asyncio.run(_wait_ready(proxy.url, NUM_ENGINES))
-        yield Stack(policy, proxy, engines, path)
+        yield Stack(policy, proxy, engines, path, request_log)
 
 
 async def _wait_ready(url: str, backends: int, limit_s: float = READY_TIMEOUT_S) -> None:

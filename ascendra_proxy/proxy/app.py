@@ -32,6 +32,7 @@ from ascendra_proxy.proxy.errors import error_middleware
 from ascendra_proxy.proxy.gateway import Gateway
 from ascendra_proxy.proxy.keys import CONTEXT, GATEWAY, ProxyContext
 from ascendra_proxy.proxy.learning import Learning
+from ascendra_proxy.proxy.request_log import RequestLog
 from ascendra_proxy.proxy.runtime import Backends
 from ascendra_proxy.proxy.telemetry import GaugeSample, Telemetry
 from ascendra_proxy.proxy.ticker import run_ticks
@@ -40,13 +41,18 @@ from ascendra_proxy.scaleout.worker import WORKER, WorkerOptions, attach_worker
 log = logging.getLogger(__name__)
 
 SHUTDOWN_GRACE_S = 10.0
+REQUEST_LOG_PATH = web.AppKey("ascendra_request_log", str)  # "" when off
 
 
-def create_app(config: ProxyConfig, worker: WorkerOptions | None = None) -> web.Application:
-    """The proxy app; with ``worker`` options it is a stream worker of a remote scheduler."""
+def create_app(
+    config: ProxyConfig, worker: WorkerOptions | None = None, request_log: str | None = None
+) -> web.Application:
+    """The proxy app; with ``worker`` options it is a stream worker of a remote scheduler;
+    ``request_log``: the file that gets a JSON line per finished request."""
     app = web.Application(
         middlewares=[error_middleware], client_max_size=config.limits.max_body_bytes
     )
+    app[REQUEST_LOG_PATH] = request_log or ""
     app[CONTEXT] = ProxyContext(
         cfg=config,
         auth=Auth(config.auth.api_keys, config.auth.admin_key),
@@ -93,6 +99,8 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
     gateway.learning, gateway.observer = learning, learning.tap
     telemetry.gauges = lambda: _gauges(gateway)
     app[GATEWAY] = gateway
+    if log_path := app[REQUEST_LOG_PATH]:
+        gateway.request_log = RequestLog(log_path)
     backends.start_monitors()
     ticks = asyncio.create_task(run_ticks(gateway), name="policy-tick")
     link = None if worker is None or remote is None else attach_worker(gateway, remote, worker)
@@ -105,6 +113,8 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
         if link is not None:
             await link.close()
         await gateway.close()
+        if gateway.request_log is not None:
+            gateway.request_log.close()
         await learning.close()
         await backends.close()
 
@@ -143,6 +153,7 @@ async def start_server(
     port: int,
     shutdown_grace_s: float = SHUTDOWN_GRACE_S,
     worker: WorkerOptions | None = None,
+    request_log: str | None = None,
 ) -> tuple[web.AppRunner, list[tuple[str, int]]]:
     """Serve ``config`` on host:port (0: any free port); returns the runner and bound addresses.
 
@@ -150,7 +161,7 @@ async def start_server(
     A stream worker (``worker``) shares its port with its siblings (``SO_REUSEPORT``).
     """
     runner = web.AppRunner(
-        create_app(config, worker),
+        create_app(config, worker, request_log),
         handler_cancellation=True,
         access_log=None,
         shutdown_timeout=shutdown_grace_s,
@@ -167,9 +178,13 @@ async def start_server(
 
 
 async def _serve_until_signalled(
-    config: ProxyConfig, host: str, port: int, worker: WorkerOptions | None
+    config: ProxyConfig,
+    host: str,
+    port: int,
+    worker: WorkerOptions | None,
+    request_log: str | None = None,
 ) -> None:
-    runner, addrs = await start_server(config, host, port, worker=worker)
+    runner, addrs = await start_server(config, host, port, worker=worker, request_log=request_log)
     gc.freeze()  # startup objects never die: keep them out of every later collection
     for h, p in addrs:
         print(f"ascendra-proxy listening on http://{h}:{p}", flush=True)
@@ -188,11 +203,13 @@ def serve(
     host: str | None = None,
     port: int | None = None,
     worker: WorkerOptions | None = None,
+    request_log: str | None = None,
 ) -> None:
-    """Run the proxy (or one stream worker) until SIGINT/SIGTERM (uvloop when available)."""
+    """Run the proxy (or one stream worker) until SIGINT/SIGTERM (uvloop when available);
+    ``request_log``: the file that gets a JSON line per finished request."""
     host = config.listen.host if host is None else host
     port = config.listen.port if port is None else port
-    main = _serve_until_signalled(config, host, port, worker)
+    main = _serve_until_signalled(config, host, port, worker, request_log)
     try:
         import uvloop
     except ImportError:

@@ -37,6 +37,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--private-port", type=int, help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--request-log",
+        metavar="FILE",
+        help="append one JSON line per finished request (waits, route, moves, outcome)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -50,6 +55,9 @@ def run(args: argparse.Namespace) -> int:
         return 2
     if args.workers < 1:
         print("ascendra-proxy: --workers must be at least 1", file=sys.stderr)
+        return 2
+    if args.workers > 1 and args.request_log:
+        print("ascendra-proxy: --request-log needs --workers 1", file=sys.stderr)
         return 2
     host = cfg.listen.host if args.host is None else args.host
     port = cfg.listen.port if args.port is None else args.port
@@ -74,5 +82,5 @@ def run(args: argparse.Namespace) -> int:
         worker = WorkerOptions(
             tuple(args.scheduler), reuse_port=args.reuse_port, private_port=args.private_port
         )
-    serve(cfg, host=host, port=port, worker=worker)
+    serve(cfg, host=host, port=port, worker=worker, request_log=args.request_log)
     return 0

@@ -14,6 +14,7 @@ a policy ``Move`` (offload or migration) or for a failover continuation.  ``move
 the first move's reason (the request is counted in ``moved_requests_total`` when it ends);
 ``resubmitted`` marks the next attempt the flight forwards as that move's target, whose
 prompt (and the engine's cached part of it) is counted once when that attempt ends.
+``route`` and ``moves`` keep every dispatch and move for the request log.
 
 ``Signal`` is the wake-up for held requests: any change in capacity (an attempt ends, a
 request finishes, a tick assigns) calls ``notify``; waiters also re-check after ``at_most_s``.
@@ -43,14 +44,17 @@ class Flight:
         "continuation",
         "dropped",
         "exclude",
+        "first_dispatch",
         "gen",
         "last_error",
         "moved",
+        "moves",
         "outcome",
         "pending",
         "queued_tokens",
         "record",
         "resubmitted",
+        "route",
         "state",
     )
 
@@ -69,12 +73,26 @@ class Flight:
         self.outcome: Outcome | None = None
         self.moved: str | None = None  # the first move's reason
         self.resubmitted = False  # the next forwarded attempt is a move's target
+        # For the request log: every dispatch (time, backend) and every move, in order.
+        self.first_dispatch: float | None = None
+        self.route: list[tuple[float, str, str]] = []  # (time, backend, the dispatch's reason)
+        self.moves: list[dict[str, str | float | None]] = []
 
     def begin_move(self, reason: str) -> None:
         """The flight leaves its backend for a policy move or a failover continuation."""
         if self.moved is None:
             self.moved = reason
         self.resubmitted = True
+        source = None if self.backend is None else self.backend.name
+        self.moves.append({"reason": reason, "from": source, "to": None, "t": None})
+
+    def note_dispatch(self, now: float, backend: str, reason: str) -> None:
+        """The flight was sent to ``backend``; completes the move it was the target of."""
+        if self.first_dispatch is None:
+            self.first_dispatch = now
+        self.route.append((now, backend, reason))
+        if self.moves and self.moves[-1]["to"] is None:
+            self.moves[-1].update(to=backend, t=round(now - self.state.arrival, 6))
 
 
 class Signal:

@@ -59,6 +59,7 @@ from ascendra_proxy.proxy.validate import GenerationRequest
 
 if TYPE_CHECKING:
     from ascendra_proxy.proxy.learning import Learning
+    from ascendra_proxy.proxy.request_log import RequestLog
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +91,7 @@ class Gateway:
         self.roles: dict[str, tuple[Role, bool]] = {}  # policy SetRole actions: (role, draining)
         self.learning: Learning | None = None  # the learned predictor's side (app sets it)
         self.observer: LifecycleObserver | None = None  # told of every lifecycle event
+        self.request_log: RequestLog | None = None  # serve --request-log: a line per request
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -134,6 +136,8 @@ class Gateway:
             self.telemetry.moved_done(flight.state, flight.moved)
         if self.observer is not None:
             self.observer.on_finished(flight.state.id, outcome)
+        if self.request_log is not None:
+            self.request_log.write(flight)
         try:
             self.policy.on_finish(flight.state, now)
         finally:
@@ -202,6 +206,7 @@ class Gateway:
             backend.name, backend.url, backend.session, request, headers, self.budgets
         )
         state.on_dispatch(self.clock(), backend.name)
+        flight.note_dispatch(state.dispatched_at or 0.0, backend.name, d.reason)
         if self.observer is not None:  # replaced: a retry, offload or migration
             self.observer.on_dispatched(
                 state.id, backend.name, priority, flight.backend is not None

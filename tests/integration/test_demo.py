@@ -76,8 +76,11 @@ def test_quick_demo_runs_both_policies_on_the_same_load(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr[-3000:]
     for name in ("round_robin.json", "ascendra.json", "summary.json", "attainment.png"):
         assert (out / name).stat().st_size > 0, name
-    for name in ("ttft_cdf.png", "tbt_cdf.png", "timeline.png"):
+    for name in ("ttft_cdf.png", "tbt_cdf.png", "timeline-round_robin.png"):
         assert (out / name).stat().st_size > 0, name
+    assert (out / "timeline-ascendra.png").stat().st_size > 0  # every policy's timeline
+    assert "Why requests missed their TTFT SLO" in proc.stdout
+    assert "ascendra, slowest first tokens:" in proc.stdout
 
     docs = {p: json.loads((out / f"{p}.json").read_text()) for p in ("round_robin", "ascendra")}
     for policy, doc in docs.items():
@@ -90,6 +93,8 @@ def test_quick_demo_runs_both_policies_on_the_same_load(tmp_path: Path) -> None:
         assert all(r["tokens"] == r["output_tokens"] for r in doc["requests"]), policy
         assert doc["proxy"]["outcomes"].get("completed") == QUICK_N, doc["proxy"]
         assert doc["config"]["slo_ttft_s"] == 1.0 and doc["config"]["seed"] == 0
+        assert doc["tails"]["joined"] == QUICK_N, policy  # the proxy logged every request
+        assert all(r["route"] for r in doc["requests"]), policy
     # the same requests, at the same times, went to both
     shape = {
         p: [(r["arrival_s"], r["prompt_tokens"], r["output_tokens"]) for r in d["requests"]]
