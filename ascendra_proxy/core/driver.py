@@ -52,8 +52,12 @@ reports the result and the lifecycle events back.  The split therefore cannot ch
 an action means.  ``core/wire.py`` gives the decisions, actions and results as plain,
 language-neutral mappings for that hop.
 
-Timing shared by the drivers: a held request asks the policy again at least every
-:data:`HOLD_RECHECK_S` (and whenever capacity changes).
+What ``route``'s decisions mean is shared too: ``Dispatch`` sends the request (with
+:func:`engine_priority`), ``Reject`` ends it with that error, and ``Hold`` parks it in the
+driver's queue (:class:`HoldLimits`): refused with 429 ``queue_full`` when the queue is
+full, ended with 504 ``queue_timeout`` once it has waited the first-byte budget (from its
+arrival; a started stream from when it was held); otherwise it asks the policy again at
+least every :data:`HOLD_RECHECK_S` (and whenever capacity changes).
 """
 
 from __future__ import annotations
@@ -73,6 +77,7 @@ __all__ = [
     "ActionTarget",
     "Carried",
     "Effect",
+    "HoldLimits",
     "ObserverFanout",
     "RequestFacts",
     "Skip",
@@ -94,6 +99,22 @@ def engine_priority(info: BackendInfo, priority: int | None) -> int | None:
     """The priority to send to this engine: none unless it runs priority scheduling
     (vLLM rejects a non-zero priority otherwise)."""
     return priority if info.priority_scheduling else None
+
+
+@dataclass(frozen=True, slots=True)
+class HoldLimits:
+    """Where a ``Hold`` ends: the queue's size and how long a held request may wait."""
+
+    max_queued: int  # held requests at most (``limits.max_queued_requests``)
+    wait_s: float  # the first-byte budget (``timeouts.first_byte_s``)
+
+    def room(self, held: int) -> bool:
+        """Whether one more request may be parked while ``held`` are."""
+        return held < self.max_queued
+
+    def expired(self, waited_s: float) -> bool:
+        """Whether a request held this long ends (504 ``queue_timeout``)."""
+        return waited_s >= self.wait_s
 
 
 class Effect(Enum):

@@ -46,7 +46,7 @@ from ascendra_proxy.config import ProxyConfig
 from ascendra_proxy.core.backend import Role
 from ascendra_proxy.core.contracts import LifecycleObserver, Policy
 from ascendra_proxy.core.decisions import Dispatch, Hold, Reject
-from ascendra_proxy.core.driver import engine_priority, hold_recheck_s
+from ascendra_proxy.core.driver import HoldLimits, engine_priority, hold_recheck_s
 from ascendra_proxy.core.prefix import block_hashes
 from ascendra_proxy.core.request import Outcome, RequestState
 from ascendra_proxy.core.slo import SLO
@@ -84,6 +84,7 @@ class Gateway:
         self.flights: dict[str, Flight] = {}
         self.held = 0
         self.capacity = Signal()
+        self.hold_limits = HoldLimits(cfg.limits.max_queued_requests, cfg.timeouts.first_byte_s)
         self.budgets = Budgets(cfg.timeouts.first_byte_s, cfg.timeouts.idle_s, cfg.timeouts.total_s)
         self._context = _context_limits(cfg)
         self._block_size = _block_sizes(cfg)
@@ -289,7 +290,7 @@ class Gateway:
                 self.held -= 1
 
     def _check_queue_room(self, hold: Hold) -> None:
-        if self.held >= self.cfg.limits.max_queued_requests:
+        if not self.hold_limits.room(self.held):
             raise ApiError(
                 429,
                 f"proxy queue is full ({self.held} requests waiting; {hold.reason})",
@@ -299,7 +300,7 @@ class Gateway:
     async def _wait_for_capacity(self, flight: Flight, held_at: float) -> None:
         # a stream that already started (a continuation) waits from when it was held
         waited = self.clock() - (held_at if flight.state.started else flight.state.arrival)
-        if waited >= self.cfg.timeouts.first_byte_s:
+        if self.hold_limits.expired(waited):
             raise ApiError(504, "timed out waiting for a backend with room", code="queue_timeout")
         await self.capacity.wait(hold_recheck_s(self.policy.tick_interval_s))
 

@@ -6,8 +6,10 @@ the same policy object and the same bookkeeping, minus HTTP.
 * **Admission and routing.**  A request reaching the proxy becomes a :class:`Flight` and is
   routed at once (``policy.route`` with fresh snapshots).  ``Dispatch`` opens an attempt on
   that backend (``RequestState.on_dispatch``, the backend's exact counts grow, the engine
-  request leaves after the network hop); ``Reject`` ends it; ``Hold`` parks it (at most
-  ``limits.max_queued_requests``).  Held requests ask again whenever capacity changes (an
+  request leaves after the network hop); ``Reject`` ends it; ``Hold`` parks it within the
+  same :class:`~ascendra_proxy.core.driver.HoldLimits` as the live gateway (at most
+  ``limits.max_queued_requests``, else 429 ``queue_full``; ended with 504 ``queue_timeout``
+  once it waited ``timeouts.first_byte_s``).  Held requests ask again whenever capacity changes (an
   attempt ends, a request finishes, a tick acts: the live gateway's ``Signal``) and at least
   every ``min(tick, 50 ms)``, in the order they were held.
 * **The monitor tick** calls ``policy.tick`` with every unfinished request (the lifecycle
@@ -55,6 +57,7 @@ from ascendra_proxy.core.decisions import (
 from ascendra_proxy.core.driver import (
     Carried,
     Effect,
+    HoldLimits,
     RequestFacts,
     action_reason,
     carry_out,
@@ -109,7 +112,7 @@ class SimProxy:
         self._queue = queue
         self._on_end = on_end
         self._limit = cfg.limits.max_inflight_per_backend
-        self._max_queued = cfg.limits.max_queued_requests
+        self._hold = HoldLimits(cfg.limits.max_queued_requests, cfg.timeouts.first_byte_s)
         self._recheck_every = hold_recheck_s(policy.tick_interval_s)
         self._recheck_at: float | None = None
         self._engine_ids: dict[str, tuple[Flight, Attempt]] = {}
@@ -142,7 +145,7 @@ class SimProxy:
             self.end(now, f, Outcome.REJECTED, f"{d.status} {d.code}: {d.message}")
             return True
         if not f.held:
-            if len(self.held) >= self._max_queued:
+            if not self._hold.room(len(self.held)):
                 self.end(now, f, Outcome.REJECTED, "429 queue_full")
                 return True
             f.held = True
@@ -178,6 +181,8 @@ class SimProxy:
                 snaps = self.snapshots(now)
             if self._route(now, f, snaps):
                 snaps = None
+            elif f.held and self._hold.expired(now - f.state.arrival):
+                self.end(now, f, Outcome.TIMED_OUT, "504 queue_timeout")
         if self.held:
             self._arm_recheck(now + self._recheck_every)
 
