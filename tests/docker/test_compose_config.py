@@ -75,7 +75,7 @@ def test_default_profile_is_health_gated_and_published_on_loopback(compose: list
         assert services[name]["healthcheck"]["test"][0] == "CMD"
 
 
-@pytest.mark.parametrize("profile", ["", "gpu", "sglang"])
+@pytest.mark.parametrize("profile", ["", "gpu", "sglang", "scale"])
 def test_every_proxy_gets_the_admin_key_and_the_image_is_built(
     compose: list[str], profile: str
 ) -> None:

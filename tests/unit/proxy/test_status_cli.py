@@ -114,14 +114,32 @@ def test_every_shipped_config_names_the_one_admin_key_variable() -> None:
 
 
 def test_compose_gives_every_proxy_the_admin_key_and_builds_its_image() -> None:
+    """Every service that loads a proxy config (they all name the admin key's variable)
+    gets it, with the testbed default."""
     compose = yaml.safe_load((REPO / "docker-compose.yml").read_text())
     services = compose["services"]
-    proxies = [name for name in services if name.startswith("proxy")]
-    assert proxies == ["proxy", "proxy-gpu", "proxy-sglang"]
-    for name in proxies:
-        value = services[name]["environment"][ADMIN_KEY_ENV]
+    readers = [
+        name
+        for name, s in services.items()
+        if any("./configs/compose" in str(v) for v in s.get("volumes") or [])
+    ]
+    assert {"proxy", "proxy-gpu", "proxy-sglang"} <= set(readers)
+    for name in readers:
+        value = (services[name].get("environment") or {}).get(ADMIN_KEY_ENV)
         assert value == f"${{{ADMIN_KEY_ENV}:-{TESTBED_KEY}}}", name
     built = [s for s in services.values() if "build" in s]
     assert len(built) >= 5  # three emulated engines, the proxies, the demo's loadgen
     assert all(s.get("pull_policy") == "build" for s in built)
     assert TESTBED_KEY in (REPO / "README.md").read_text()  # the documented default
+
+
+def test_every_kubernetes_container_that_loads_the_config_gets_the_admin_key() -> None:
+    loaders = []
+    for path in sorted((REPO / "deploy" / "k8s").glob("*.yaml")):
+        for doc in yaml.safe_load_all(path.read_text()):
+            spec = ((doc or {}).get("spec") or {}).get("template", {}).get("spec", {})
+            for c in spec.get("containers") or []:
+                if "--config" in (c.get("args") or []):
+                    loaders.append(c["name"])
+                    assert ADMIN_KEY_ENV in {e["name"] for e in c.get("env") or []}, c["name"]
+    assert {"worker", "scheduler"} <= set(loaders)
