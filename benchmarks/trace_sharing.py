@@ -9,7 +9,10 @@ of the catalog workload.  Then the engine model replays the first ``--engine-req
 requests one at a time with a cache that never evicts (token-id prompts from the blocks,
 one output token each) and its own prefix-cache counters give the measured hit share, next
 to the trace's number for the same slice: equal by construction, checked here on the real
-traces.  Prints a table, writes JSON.
+traces.  Last, the cache bound: the same sequential replay through an LRU cache of one
+A100's KV (432k tokens) and of three (1.3M tokens, perfect affinity over the paper's
+cluster), for the whole trace and its first ``--engine-requests``: what any placement can
+reuse with that much cache.  Prints two tables, writes JSON.
 
     ASCENDRA_TRACES_DIR=../shared/data/traces \\
         .venv/bin/python benchmarks/trace_sharing.py --engine-requests 2000
@@ -40,11 +43,17 @@ from ascendra_proxy.engine.profile import load_profile  # noqa: E402
 from ascendra_proxy.sim.flight import PromptIds  # noqa: E402
 from loadgen.arrivals import ArrivalSpec  # noqa: E402
 from loadgen.catalog import load_trace_workloads, trace_workload_spec  # noqa: E402
-from loadgen.mooncake import prefix_reuse, read_mooncake, repeated_block_share  # noqa: E402
+from loadgen.mooncake import (  # noqa: E402
+    lru_prefix_reuse,
+    prefix_reuse,
+    read_mooncake,
+    repeated_block_share,
+)
 from loadgen.results import write_json  # noqa: E402
 from loadgen.workloads import WorkItem, build_workload, clip_summary  # noqa: E402
 
 ENGINE_BLOCK = 16
+CACHES = {"one A100 (432k)": 432_000, "three A100s (1.3M)": 3 * 432_000}
 TRACES = ("mooncake-conversation", "mooncake-synthetic")
 
 
@@ -94,6 +103,15 @@ def one_trace(name: str, engine_requests: int) -> dict[str, Any]:
         "slo_ttft_at_floor": float(np.mean(ttft == w.slo_rule.floor_s)) if w.slo_rule else None,
     }
     n = min(engine_requests, len(rows))
+    out["lru"] = {
+        label: {
+            "cache_tokens": cache,
+            "whole_trace": lru_prefix_reuse(rows, cache).share,
+            f"first_{n}": lru_prefix_reuse(rows[:n], cache).share if n else None,
+            "unbounded_first": prefix_reuse(rows[:n]).share if n else None,
+        }
+        for label, cache in CACHES.items()
+    }
     if n > 0:
         part = [replace(it, output_tokens=1) for it in items[:n]]
         hits, queries, wall = engine_replay(part, w.slo_rule.profile if w.slo_rule else "")
@@ -127,6 +145,12 @@ def table(results: dict[str, dict[str, Any]]) -> str:
             f"{e.get('requests', 0):>14}{e.get('hit_share', 0):>11.2%}"
             f"{e.get('trace_cacheable_share', 0):>8.2%}{e.get('exact', '-')!s:>7}"
         )
+    lines += ["", f"{'LRU cache bound':<24}{'cache':<22}{'whole trace':>12}{'first N':>9}"]
+    for name, r in results.items():
+        for label, v in r["lru"].items():
+            first = next((x for k, x in v.items() if k.startswith("first_")), None)
+            cell = "-" if first is None else f"{first:.1%}"
+            lines.append(f"{name:<24}{label:<22}{v['whole_trace']:>12.1%}{cell:>9}")
     return "\n".join(lines)
 
 

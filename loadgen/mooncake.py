@@ -20,11 +20,15 @@ leading blocks whose ids appeared in earlier requests (a repeated partial block 
 the length it had before).  Given an engine block size it applies vLLM's rules too: only
 whole engine blocks hit, and never the prompt's last token (it must be computed to sample).
 :func:`repeated_block_share` is the plain share of blocks whose id appeared before.
+:func:`lru_prefix_reuse` bounds the cache: the same sequential replay with a cache of
+``cache_tokens`` that evicts the least recently used trace block, i.e. what perfect affinity
+can reuse when all traffic shares that much KV cache.
 """
 
 from __future__ import annotations
 
 import math
+from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +42,7 @@ __all__ = [
     "MooncakeRow",
     "PrefixReuse",
     "is_mooncake_path",
+    "lru_prefix_reuse",
     "parse_mooncake_lines",
     "prefix_reuse",
     "read_mooncake",
@@ -191,4 +196,33 @@ def prefix_reuse(
             if mine <= 0:
                 break
             longest[h] = max(longest.get(h, 0), mine)
+    return PrefixReuse(reusable, total)
+
+
+def lru_prefix_reuse(
+    rows: Sequence[MooncakeRow], cache_tokens: int, block_tokens: int = TRACE_BLOCK_TOKENS
+) -> PrefixReuse:
+    """Reusable prefix tokens of a sequential replay through an LRU cache of trace blocks.
+
+    A request reuses its leading blocks still cached (a partial block only up to the length
+    cached); then all its blocks become the most recently used.  Whole trace blocks, no
+    engine-block rounding: an estimate of what any placement can reuse with that much cache.
+    """
+    capacity = max(1, cache_tokens // block_tokens)
+    cached: OrderedDict[int, int] = OrderedDict()  # hash id -> tokens of it cached
+    reusable = total = 0
+    for r in rows:
+        n = scaled_prompt_tokens(r, block_tokens)
+        total += n
+        for i, h in enumerate(r.hash_ids):
+            mine = min(block_tokens, n - i * block_tokens)
+            before = cached.get(h, 0)
+            reusable += min(mine, before)
+            if before < mine:
+                break
+        for i, h in enumerate(r.hash_ids):
+            cached[h] = max(cached.get(h, 0), min(block_tokens, n - i * block_tokens))
+            cached.move_to_end(h)
+        while len(cached) > capacity:
+            cached.popitem(last=False)
     return PrefixReuse(reusable, total)

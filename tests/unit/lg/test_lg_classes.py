@@ -184,3 +184,12 @@ def test_class_rows_in_tables_and_a_plot_per_class(tmp_path: Path) -> None:
     write_json(tmp_path / "s.json", sweep)
     written = plot_files([str(tmp_path / "s.json")], str(tmp_path / "png"))
     assert "attainment_by_class.png" in {p.name for p in written}
+
+
+def test_refitting_keeps_the_hand_written_catalog(tmp_path: Path) -> None:
+    from loadgen.fit_workloads import HAND_WRITTEN, _hand_written
+
+    shipped = Path(__file__).resolve().parents[3] / "loadgen" / "data" / "workloads.yaml"
+    tail = _hand_written(shipped)
+    assert tail.startswith(HAND_WRITTEN) and "three-tier:" in tail and "trace_workloads:" in tail
+    assert _hand_written(tmp_path / "absent.yaml") == ""

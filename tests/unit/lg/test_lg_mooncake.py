@@ -15,6 +15,7 @@ from loadgen.arrivals import ArrivalSpec
 from loadgen.blocks import BlockTokens
 from loadgen.mooncake import (
     MooncakeRow,
+    lru_prefix_reuse,
     parse_mooncake_lines,
     prefix_reuse,
     read_mooncake,
@@ -189,3 +190,17 @@ def test_unclipped_share_is_the_repeated_block_share_when_blocks_are_engine_bloc
     items = build_workload(spec_for(path, 4))
     hits, queries = run_sequentially(items, 512)
     assert hits / queries == repeated_block_share(read_mooncake(path)) == 6 / 11
+
+
+def test_lru_cache_bounds_the_reuse() -> None:
+    rows = rows_of(
+        (1024, [1, 2]),
+        (1024, [3, 4]),
+        (1024, [1, 2]),  # 4 blocks since its last use: gone from a 3-block cache
+        (1024, [3, 4]),  # then [1, 2] evicted [3, 4] too
+        (1024, [3, 4]),  # cached now
+    )
+    assert lru_prefix_reuse(rows, 3 * 512).reusable_tokens == 1024
+    assert lru_prefix_reuse(rows, 4 * 512).reusable_tokens == 3 * 1024
+    unbounded = lru_prefix_reuse(rows, 10**9)
+    assert unbounded == prefix_reuse(rows)
