@@ -3,8 +3,9 @@
 Theory of operation: pure functions over a run document's ``requests`` (each with
 ``route`` and ``events``, see :mod:`.report`).  A request misses on TTFT, on mean TBT, on
 both, or by not completing.  :func:`breakdown` counts misses by kind and groups requests by
-where they ran (their last backend's role), whether they were offloaded or migrated, and
-prompt length, with the attainment of each group; :func:`format_breakdown` prints it.  This
+where they ran (their last backend's role), whether they were offloaded or migrated,
+prompt length and (when the run has more than one) SLO class, with the attainment of each
+group; :func:`format_breakdown` prints it.  This
 is what tells a policy author *which* requests a policy loses, not only how many.
 """
 
@@ -58,10 +59,14 @@ def breakdown(doc: Mapping[str, Any]) -> dict[str, Any]:
     roles = {b["name"]: b["role"] for b in doc.get("sim", {}).get("backends", [])}
     kinds = Counter(_miss_kind(r) for r in reqs)
     groups: dict[str, dict[str, Counter[str]]] = {"path": {}, "prompt": {}}
+    if len({r.get("slo_class") or "" for r in reqs}) > 1:
+        groups["class"] = {}
     for r in reqs:
         k = _miss_kind(r)
         for axis, key in (("path", _path(r, roles)), ("prompt", _bucket(r["prompt_tokens"]))):
             groups[axis].setdefault(key, Counter())[k] += 1
+        if "class" in groups:
+            groups["class"].setdefault(r.get("slo_class") or "-", Counter())[k] += 1
     out: dict[str, Any] = {"requests": len(reqs), "kinds": dict(sorted(kinds.items()))}
     for axis, table in groups.items():
         out[axis] = {
@@ -89,8 +94,8 @@ def format_breakdown(name: str, b: Mapping[str, Any]) -> str:
         for k, v in b["backends"].items()
     )
     lines.append(f"  backends: {util}")
-    for axis in ("path", "prompt"):
-        for key, g in b[axis].items():
+    for axis in ("path", "prompt", "class"):
+        for key, g in b.get(axis, {}).items():
             misses = {k: v for k, v in g["misses"].items() if k != "met"}
             rate = g["met"] / max(g["requests"], 1)
             lines.append(f"  {axis} {key:<24} {g['requests']:>5} met {rate:6.1%}  misses {misses}")

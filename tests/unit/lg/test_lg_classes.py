@@ -193,3 +193,16 @@ def test_refitting_keeps_the_hand_written_catalog(tmp_path: Path) -> None:
     tail = _hand_written(shipped)
     assert tail.startswith(HAND_WRITTEN) and "three-tier:" in tail and "trace_workloads:" in tail
     assert _hand_written(tmp_path / "absent.yaml") == ""
+
+
+def test_simulator_breakdown_groups_misses_by_class() -> None:
+    from ascendra_proxy.sim.analysis import breakdown, format_breakdown
+    from loadgen.results import record_to_dict
+
+    records = [rec(0, "interactive", (1.0, 0.05), 1.5), rec(1, "batch", (30.0, 0.5), 2.0)]
+    doc = {"requests": [record_to_dict(r) for r in records]}
+    b = breakdown(doc)
+    assert b["class"]["interactive"]["misses"] == {"ttft": 1}
+    assert b["class"]["batch"]["met"] == 1
+    assert "class batch" in format_breakdown("rr", b)
+    assert "class" not in breakdown({"requests": doc["requests"][:1]})  # one class: no axis
