@@ -5,7 +5,9 @@ handlers check the client key, read the body within the size limit, validate it
 (``proxy/validate.py``), resolve the request's SLO from config and headers (core
 ``resolve_slo``: ``x-slo-ttft-ms``/``x-slo-tpot-ms`` > ``x-slo-class`` > model > default),
 admit it, and return whatever ``stream.serve`` returns.  Errors are raised as ``ApiError``
-and rendered once by ``proxy/errors.py``.
+and rendered once by ``proxy/errors.py``; a request refused before admission is counted
+once in ``refused_requests_total`` by the reason ``refusal_reason`` gives.  The relayed
+endpoints and model cards are in ``proxy/passthrough.py``.
 """
 
 from __future__ import annotations

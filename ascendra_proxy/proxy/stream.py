@@ -17,7 +17,10 @@ read it decodes SSE events, parses each once (``ChunkReader.read``: counts *toke
 chunks, records them, renders the client's bytes, the original ones when nothing must be
 stripped), and writes everything of that read in one ``write``.  Token arrivals feed
 ``RequestState`` (TTFT, every gap, mean TBT, all available online to the policy) and the
-histograms.  Terminal chunks a reader holds back for the usage chunk's ``system_fingerprint``
+histograms, per token: the tokens of one read (several events, or one event with several
+tokens) are one gap to the previous token and zero gaps among themselves, so a stream of
+``k`` tokens records ``k - 1`` gaps however the engine's bytes were coalesced.  Terminal
+chunks a reader holds back for the usage chunk's ``system_fingerprint``
 (see ``backends/chunks.py``) are flushed when an attempt ends without one: at ``[DONE]``, at
 the end of the body, on failure.
 
