@@ -11,7 +11,11 @@ the mapping to :func:`parse_config`, which
 3. resolves ``env:VAR`` secrets from the environment (unset or empty is an error);
 4. checks what spans sections: at least one pool with backends, unique pool names, backend
    names, URLs and GPU ids, SLO entries only for served models, no backend pointing at the
-   proxy itself, and the policy's own topology rule (e.g. HP needs LP).
+   proxy itself, client keys unique and naming only configured SLO classes, and the
+   policy's own topology rule (e.g. HP needs LP).
+
+The client-facing ``connections:`` section and the per-key SLO access under
+``auth.clients`` live in :mod:`ascendra_proxy.config_clients`.
 
 The optional ``predictor:`` section (:class:`PredictorConfig`) wires the learned slack
 predictor into the live proxy: a model file to load and watch, training rows to record,
@@ -37,6 +41,12 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
+from ascendra_proxy.config_clients import (
+    ClientKeyConfig,
+    ConnectionsConfig,
+    SLOAccessConfig,
+    check_client_keys,
+)
 from ascendra_proxy.configload import ConfigError, describe, join_path, load, read_yaml
 from ascendra_proxy.core.backend import BackendInfo, Role
 from ascendra_proxy.core.contracts import Policy, PolicyNeeds
@@ -54,7 +64,9 @@ from ascendra_proxy.engine.profile import LatencyProfile, load_profile
 __all__ = [
     "AuthConfig",
     "BackendConfig",
+    "ClientKeyConfig",
     "ConfigError",
+    "ConnectionsConfig",
     "EngineSettings",
     "HealthConfig",
     "LimitsConfig",
@@ -64,6 +76,7 @@ __all__ = [
     "PredictorConfig",
     "ProxyConfig",
     "RetrainConfig",
+    "SLOAccessConfig",
     "SLOConfig",
     "SLOTarget",
     "ScrapeConfig",
@@ -233,6 +246,8 @@ class AuthConfig:
     # Client keys accepted as "Authorization: Bearer <key>"; empty: no client auth.
     api_keys: tuple[str, ...] = field(default=(), repr=False)
     admin_key: str | None = field(default=None, repr=False)  # for /admin/*; None: admin off
+    clients: tuple[ClientKeyConfig, ...] = ()  # keys with their own SLO access (config_clients)
+    default_slo_access: SLOAccessConfig = field(default_factory=SLOAccessConfig)  # all others
 
     def validate(self) -> None:
         for i, key in enumerate(self.api_keys):
@@ -321,6 +336,7 @@ class ProxyConfig:
     health: HealthConfig = field(default_factory=HealthConfig)
     scrape: ScrapeConfig = field(default_factory=ScrapeConfig)
     predictor: PredictorConfig = field(default_factory=PredictorConfig)
+    connections: ConnectionsConfig = field(default_factory=ConnectionsConfig)
 
     def backends(self) -> list[tuple[PoolConfig, BackendConfig]]:
         """Every backend with its pool, in config order."""
@@ -436,7 +452,13 @@ def _resolve_secrets(cfg: ProxyConfig, env: Mapping[str, str]) -> ProxyConfig:
     auth = cfg.auth
     keys = tuple(_resolve(k, f"auth.api_keys[{i}]", env) for i, k in enumerate(auth.api_keys))
     admin = None if auth.admin_key is None else _resolve(auth.admin_key, "auth.admin_key", env)
-    return replace(cfg, pools=tuple(pools), auth=AuthConfig(api_keys=keys, admin_key=admin))
+    clients = tuple(
+        replace(c, key=_resolve(c.key, f"auth.clients[{i}].key", env))
+        for i, c in enumerate(auth.clients)
+    )
+    return replace(
+        cfg, pools=tuple(pools), auth=replace(auth, api_keys=keys, admin_key=admin, clients=clients)
+    )
 
 
 def _first_seen(seen: dict[object, str], key: object, path: str, what: str) -> None:
@@ -484,6 +506,8 @@ def _points_at_listen(url: str, listen: ListenConfig) -> bool:
 
 
 def _check_references(cfg: ProxyConfig) -> None:
+    auth = cfg.auth
+    check_client_keys(auth.api_keys, auth.clients, auth.default_slo_access, set(cfg.slo.classes))
     served = cfg.models()
     for model in cfg.slo.models:
         if model not in served:

@@ -14,6 +14,11 @@ component by component, with this precedence (highest first):
 A class name the table does not know is an error (the client asked for something that does
 not exist), as is a header value that is not a positive finite number of milliseconds;
 both raise :class:`SLOError`, which the proxy maps to HTTP 400 at its edge.
+
+What a client *may* ask for is an :class:`SLOAccess` (per client key, from the config):
+:func:`check_slo_access` refuses a class outside its list and an override tighter than its
+floor, which by default is the SLO the request would get without the override, so headers
+can loosen an SLO but never jump the queue.  Its :class:`SLOAccessError` names the limit.
 """
 
 from __future__ import annotations
@@ -28,8 +33,11 @@ __all__ = [
     "SLO",
     "TPOT_HEADER",
     "TTFT_HEADER",
+    "SLOAccess",
+    "SLOAccessError",
     "SLOError",
     "SLOTable",
+    "check_slo_access",
     "parse_slo_header_ms",
     "resolve_slo",
 ]
@@ -120,3 +128,53 @@ def resolve_slo(
     if header_tpot_ms is not None:
         tbt_s = _check_ms(TPOT_HEADER, header_tpot_ms) / 1000.0
     return SLO(ttft_s, tbt_s)
+
+
+class SLOAccessError(SLOError):
+    """A well-formed SLO request beyond what the client may ask for; ``header`` is the culprit."""
+
+    def __init__(self, header: str, message: str) -> None:
+        super().__init__(message)
+        self.header = header
+
+
+@dataclass(frozen=True, slots=True)
+class SLOAccess:
+    """What one client may ask for: the classes it may name (``None``: all) and the tightest
+    ``x-slo-*-ms`` overrides (``None``: no tighter than the SLO it gets without them)."""
+
+    classes: frozenset[str] | None = None
+    min_ttft_ms: float | None = None
+    min_tpot_ms: float | None = None
+
+
+def check_slo_access(
+    access: SLOAccess,
+    table: SLOTable,
+    model: str,
+    class_name: str | None,
+    header_ttft_ms: float | None,
+    header_tpot_ms: float | None,
+) -> None:
+    """Raise :class:`SLOAccessError` naming the limit when the request asks for more."""
+    if class_name is not None and access.classes is not None and class_name not in access.classes:
+        allowed = ", ".join(sorted(access.classes)) or "none"
+        message = f"SLO class {class_name!r} is not allowed for this key (allowed: {allowed})"
+        raise SLOAccessError(CLASS_HEADER, message)
+    if header_ttft_ms is None and header_tpot_ms is None:
+        return
+    base = resolve_slo(table, model, class_name)
+    limits = (
+        (TTFT_HEADER, header_ttft_ms, access.min_ttft_ms, base.ttft_s),
+        (TPOT_HEADER, header_tpot_ms, access.min_tpot_ms, base.tbt_s),
+    )
+    for header, asked, floor_ms, base_s in limits:
+        if asked is None:
+            continue
+        floor = base_s * 1000.0 if floor_ms is None else floor_ms
+        if asked < floor * (1.0 - 1e-5):  # equal up to rounding (clients send ~6 digits)
+            raise SLOAccessError(
+                header,
+                f"header {header}: {asked:g} ms is tighter than this key may ask for "
+                f"(at least {floor:g} ms)",
+            )

@@ -28,6 +28,7 @@ from aiohttp import web
 from ascendra_proxy.config import ProxyConfig
 from ascendra_proxy.proxy import handlers, passthrough
 from ascendra_proxy.proxy.auth import Auth
+from ascendra_proxy.proxy.connections import ConnectionGuard, GuardedTCPSite
 from ascendra_proxy.proxy.errors import error_middleware
 from ascendra_proxy.proxy.gateway import Gateway
 from ascendra_proxy.proxy.keys import CONTEXT, GATEWAY, ProxyContext
@@ -55,7 +56,12 @@ def create_app(
     app[REQUEST_LOG_PATH] = request_log or ""
     app[CONTEXT] = ProxyContext(
         cfg=config,
-        auth=Auth(config.auth.api_keys, config.auth.admin_key),
+        auth=Auth(
+            config.auth.api_keys,
+            config.auth.admin_key,
+            [(c.key, c.access()) for c in config.auth.clients],
+            config.auth.default_slo_access.access(),
+        ),
         models=frozenset(config.models()),
         slo_table=config.slo_table(),
         max_body_bytes=config.limits.max_body_bytes,
@@ -168,7 +174,8 @@ async def start_server(
     )
     await runner.setup()
     reuse = worker is not None and worker.reuse_port
-    site = web.TCPSite(runner, host, port, backlog=4096, reuse_port=reuse or None)
+    guard = ConnectionGuard(config.connections)
+    site = GuardedTCPSite(runner, host, port, guard, backlog=4096, reuse_port=reuse or None)
     await site.start()
     server = site._server
     addrs = [s.getsockname()[:2] for s in getattr(server, "sockets", None) or ()]

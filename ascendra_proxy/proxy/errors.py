@@ -81,9 +81,13 @@ class ApiError(Exception):
 
 
 def error_json(message: str, type_: str, param: str | None, code: str | int | None) -> bytes:
-    return orjson.dumps(
-        {"error": {"message": message, "type": type_, "param": param, "code": code}}
-    )
+    error = {"error": {"message": message, "type": type_, "param": param, "code": code}}
+    try:
+        return orjson.dumps(error)
+    except orjson.JSONEncodeError:  # a message quoting undecodable client bytes (surrogates)
+        message = message.encode("utf-8", "backslashreplace").decode("utf-8")
+        param = None if param is None else param.encode("utf-8", "backslashreplace").decode()
+        return error_json(message, type_, param, code)
 
 
 def bad_request(message: str, param: str | None = None, code: str = "invalid_value") -> ApiError:

@@ -1,13 +1,14 @@
 """HTTP handlers: thin.  Parse and validate, resolve the SLO, hand over to the gateway.
 
 Theory of operation: no handler decides anything about routing or retries: generation
-handlers check the client key, read the body within the size limit, validate it
-(``proxy/validate.py``), resolve the request's SLO from config and headers (core
-``resolve_slo``: ``x-slo-ttft-ms``/``x-slo-tpot-ms`` > ``x-slo-class`` > model > default),
-admit it, and return whatever ``stream.serve`` returns.  Errors are raised as ``ApiError``
-and rendered once by ``proxy/errors.py``; a request refused before admission is counted
-once in ``refused_requests_total`` by the reason ``refusal_reason`` gives.  The relayed
-endpoints and model cards are in ``proxy/passthrough.py``.
+handlers check the client key, read the body within the size limit and the body-read
+timeout, validate it (``proxy/validate.py``), resolve the request's SLO from config and
+headers (core ``resolve_slo``: ``x-slo-ttft-ms``/``x-slo-tpot-ms`` > ``x-slo-class`` > model >
+default) within what the key may ask for (core ``check_slo_access``), admit it, and return
+whatever ``stream.serve`` returns.  Errors are raised as ``ApiError`` and rendered once by
+``proxy/errors.py``; a request refused before admission is counted once in
+``refused_requests_total`` by the reason ``refusal_reason`` gives.  The relayed endpoints
+and model cards are in ``proxy/passthrough.py``.
 """
 
 from __future__ import annotations
@@ -21,12 +22,17 @@ from ascendra_proxy.backends.base import Endpoint
 from ascendra_proxy.core.slo import (
     CLASS_HEADER,
     SLO,
+    SLOAccess,
+    SLOAccessError,
     SLOError,
     SLOTable,
+    check_slo_access,
     parse_slo_header_ms,
     resolve_slo,
 )
 from ascendra_proxy.proxy import admin
+from ascendra_proxy.proxy.auth import DEFAULT_ACCESS
+from ascendra_proxy.proxy.connections import read_body
 from ascendra_proxy.proxy.errors import ApiError, bad_request
 from ascendra_proxy.proxy.keys import CONTEXT, GATEWAY
 from ascendra_proxy.proxy.stream import serve
@@ -60,15 +66,15 @@ async def _admissible(
 ) -> tuple[GenerationRequest, SLO, str | None]:
     """The checks before admission: key, size, body, SLO; raises ``ApiError`` on refusal."""
     ctx = request.app[CONTEXT]
-    ctx.auth.check_client(request)
+    access = ctx.auth.check_client(request)
     length = request.content_length
     if length is not None and length > ctx.max_body_bytes:
         raise ApiError(
             413, f"request body too large (limit {ctx.max_body_bytes} bytes)", code="body_too_large"
         )
-    raw = await request.read()
+    raw = await read_body(request, ctx.cfg.connections.body_timeout_s)
     gen = validate(endpoint, parse_body(raw), ctx.models)
-    slo, slo_class = request_slo(ctx.slo_table, gen.model, request)
+    slo, slo_class = request_slo(ctx.slo_table, gen.model, request, access)
     return gen, slo, slo_class
 
 
@@ -82,12 +88,14 @@ def refusal_reason(exc: ApiError) -> str:
         return "model_not_found"
     if exc.code == "invalid_slo":
         return "unknown_slo_class" if exc.param == CLASS_HEADER else "invalid_slo"
-    if exc.code == "invalid_json":
-        return "invalid_json"
+    if exc.code in ("invalid_json", "slo_not_allowed", "invalid_body", "body_timeout"):
+        return exc.code
     return "invalid_request"
 
 
-def request_slo(table: SLOTable, model: str, request: web.Request) -> tuple[SLO, str | None]:
+def request_slo(
+    table: SLOTable, model: str, request: web.Request, access: SLOAccess = DEFAULT_ACCESS
+) -> tuple[SLO, str | None]:
     headers = request.headers
     try:
         ttft = parse_slo_header_ms("x-slo-ttft-ms", headers.get("x-slo-ttft-ms"))
@@ -96,9 +104,14 @@ def request_slo(table: SLOTable, model: str, request: web.Request) -> tuple[SLO,
         raise bad_request(str(exc), code="invalid_slo") from None
     slo_class = headers.get("x-slo-class") or None
     try:
-        return resolve_slo(table, model, slo_class, ttft, tpot), slo_class
+        slo = resolve_slo(table, model, slo_class, ttft, tpot)
     except SLOError as exc:  # the only error left: a class the config does not name
         raise bad_request(str(exc), param=CLASS_HEADER, code="invalid_slo") from None
+    try:
+        check_slo_access(access, table, model, slo_class, ttft, tpot)
+    except SLOAccessError as exc:
+        raise bad_request(str(exc), param=exc.header, code="slo_not_allowed") from None
+    return slo, slo_class
 
 
 async def health(request: web.Request) -> web.Response:

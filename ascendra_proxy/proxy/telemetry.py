@@ -91,6 +91,9 @@ REFUSAL_REASONS = (
     "invalid_request",  # any other invalid field (messages, prompt, n, max_tokens, ...)
     "unknown_slo_class",
     "invalid_slo",  # a malformed x-slo-* header
+    "slo_not_allowed",  # an SLO beyond what the client key may ask for
+    "invalid_body",  # a body that cannot be read (Content-Encoding, cut framing)
+    "body_timeout",  # a body not received within connections.body_timeout_s
 )
 GAP_BUCKETS = (
     0.001,

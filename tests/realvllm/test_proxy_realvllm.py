@@ -43,6 +43,8 @@ import openai
 import pytest
 from openai.types.chat import ChatCompletionMessageParam
 from proxy_helpers import (
+    ADMIN_KEY,
+    CLIENT_KEY,
     Proxy,
     StreamRead,
     backend,
@@ -425,7 +427,9 @@ async def ascendra(pair: tuple[VllmServer, VllmServer]) -> AsyncIterator[Proxy]:
         "offload": {"rule": "paper", "infeasible": True},
     }
     slo = {"default": {"ttft_ms": 600_000, "tpot_ms": 60_000}}
-    async with running_proxy(proxy_config(pools, policy, slo=slo)) as proxy:
+    # the test's request tightens its own TTFT: allowed for its key
+    auth = {"clients": [{"key": CLIENT_KEY, "min_ttft_ms": 1}], "admin_key": ADMIN_KEY}
+    async with running_proxy(proxy_config(pools, policy, slo=slo, auth=auth)) as proxy:
         await until_watched(proxy)
         yield proxy
 

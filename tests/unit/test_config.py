@@ -25,7 +25,12 @@ from ascendra_proxy.core.slo import SLO
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIGS = REPO / "configs"
-EXAMPLE_ENV = {"LP_BACKEND_KEY": "k1", "PROXY_CLIENT_KEY": "k2", "ASCENDRA_ADMIN_KEY": "k3"}
+EXAMPLE_ENV = {
+    "LP_BACKEND_KEY": "k1",
+    "PROXY_CLIENT_KEY": "k2",
+    "ASCENDRA_ADMIN_KEY": "k3",
+    "PROXY_BATCH_KEY": "k4",
+}
 
 BASE: dict[str, Any] = {
     "pools": [

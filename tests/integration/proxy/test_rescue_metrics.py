@@ -13,7 +13,7 @@ import asyncio
 from typing import Any
 
 from migration_helpers import Transcript, pin_route, transcript
-from proxy_stack import MODEL, Stack, make_stack
+from proxy_stack import CLIENT_KEY, MODEL, Stack, make_stack
 
 from ascendra_proxy.core.decisions import Dispatch, Move
 from ascendra_proxy.emulator.faults import FaultConfig
@@ -49,7 +49,8 @@ def _lookups(s: Stack, name: str) -> tuple[int, int]:
 
 
 async def test_failover_counts_the_continuation_prompt_and_the_targets_cache_hits() -> None:
-    async with make_stack(("v1", "v2"), slo=SLO) as s:
+    auth = {"api_keys": [CLIENT_KEY], "default_slo_access": {"min_ttft_ms": 1}}
+    async with make_stack(("v1", "v2"), slo=SLO, auth=auth) as s:
         gw = s.gateway
         pin_route(gw, ("v2", "v1"))
         ref = await transcript(await _run(s, 48), chat=False)  # on v2: fills its prefix cache

@@ -9,7 +9,11 @@ from fake_backend import FakeBackend, Script
 from proxy_rig import MODEL, RigFactory, wait_until
 from sse_client import read_events
 
-AUTH = {"api_keys": ["k1", "k2"], "admin_key": "adm"}
+AUTH = {
+    "api_keys": ["k1", "k2"],
+    "admin_key": "adm",
+    "default_slo_access": {"min_ttft_ms": 1},  # the test asks for a tight TTFT
+}
 BODY = {"model": MODEL, "prompt": "x", "stream": True}
 
 

@@ -125,7 +125,8 @@ async def test_slo_headers_and_classes_reach_the_request_state(make_rig: RigFact
         "default": {"ttft_ms": 1000, "tpot_ms": 100},
         "classes": {"gold": {"ttft_ms": 200, "tpot_ms": 20}},
     }
-    async with make_rig([fake], slo=slo) as r:
+    tight_ok = {"default_slo_access": {"min_ttft_ms": 1, "min_tpot_ms": 1}}
+    async with make_rig([fake], slo=slo, auth=tight_ok) as r:
         body = {"model": MODEL, "prompt": "x", "stream": True}
         cases = [
             ({}, (1.0, 0.1)),

@@ -97,6 +97,9 @@ async def test_refusals_before_admission_are_counted_by_reason(make_rig: RigFact
         "invalid_request": 2,
         "unknown_slo_class": 1,
         "invalid_slo": 1,
+        "slo_not_allowed": 0,
+        "invalid_body": 0,
+        "body_timeout": 0,
     }
     assert not any(name == "ascendra_requests_total" for name, _ in m)  # none admitted
 

@@ -87,7 +87,8 @@ async def test_each_request_counted_once_with_its_verdict(make_rig: RigFactory) 
 
 async def test_ttft_header_and_class_change_the_verdict(make_rig: RigFactory) -> None:
     slow = {**STREAM, **script(tokens=2, first_delay_s=0.3)}  # TTFT about 0.3 s
-    async with make_rig([FakeBackend("a")], slo=SLO_CONFIG) as r:
+    tight_ok = {"default_slo_access": {"min_ttft_ms": 1}}
+    async with make_rig([FakeBackend("a")], slo=SLO_CONFIG, auth=tight_ok) as r:
         await asyncio.gather(
             call(r, slow),  # default 1 s: met
             call(r, slow, {"x-slo-ttft-ms": "100"}),  # the header's 100 ms: missed
