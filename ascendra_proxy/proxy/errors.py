@@ -130,6 +130,9 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return from_upstream(exc)
     except web.HTTPException as exc:
         return _from_http_exception(exc)
+    except web.RequestPayloadError as exc:  # a body aiohttp could not decode: the client's
+        log.debug("unreadable request body on %s: %s", request.path, exc)
+        return ApiError(400, "request body could not be read", code="invalid_body").response()
     except Exception:
         log.exception("unhandled error serving %s %s", request.method, request.path)
         return ApiError(500, "internal proxy error", code="internal_error").response()

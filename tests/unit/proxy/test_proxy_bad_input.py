@@ -39,6 +39,7 @@ ENCODING_ERRORS = {
     "deflate-garbage-tail": post(
         b"/v1/completions", zlib.compress(GOOD) + b"\xff" * 9, b"Content-Encoding: deflate"
     ),
+    "gzip-relayed-route": post(b"/tokenize", b"hello", b"Content-Encoding: gzip"),
     "brotli": post(b"/v1/completions", b"\x8b\x00\x80", b"Content-Encoding: br"),
     "gzip-unauthorised": post(b"/v1/completions", b"hello", b"Content-Encoding: gzip", auth=b"no"),
 }
