@@ -201,9 +201,12 @@ class PoolConfig:
 class SLOTarget:
     ttft_ms: float = field(metadata={"gt": 0})
     tpot_ms: float = field(metadata={"gt": 0})
+    # a request of this class that cannot meet its TTFT anywhere: kept (served after the
+    # others) or refused at once with 429 + Retry-After (see core/admission.py)
+    on_late: Literal["keep", "refuse"] = "keep"
 
     def to_slo(self) -> SLO:
-        return SLO.from_ms(self.ttft_ms, self.tpot_ms)
+        return SLO.from_ms(self.ttft_ms, self.tpot_ms, self.on_late)
 
 
 @dataclass(frozen=True, slots=True)
@@ -238,6 +241,8 @@ class TimeoutsConfig:
 class LimitsConfig:
     max_body_bytes: int = field(default=4 * MiB, metadata={"ge": 1})
     max_queued_requests: int = field(default=4096, metadata={"ge": 0})
+    # held requests' prompt tokens together (long prompts fill a queue sooner than short)
+    max_queued_prompt_tokens: int = field(default=4 * 1024 * 1024, metadata={"ge": 0})
     max_inflight_per_backend: int | None = field(default=None, metadata={"ge": 1})
 
 

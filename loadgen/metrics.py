@@ -159,6 +159,15 @@ def _per_second(count: float, duration: float) -> float | None:
     return count / duration if duration > 0 else None
 
 
+# The code (and first word of the message) of the proxy's overload refusal (a 429 for a
+# request whose TTFT deadline no backend can meet; ascendra_proxy/core/admission.py).
+SHED_MARK = "deadline_unreachable"
+
+
+def _shed(r: RequestRecord) -> bool:
+    return r.outcome is Outcome.FAILED and r.error is not None and SHED_MARK in r.error
+
+
 def summarize(records: Sequence[RequestRecord], duration_s: float | None = None) -> dict[str, Any]:
     """The run summary (JSON-ready); ``duration_s`` defaults to first arrival .. last end."""
     duration = _run_duration(records) if duration_s is None else duration_s
@@ -177,6 +186,7 @@ def summarize(records: Sequence[RequestRecord], duration_s: float | None = None)
         "failed": counts[Outcome.FAILED],
         "disconnected": counts[Outcome.DISCONNECTED],
         "unfinished": counts[Outcome.UNFINISHED],
+        "shed": sum(1 for r in records if _shed(r)),
         "duration_s": duration,
         "slo_attainment": good / judged if judged else None,
         "ttft_attainment": ttft_ok / judged if judged else None,

@@ -61,6 +61,7 @@ class Reject:
     code: str
     message: str
     reason: str
+    retry_after_s: int | None = None  # a Retry-After header for the client, when set
 
 
 @dataclass(frozen=True, slots=True)

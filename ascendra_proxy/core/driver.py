@@ -107,10 +107,17 @@ class HoldLimits:
 
     max_queued: int  # held requests at most (``limits.max_queued_requests``)
     wait_s: float  # the first-byte budget (``timeouts.first_byte_s``)
+    # their prompt tokens together at most (``limits.max_queued_prompt_tokens``; None: no cap)
+    max_queued_prompt_tokens: int | None = None
 
     def room(self, held: int) -> bool:
         """Whether one more request may be parked while ``held`` are."""
         return held < self.max_queued
+
+    def token_room(self, held_tokens: int, prompt_tokens: int) -> bool:
+        """Whether a request of ``prompt_tokens`` may be parked beside ``held_tokens``."""
+        cap = self.max_queued_prompt_tokens
+        return cap is None or held_tokens + prompt_tokens <= cap
 
     def expired(self, waited_s: float) -> bool:
         """Whether a request held this long ends (504 ``queue_timeout``)."""

@@ -48,6 +48,7 @@ class Outcome(Enum):
     BACKEND_FAILED = "backend_failed"
     REJECTED = "rejected"
     CLIENT_ERROR = "client_error"  # the client's own mistake (an engine's 4xx): no SLO verdict
+    SHED = "shed"  # refused under overload: its TTFT deadline was out of reach (admission)
     TIMED_OUT = "timed_out"
 
 

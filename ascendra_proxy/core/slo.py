@@ -25,14 +25,16 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from types import MappingProxyType
+from typing import Literal, TypeAlias
 
 __all__ = [
     "CLASS_HEADER",
     "SLO",
     "TPOT_HEADER",
     "TTFT_HEADER",
+    "LateMode",
     "SLOAccess",
     "SLOAccessError",
     "SLOError",
@@ -52,12 +54,18 @@ class SLOError(ValueError):
     """A request asked for an SLO that cannot be honoured as written (bad header, unknown class)."""
 
 
+# What a request that can no longer meet its TTFT deadline anywhere wants (core.admission):
+# kept and served after the requests that can still make it, or refused at once (429).
+LateMode: TypeAlias = Literal["keep", "refuse"]
+
+
 @dataclass(frozen=True, slots=True)
 class SLO:
-    """Latency objective of one request, in seconds."""
+    """Latency objective of one request, in seconds, and its class's choice when late."""
 
     ttft_s: float
     tbt_s: float
+    on_late: LateMode = "keep"
 
     def __post_init__(self) -> None:
         for name, value in (("ttft_s", self.ttft_s), ("tbt_s", self.tbt_s)):
@@ -65,8 +73,8 @@ class SLO:
                 raise ValueError(f"SLO.{name} must be a positive finite number, got {value!r}")
 
     @classmethod
-    def from_ms(cls, ttft_ms: float, tpot_ms: float) -> SLO:
-        return cls(ttft_ms / 1000.0, tpot_ms / 1000.0)
+    def from_ms(cls, ttft_ms: float, tpot_ms: float, on_late: LateMode = "keep") -> SLO:
+        return cls(ttft_ms / 1000.0, tpot_ms / 1000.0, on_late)
 
 
 def _frozen(mapping: Mapping[str, SLO]) -> Mapping[str, SLO]:
@@ -127,7 +135,7 @@ def resolve_slo(
     tbt_s = base.tbt_s
     if header_tpot_ms is not None:
         tbt_s = _check_ms(TPOT_HEADER, header_tpot_ms) / 1000.0
-    return SLO(ttft_s, tbt_s)
+    return replace(base, ttft_s=ttft_s, tbt_s=tbt_s)
 
 
 class SLOAccessError(SLOError):

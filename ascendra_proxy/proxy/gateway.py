@@ -10,7 +10,12 @@ only its first call counts, updates telemetry (outcome and SLO verdict), calls
 ``acquire`` is the only way to an upstream attempt.  It asks the policy (``route``) with
 snapshots from ``LoadBook``; a ``Dispatch`` opens an ``UpstreamAttempt`` on that backend, a
 ``Reject`` becomes an ``ApiError``, a ``Hold`` parks the request (counted against
-``limits.max_queued_requests``) until capacity changes or the next tick.  A backend that
+``limits.max_queued_requests`` and ``limits.max_queued_prompt_tokens``; a full queue is a
+429 with ``Retry-After``) until capacity changes or the next tick.  A held request whose
+TTFT deadline has passed is judged by the core's admission rule
+(:mod:`ascendra_proxy.core.admission`, the same rule policies shed by): refused at once
+with 429 + ``Retry-After`` when its class opted in and no backend of its model is idle,
+otherwise kept until the first-byte budget.  A backend that
 fails before answering (connect error, 5xx, circuit open, first-byte timeout) is fed to its
 breaker, excluded for this request, and the policy is asked again: retries happen here, and
 only here.  Upstream 4xx (``UpstreamRejected``) escapes to the edge unchanged.
@@ -43,6 +48,7 @@ from ascendra_proxy.backends import errors as up
 from ascendra_proxy.backends.base import Endpoint
 from ascendra_proxy.backends.upstream import Budgets, UpstreamAttempt
 from ascendra_proxy.config import ProxyConfig
+from ascendra_proxy.core.admission import Verdict, admission, is_shed, shed
 from ascendra_proxy.core.backend import Role
 from ascendra_proxy.core.contracts import LifecycleObserver, Policy
 from ascendra_proxy.core.decisions import Dispatch, Hold, Reject
@@ -83,8 +89,13 @@ class Gateway:
         self.load = LoadBook(backends, cfg.limits.max_inflight_per_backend)
         self.flights: dict[str, Flight] = {}
         self.held = 0
+        self.held_prompt_tokens = 0
         self.capacity = Signal()
-        self.hold_limits = HoldLimits(cfg.limits.max_queued_requests, cfg.timeouts.first_byte_s)
+        self.hold_limits = HoldLimits(
+            cfg.limits.max_queued_requests,
+            cfg.timeouts.first_byte_s,
+            cfg.limits.max_queued_prompt_tokens,
+        )
         self.budgets = Budgets(cfg.timeouts.first_byte_s, cfg.timeouts.idle_s, cfg.timeouts.total_s)
         self._context = _context_limits(cfg)
         self._block_size = _block_sizes(cfg)
@@ -264,6 +275,7 @@ class Gateway:
     async def _route(self, flight: Flight) -> Dispatch:
         held = False
         held_at = self.clock()
+        tokens = flight.state.prompt_tokens
         try:
             while True:
                 if flight.dropped is not None:
@@ -281,28 +293,50 @@ class Gateway:
                 if isinstance(decision, Reject):
                     raise self._rejection(flight, decision)
                 if not held:
-                    self._check_queue_room(decision)
+                    self._check_queue_room(decision, tokens)
                     held = True
                     self.held += 1
+                    self.held_prompt_tokens += tokens
                 await self._wait_for_capacity(flight, held_at)
         finally:
             if held:
                 self.held -= 1
+                self.held_prompt_tokens -= tokens
 
-    def _check_queue_room(self, hold: Hold) -> None:
+    def _check_queue_room(self, hold: Hold, prompt_tokens: int) -> None:
         if not self.hold_limits.room(self.held):
-            raise ApiError(
-                429,
-                f"proxy queue is full ({self.held} requests waiting; {hold.reason})",
-                code="queue_full",
-            )
+            what = f"{self.held} requests waiting"
+        elif not self.hold_limits.token_room(self.held_prompt_tokens, prompt_tokens):
+            what = f"{self.held_prompt_tokens} prompt tokens waiting"
+        else:
+            return
+        raise ApiError(
+            429,
+            f"proxy queue is full ({what}; {hold.reason})",
+            code="queue_full",
+        )
 
     async def _wait_for_capacity(self, flight: Flight, held_at: float) -> None:
+        now = self.clock()
         # a stream that already started (a continuation) waits from when it was held
-        waited = self.clock() - (held_at if flight.state.started else flight.state.arrival)
+        waited = now - (held_at if flight.state.started else flight.state.arrival)
         if self.hold_limits.expired(waited):
             raise ApiError(504, "timed out waiting for a backend with room", code="queue_timeout")
+        if not flight.state.started and now > flight.state.ttft_deadline:
+            self._shed_if_refused(flight, now, waited)
         await self.capacity.wait(hold_recheck_s(self.policy.tick_interval_s))
+
+    def _shed_if_refused(self, flight: Flight, now: float, waited: float) -> None:
+        """The admission rule for a held request past its deadline (no prediction here:
+        the deadline has passed, so it is late on every backend)."""
+        state = flight.state
+        idle = any(
+            s.healthy and s.model == state.model and s.inflight == 0
+            for s in self.load.snapshots(now)
+        )
+        if admission(state, now, None, idle) is Verdict.REFUSE:
+            # it waited this long and got no backend: the queue is at least this deep
+            raise self._rejection(flight, shed(state, now, waited))
 
     def _rejection(self, flight: Flight, r: Reject) -> ApiError:
         last = flight.last_error
@@ -310,8 +344,15 @@ class Gateway:
             log.warning("request %s: every backend tried failed; last: %s", flight.state.id, last)
             message = f"every backend tried failed; last: {last.public}"
             return ApiError(502, message, code=last.kind)
+        headers = {} if r.retry_after_s is None else {"Retry-After": str(r.retry_after_s)}
+        if is_shed(r):
+            flight.outcome = Outcome.SHED
         return ApiError(
-            r.status, r.message, code=r.code, param="model" if r.status == 404 else None
+            r.status,
+            r.message,
+            code=r.code,
+            param="model" if r.status == 404 else None,
+            headers=headers,
         )
 
     def warm(self, flight: Flight, backend_name: str, priority: int | None = None) -> bool:

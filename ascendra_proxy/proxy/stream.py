@@ -82,7 +82,9 @@ async def serve(gw: Gateway, http: web.Request, flight: Flight) -> web.StreamRes
         raise
     except ApiError as exc:
         outcome = _API_OUTCOMES.get(exc.status, Outcome.REJECTED)
-        if client_fault(exc.status):
+        if flight.outcome is Outcome.SHED:  # refused by the admission rule
+            outcome = Outcome.SHED
+        elif client_fault(exc.status):
             outcome = Outcome.CLIENT_ERROR
         raise
     except up.UpstreamRejected as exc:

@@ -42,6 +42,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ascendra_proxy.config import ProxyConfig
+from ascendra_proxy.core.admission import Verdict, admission, is_shed, shed
 from ascendra_proxy.core.backend import BackendSnapshot
 from ascendra_proxy.core.contracts import LifecycleObserver, Policy
 from ascendra_proxy.core.decisions import (
@@ -142,7 +143,7 @@ class SimProxy:
         if isinstance(d, Reject):
             self.unhold(f)
             self.tally.decisions[d.reason] += 1
-            self.end(now, f, Outcome.REJECTED, f"{d.status} {d.code}: {d.message}")
+            self.end(now, f, _outcome_of(d), f"{d.status} {d.code}: {d.message}")
             return True
         if not f.held:
             if not self._hold.room(len(self.held)):
@@ -179,12 +180,26 @@ class SimProxy:
                 continue
             if snaps is None:
                 snaps = self.snapshots(now)
-            if self._route(now, f, snaps):
+            if self._shed_late(now, f, snaps) or self._route(now, f, snaps):
                 snaps = None
             elif f.held and self._hold.expired(now - f.state.arrival):
                 self.end(now, f, Outcome.TIMED_OUT, "504 queue_timeout")
         if self.held:
             self._arm_recheck(now + self._recheck_every)
+
+    def _shed_late(self, now: float, f: Flight, snaps: list[BackendSnapshot]) -> bool:
+        """The admission rule for a held request past its deadline, as the live gateway
+        applies it (True: it was refused and ended)."""
+        st = f.state
+        if st.started or now <= st.ttft_deadline:
+            return False
+        idle = any(s.healthy and s.model == st.model and s.inflight == 0 for s in snaps)
+        if admission(st, now, None, idle) is not Verdict.REFUSE:
+            return False
+        r = shed(st, now, now - st.arrival)
+        self.tally.drops[r.reason] += 1
+        self.end(now, f, Outcome.SHED, f"{r.status} {r.code}: {r.message}")
+        return True
 
     # -- attempts -------------------------------------------------------------------------
 
@@ -377,8 +392,8 @@ class _Target:
 
     def drop(self, action: Drop) -> None:
         f = self.proxy.flights[action.request_id]
-        reject = action.reject
-        self.proxy.end(self.now, f, Outcome.REJECTED, f"{reject.status} {reject.code}")
+        r = action.reject
+        self.proxy.end(self.now, f, _outcome_of(r), f"{r.status} {r.code}: {r.message}")
 
     def warm(self, action: Warm) -> bool:
         proxy, now = self.proxy, self.now
@@ -397,3 +412,7 @@ class _Target:
 
     def set_role(self, action: SetRole) -> None:
         return None  # the tally mirrors it (SimProxy.apply)
+
+
+def _outcome_of(reject: Reject) -> Outcome:
+    return Outcome.SHED if is_shed(reject) else Outcome.REJECTED

@@ -34,12 +34,25 @@ Offload target feasibility  by default only requests HP is predicted to serve in
                              offloaded [ours; the paper offloads all, ``infeasible: true``]
 HP ordering                  feasible by latest start, then infeasible [paper]; engine
                              priority = latest start in ms, infeasible + 2**30 [ours]
-LP ordering                  EDF by latest start; requests already past it go last [ours;
-                             the paper serves them first, ``lp_infeasible_last: false``]
+LP ordering                  EDF by latest start across SLO classes; requests already past
+                             it go last [ours; the paper serves them first,
+                             ``lp_infeasible_last: false``], and so do the ones
+                             Moore-Hodgson's rule sacrifices to maximise the on-time count
+                             (``lp_moore_hodgson``) [ours]
+LP choice                    least predicted time to the first token in prefill work: (queued
+                             uncached tokens + own uncached tokens) x the engine's time per
+                             prefill token; the expected prefix hit comes from the proxy's
+                             prefix index, so a conversation follows its prefix [ours]
+Admission                    late on every engine (LP at its serving position, HP) and no
+                             engine idle: refused with 429 + Retry-After if the request's SLO
+                             class opted in (``on_late: refuse``), else kept last
+                             (``core.admission``, shared with the drivers) [ours]
 Ticket                       nothing waiting, running < 0.5 × max_num_seqs, KV free >
                              10% [paper]; a freed ticket goes to the held EDF head [ours]
-LP room (proxy_queue)        queued prompt tokens < 2 × max_num_batched_tokens and
-                             running < max_num_seqs [ours]
+LP room (proxy_queue)        queued prompt tokens still to prefill (expected cache hits
+                             left out) < 2 × max_num_batched_tokens and running <
+                             max_num_seqs; optionally (``lp_tbt_guard``) little enough
+                             prefill that a step stays within the tightest TBT SLO [ours]
 Migration                    mean(stay) > TBT SLO, mean(move) <= SLO, gain >= 0.05 s,
                              horizon 32 tokens, 1 per request, 8 per tick, 128 streams
                              reviewed per tick in rotation [ours]
@@ -71,6 +84,9 @@ What a driver (proxy or simulator) must do
   - ``Move(id, Dispatch, "migrate")``: abort it where it streams and send the token-exact
     continuation (prompt ids + generated ids, remaining ``max_tokens``, same sampling)
     to the target; the client keeps one stream.
+  - ``Drop(id, Reject)``: end the request with that error (HTTP 429 ``deadline_unreachable``
+    with ``Retry-After: reject.retry_after_s`` for a refusal; outcome ``shed``); if it is on
+    an engine, abort it there.
   - ``Warm(id, backend)``: send that request's prompt to ``backend`` as a separate
     ``max_tokens=1`` generation and discard it (fills the prefix cache; not the request).
   - ``SetRole(backend, role, draining)``: mirror the role in metrics/status; nothing else
@@ -95,8 +111,9 @@ simulator issue owns the real capacity comparison.
 
 Modules: ``params`` (config), ``actions`` (Warm, SetRole, reasons), ``state`` (records,
 EDF queue), ``view``/``ctx`` (per-decision backend view and bookkeeping), ``lp``, ``hp``,
-``review`` (offload, warm), ``migrate``, ``roles``, ``targets`` (batched predictor
-questions), ``tickstate`` (one pass over the requests), ``policy`` (the object).
+``review`` (the tick's typed question rows, one predictor call), ``order`` (serving order
+of the held queue), ``offload`` (offload, warm, shed), ``migrate``, ``roles``, ``targets``
+(batched predictor questions), ``tickstate`` (one pass over the requests), ``policy``.
 """
 
 from ascendra_proxy.core.policies.ascendra.actions import AscendraAction, Reason, SetRole, Warm

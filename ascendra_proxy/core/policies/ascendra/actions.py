@@ -44,6 +44,8 @@ class Reason:
     # Move(kind="migrate")
     MIGRATE_TBT = "migrate_tbt"  # mean TBT heading over SLO, moving pays
     MIGRATE_BACKEND_DOWN = "migrate_backend_down"  # streaming, backend unhealthy
+    # Drop (core.admission: late everywhere, and the request's class opted in to refusal)
+    SHED = "shed"
     # Warm
     WARM_SLACK = "warm_low_slack"
     # SetRole

@@ -2,8 +2,9 @@
 
 Theory of operation.  :class:`Ctx` bundles the policy's long-lived state (tracks, held
 queue, prefix index, priority clock, predictors) with the per-decision backend states and
-the actions emitted so far.  :meth:`Ctx.send` is the one place that accounts for sending a
-request somewhere: the expected prefix hit is read *before* recording the prompt on the
+the ids of the requests already acted on.  Rules return their actions; :meth:`Ctx.send`
+is the one place that accounts for sending a request somewhere (:meth:`Ctx.note_warm` for
+a warm-up of its prompt): the expected prefix hit is read *before* recording the prompt on the
 target, the target's load grows (so later decisions in the same tick see it), the source's
 load shrinks, and the track remembers the priority and cache hit of its current dispatch.
 """
@@ -13,7 +14,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ascendra_proxy.core.deadline import PriorityClock
-from ascendra_proxy.core.policies.ascendra.actions import AscendraAction
 from ascendra_proxy.core.policies.ascendra.params import AscendraParams
 from ascendra_proxy.core.policies.ascendra.state import HeldQueue, Track
 from ascendra_proxy.core.policies.ascendra.view import BackendState
@@ -35,7 +35,6 @@ class Ctx:
     prefix: PrefixIndex
     predictor: SlackPredictor
     analytical: AnalyticalPredictor
-    actions: list[AscendraAction] = field(default_factory=list)
     acted: set[str] = field(default_factory=set)  # requests dispatched/moved this decision
 
     @property
@@ -64,16 +63,37 @@ class Ctx:
     ) -> None:
         """Account for ``req`` going to ``target`` (from ``source``, if it was on one);
         ``hit_tokens`` is the expected prefix hit there when the caller already knows it."""
-        started = req.tokens > 0
-        tr.cached_tokens = self.hit_tokens(target, tr) if hit_tokens is None else hit_tokens
+        if source is not None:
+            source.remove(req.prompt_tokens, tr.cached_tokens, started=req.tokens > 0)
+        hit = self.hit_tokens(target, tr) if hit_tokens is None else hit_tokens
+        tr.cached_tokens = hit
         tr.priority = priority
         self.prefix.record(target.name, tr.prefix)
-        work = req.prompt_tokens + req.tokens
-        target.add(work, started=False)
-        if source is not None:
-            source.inflight = max(0, source.inflight - 1)
-            if not started:
-                source.unstarted = max(0, source.unstarted - 1)
-                source.queued_tokens = max(0, source.queued_tokens - req.prompt_tokens)
+        target.add(req.prompt_tokens + req.tokens, hit)
         self.held.remove(req.id)
         self.acted.add(req.id)
+
+    def prefill_token_s(self, b: BackendState) -> float:
+        """Seconds per prefill token on ``b`` now: a full mixed step (its current decodes
+        plus a chunk) over the chunk.  Cached per decision: decodes do not change in one."""
+        if b.prefill_token_s is None:
+            c = self.analytical.costs(b.features())
+            b.prefill_token_s = c.s_mix / c.cap
+        return b.prefill_token_s
+
+    def prefill_room(self, b: BackendState, step_s: float) -> float:
+        """Prefill tokens per step that keep ``b``'s step (its current decodes plus that
+        prefill) within ``step_s`` (linear between the decode-only and the full step)."""
+        c = self.analytical.costs(b.features())
+        if c.s_mix <= step_s:
+            return float("inf")
+        slope = (c.s_mix - c.s_dec) / c.cap
+        return max(step_s - c.s_dec, 0.0) / slope if slope > 0 else float("inf")
+
+    def note_warm(self, target: BackendState, tr: Track, prompt_tokens: int) -> None:
+        """Account for a warm-up of ``tr``'s prompt on ``target`` (a separate generation:
+        the request itself stays where it is)."""
+        tr.warmed = target.name
+        self.prefix.record(target.name, tr.prefix)
+        target.queued_tokens += prompt_tokens
+        target.queued_work += max(prompt_tokens - self.hit_tokens(target, tr), 0)

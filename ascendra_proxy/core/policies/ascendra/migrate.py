@@ -27,11 +27,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from ascendra_proxy.core.decisions import Dispatch, Move
+from ascendra_proxy.core.decisions import Action, Dispatch, Move
 from ascendra_proxy.core.policies.ascendra.actions import Reason
 from ascendra_proxy.core.policies.ascendra.ctx import Ctx
 from ascendra_proxy.core.policies.ascendra.hp import accepts_migration
-from ascendra_proxy.core.policies.ascendra.review import Review
+from ascendra_proxy.core.policies.ascendra.review import RowGroup
 from ascendra_proxy.core.policies.ascendra.state import Track
 from ascendra_proxy.core.policies.ascendra.targets import Option, evaluate_targets
 from ascendra_proxy.core.policies.ascendra.view import BackendState
@@ -63,52 +63,55 @@ def move_time(o: Option, horizon: int, h: int, overhead_s: float) -> float:
     return overhead_s + o.ttft_s + o.next_k_s * (h - 1) / horizon
 
 
-def migrate_streams(ctx: Ctx, rv: Review) -> None:
+def migrate_streams(ctx: Ctx, streams: RowGroup) -> list[Action]:
     """The TBT rule over the review's streaming rows."""
     mp = ctx.params.migration
-    n0 = rv.n_unstarted
-    m = len(rv.reqs) - n0
+    m = len(streams)
     if not mp.enabled or mp.max_per_tick == 0 or m == 0:
-        return
+        return []
     horizon = mp.horizon_tokens
-    reqs = rv.reqs[n0:]
+    reqs = [row.req for row in streams.rows]
     tokens = np.fromiter((r.tokens for r in reqs), np.float64, m)
     first = np.fromiter((r.first_token_at or ctx.now for r in reqs), np.float64, m)
     # remaining_tokens, vectorized (the property costs a Python call per row and tick)
     budget = np.fromiter((r.max_tokens for r in reqs), np.float64, m)
     h = np.minimum(np.maximum(budget - tokens, 0.0), horizon)
     slo = np.fromiter((r.slo.tbt_s for r in reqs), np.float64, m)
-    t_stay = rv.ttft[n0:] + rv.next_k[n0:] * (h - 1) / horizon
+    t_stay = streams.ttft_s + streams.next_k_s * (h - 1) / horizon
     proj = (ctx.now + t_stay - first) / np.maximum(tokens - 1 + h, 1)
     over = np.flatnonzero(proj > slo)
     if over.size == 0:
-        return
+        return []
     worst = over[np.argsort(-(proj[over] - slo[over]) / slo[over], kind="stable")]
     chosen = [int(i) for i in worst[: 2 * mp.max_per_tick]]
-    items = [(reqs[i], rv.tracks[n0 + i]) for i in chosen]
+    rows = [streams.rows[i] for i in chosen]
     options = evaluate_targets(
-        ctx, items, lambda r, t: continuation_targets(ctx, r, t, True), horizon
+        ctx,
+        [(row.req, row.track) for row in rows],
+        lambda r, t: continuation_targets(ctx, r, t, True),
+        horizon,
     )
-    moved = 0
-    for i, opts in zip(chosen, options, strict=True):
-        if moved >= mp.max_per_tick:
-            return
-        r, tr = reqs[i], rv.tracks[n0 + i]
-        hi = int(h[i])
+    actions: list[Action] = []
+    for i, row, opts in zip(chosen, rows, options, strict=True):
+        if len(actions) >= mp.max_per_tick:
+            break
+        steps = int(h[i])
         ok = [o for o in opts if _accepting(ctx, o.backend)]
         if not ok:
             continue
-        best = min(ok, key=lambda o: move_time(o, horizon, hi, mp.overhead_s))
-        t_move = move_time(best, horizon, hi, mp.overhead_s)
-        proj_move = (ctx.now + t_move - first[i]) / max(tokens[i] - 1 + hi, 1)
+        best = min(ok, key=lambda o: move_time(o, horizon, steps, mp.overhead_s))
+        t_move = move_time(best, horizon, steps, mp.overhead_s)
+        proj_move = (ctx.now + t_move - first[i]) / max(tokens[i] - 1 + steps, 1)
         if proj_move > slo[i] or t_stay[i] - t_move < mp.min_benefit_s:
             continue
         detail = (
-            f"from={r.backend} mean_stay={proj[i]:.3f}s mean_move={proj_move:.3f}s "
+            f"from={row.req.backend} mean_stay={proj[i]:.3f}s mean_move={proj_move:.3f}s "
             f"gain={t_stay[i] - t_move:.3f}s"
         )
-        _move(ctx, r, tr, best.backend, rv.where[n0 + i], Reason.MIGRATE_TBT, detail)
-        moved += 1
+        actions.append(
+            _move(ctx, row.req, row.track, best.backend, row.backend, Reason.MIGRATE_TBT, detail)
+        )
+    return actions
 
 
 def _move(
@@ -119,29 +122,30 @@ def _move(
     source: BackendState | None,
     reason: str,
     detail: str,
-) -> None:
+) -> Move:
     prio = ctx.priority(target, ctx.now)
     ctx.send(r, tr, target, prio, source)
     tr.migrations += 1
-    ctx.actions.append(Move(r.id, Dispatch(target.name, reason, prio, detail), "migrate"))
+    return Move(r.id, Dispatch(target.name, reason, prio, detail), "migrate")
 
 
-def rescue_down_streams(ctx: Ctx, streams: list[tuple[RequestState, BackendState]]) -> None:
+def rescue_down_streams(ctx: Ctx, streams: list[tuple[RequestState, BackendState]]) -> list[Action]:
     """Move every stream whose backend is unhealthy to the best healthy target."""
     if not streams:
-        return
+        return []
     horizon = ctx.params.migration.horizon_tokens
     items = [(r, ctx.tracks[r.id]) for r, _ in streams]
     options = evaluate_targets(
         ctx, items, lambda r, t: continuation_targets(ctx, r, t, False), horizon
     )
+    actions: list[Action] = []
     for (r, src), opts in zip(streams, options, strict=True):
         ok = [o for o in opts if o.backend.is_lp or _accepting(ctx, o.backend)]
         if not ok:
             continue
-        h = max(min(r.remaining_tokens, horizon), 1)
-        best = min(ok, key=lambda o: move_time(o, horizon, h, 0.0))
-        _move(
+        steps = max(min(r.remaining_tokens, horizon), 1)
+        best = min(ok, key=lambda o: move_time(o, horizon, steps, 0.0))
+        move = _move(
             ctx,
             r,
             ctx.tracks[r.id],
@@ -150,3 +154,5 @@ def rescue_down_streams(ctx: Ctx, streams: list[tuple[RequestState, BackendState
             Reason.MIGRATE_BACKEND_DOWN,
             f"from={src.name} unhealthy",
         )
+        actions.append(move)
+    return actions

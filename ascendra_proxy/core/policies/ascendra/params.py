@@ -136,9 +136,17 @@ class AscendraParams:
     # proxy_queue: keep at most this many steps of prefill (x max_num_batched_tokens)
     # dispatched but not started on each LP backend.                                 [ours]
     lp_queue_steps: float = field(default=2.0, metadata={"gt": 0})
+    # proxy_queue: ... and at most the prefill that keeps a step within this share of the
+    # tightest mean-TBT SLO among the backend's streams and the request (0: no limit).
+    # A step that carries a full chunk of prefill can outlast a tight TBT SLO.      [ours]
+    lp_tbt_guard: float = field(default=0.0, metadata={"ge": 0})
     # Held requests already past their latest start are bound after all others (the
     # paper serves them first on LP; they miss anyway and would make others miss).  [ours]
     lp_infeasible_last: bool = True
+    # When not every held request can start in time, sacrifice (serve last) the ones
+    # Moore-Hodgson's rule picks, so that the most requests meet their deadline; see
+    # the module ``order`` (only with lp_infeasible_last).                          [ours]
+    lp_moore_hodgson: bool = True
     # Scraped gauges older than this are ignored.                                   [ours]
     max_scrape_age_s: float = field(default=2.0, metadata={"gt": 0})
     # Engine priority resolution (ms per priority unit).                            [ours]

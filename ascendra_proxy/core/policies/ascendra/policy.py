@@ -7,13 +7,15 @@ backend failed); ``tick`` reviews every in-flight request in this order:
    them (held queue = exactly the driver's QUEUED requests; tracks = live requests);
 2. adaptive roles: finish drains, maybe start one (:mod:`.roles`);
 3. rescue requests on unhealthy backends (:mod:`.migrate`);
-4. one predictor call over held, not-started and migratable streaming requests, then
-   offloads and warm-ups (:mod:`.review`) and TBT migrations (:mod:`.migrate`);
-5. late binding of the held EDF queue to LP room, then HP tickets for the held head
-   (:mod:`.lp`).
+4. one predictor call over held, not-started and migratable streaming requests
+   (:mod:`.review`), the held queue's serving order (:mod:`.order`), then offloads,
+   warm-ups and refusals (:mod:`.offload`) and TBT migrations (:mod:`.migrate`);
+5. late binding of the held queue, in serving order, to LP room, then HP tickets for
+   its head (:mod:`.lp`).
 
-Each request gets at most one dispatching action per tick (Assign or Move), and none once
-it acted in an earlier step of the same tick.  Nothing reads a clock: ``now`` comes in.
+Every rule returns its actions and ``tick`` concatenates them.  Each request gets at most
+one dispatching action per tick (Assign, Move or Drop), and none once it acted in an
+earlier step of the same tick (``Ctx.acted``).  Nothing reads a clock: ``now`` comes in.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from ascendra_proxy.core.policies.ascendra.ctx import Ctx
 from ascendra_proxy.core.policies.ascendra.hp import ticket_refusal
 from ascendra_proxy.core.policies.ascendra.lp import (
     assign_held,
+    closest_lp,
     has_room,
     least_queued,
     tickets_for_held,
@@ -38,8 +41,10 @@ from ascendra_proxy.core.policies.ascendra.migrate import (
     move_time,
     rescue_down_streams,
 )
+from ascendra_proxy.core.policies.ascendra.offload import offload_warm_shed
+from ascendra_proxy.core.policies.ascendra.order import serving_order
 from ascendra_proxy.core.policies.ascendra.params import AscendraParams
-from ascendra_proxy.core.policies.ascendra.review import collect, offload_and_warm
+from ascendra_proxy.core.policies.ascendra.review import collect
 from ascendra_proxy.core.policies.ascendra.roles import RoleController
 from ascendra_proxy.core.policies.ascendra.state import HeldQueue, Track
 from ascendra_proxy.core.policies.ascendra.targets import evaluate_targets
@@ -84,6 +89,10 @@ class AscendraPolicy:
         self._held = HeldQueue()
         self._prefix = PrefixIndex(params.prefix_blocks_per_backend)
         self._clock: PriorityClock | None = None
+        # per backend, the expected prefix-cache hits among its not-started requests (exact
+        # after each tick, kept up to date by the decisions between ticks): a route sees a
+        # backend's prefill work, not only its queued prompt tokens
+        self._cached_queued: dict[str, int] = {}
         self._seq = 0
         self._stream_cursor = 0
         self._role_ctl = (
@@ -128,6 +137,7 @@ class AscendraPolicy:
         b, reason = choice
         prio = ctx.priority(b, tr.key)
         ctx.send(req, tr, b, prio)
+        self._remember_cached(ctx)
         return Dispatch(b.name, reason, prio)
 
     def on_finish(self, req: RequestState, now: float) -> None:
@@ -139,22 +149,23 @@ class AscendraPolicy:
     ) -> Sequence[AscendraAction]:
         ctx = self._ctx(now, backends)
         inp = aggregate(ctx, requests, self._track, self._p.migration)
+        actions: list[AscendraAction] = []
         if self._role_ctl is not None:
-            ctx.actions.extend(
-                self._role_ctl.review(now, ctx.states, self._roles, inp.held_by_model)
-            )
-        rescue_down_streams(ctx, inp.streams_down)
-        self._rescue_not_started(ctx, inp)
+            actions += self._role_ctl.review(now, ctx.states, self._roles, inp.held_by_model)
+        actions += rescue_down_streams(ctx, inp.streams_down)
+        actions += self._rescue_not_started(ctx, inp)
         rv = collect(ctx, inp.reqs, self._rotate(ctx, inp.streams_lp))
-        offload_and_warm(ctx, rv)
-        migrate_streams(ctx, rv)
-        assign_held(ctx, inp.reqs)
-        tickets_for_held(ctx, inp.reqs)
+        order = serving_order(ctx, rv)
+        actions += offload_warm_shed(ctx, rv)
+        actions += migrate_streams(ctx, rv.streams)
+        actions += assign_held(ctx, inp.reqs, order)
+        actions += tickets_for_held(ctx, inp.reqs, order)
         if self._role_ctl is not None:
-            for a in ctx.actions:
+            for a in actions:
                 if isinstance(a, Move) and a.kind == "offload":
                     self._role_ctl.note_offload(now, inp.reqs[a.request_id].model)
-        return ctx.actions
+        self._remember_cached(ctx)
+        return actions
 
     # -- extras for drivers -------------------------------------------------------------
 
@@ -194,6 +205,8 @@ class AscendraPolicy:
             self._clock = self._clock.rebased(now)
         draining = {} if self._role_ctl is None else self._role_ctl.draining
         states = build_states(backends, self._facts, self._roles, draining)
+        for name, b in states.items():
+            b.queued_work = max(b.queued_tokens - self._cached_queued.get(name, 0), 0)
         return Ctx(
             now,
             self._p,
@@ -205,6 +218,9 @@ class AscendraPolicy:
             self._predictor,
             self._analytical,
         )
+
+    def _remember_cached(self, ctx: Ctx) -> None:
+        self._cached_queued = {n: b.queued_tokens - b.queued_work for n, b in ctx.states.items()}
 
     def _rotate(
         self, ctx: Ctx, streams: list[RequestState]
@@ -253,7 +269,8 @@ class AscendraPolicy:
         ctx.send(req, tr, best.backend, prio)
         return Dispatch(best.backend.name, Reason.FAILOVER, prio, f"{req.tokens} tokens so far")
 
-    def _rescue_not_started(self, ctx: Ctx, inp: TickInputs) -> None:
+    def _rescue_not_started(self, ctx: Ctx, inp: TickInputs) -> list[AscendraAction]:
+        actions: list[AscendraAction] = []
         for r, src in inp.unstarted_down:
             tr = ctx.tracks[r.id]
             cands = [b for b in ctx.states.values() if b.usable(r.model, tr.exclude)]
@@ -264,9 +281,10 @@ class AscendraPolicy:
             prio = ctx.priority(b, tr.key)
             ctx.send(r, tr, b, prio, src)
             detail = f"from={src.name} unhealthy"
-            ctx.actions.append(
+            actions.append(
                 Move(r.id, Dispatch(b.name, Reason.OFFLOAD_BACKEND_DOWN, prio, detail), "offload")
             )
+        return actions
 
 
 def fresh_target(
@@ -285,10 +303,10 @@ def fresh_target(
         return (least_queued(hp), Reason.NO_LP) if hp else None
     roomy = [b for b in lp if has_room(b, ctx)]
     if ctx.params.lp_ordering == "engine_priority":
-        return least_queued(roomy or lp), Reason.LP_PRIORITY
+        return closest_lp(ctx, roomy or lp, req, tr)[0], Reason.LP_PRIORITY
     if roomy and not queue_ahead:
-        return least_queued(roomy), Reason.LP_ROOM
-    return (least_queued(lp), Reason.LP_ROOM) if force else None
+        return closest_lp(ctx, roomy, req, tr)[0], Reason.LP_ROOM
+    return (closest_lp(ctx, lp, req, tr)[0], Reason.LP_ROOM) if force else None
 
 
 def _prefix_of(req: RequestState) -> tuple[int, ...]:

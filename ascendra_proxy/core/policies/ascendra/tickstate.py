@@ -68,6 +68,7 @@ def aggregate(
             b.streams.append(r)
     for b in ctx.states.values():
         _fill(b, inp)
+        b.queued_work = sum([max(r.prompt_tokens - tracks[r.id].cached_tokens, 0) for r in b.queue])
     held = ctx.held
     for r in queued:
         held.push(tracks[r.id])

@@ -56,12 +56,18 @@ class BackendState:
     draining: bool
     inflight: int = 0
     queued_tokens: int = 0  # prompt tokens dispatched and not started
+    # of those, the ones still to prefill (expected prefix-cache hits left out): what LP
+    # room and placement count, since a cached block costs the engine no prefill step
+    queued_work: int = 0
     unstarted: int = 0
     streaming: int = 0
     decode_context: int = 0
     gap_sum: float = 0.0
     gaps: int = 0
     stream_remaining: tuple[int, ...] = ()  # token budget left per stream, ascending
+    tightest_tbt_s: float | None = None  # the smallest mean-TBT SLO among its streams
+    prefill_room: float | None = None  # prefill tokens per step its TBT SLOs allow (cache)
+    prefill_token_s: float | None = None  # a mixed step's time per prefill token (cache)
     oldest_unstarted_s: float | None = None  # dispatch times at the last aggregate(now)
     last_first_token_s: float | None = None
     # not-started requests on it (the review sorts them into engine order), streaming ones
@@ -80,6 +86,7 @@ class BackendState:
             role,
             draining,
             snap.inflight,
+            snap.queued_prompt_tokens,
             snap.queued_prompt_tokens,
             unstarted,
         )
@@ -135,7 +142,10 @@ class BackendState:
         context = gaps = 0
         gap_sum = 0.0
         last_first: float | None = None
+        tightest: float | None = None
         for r in s:
+            if tightest is None or r.slo.tbt_s < tightest:
+                tightest = r.slo.tbt_s
             context += r.prompt_tokens + r.tokens
             gaps += r.gaps
             gap_sum += r.gap_sum
@@ -143,6 +153,7 @@ class BackendState:
             if t is not None and (last_first is None or t > last_first):
                 last_first = t
         self.decode_context, self.gaps, self.gap_sum = context, gaps, gap_sum
+        self.tightest_tbt_s, self.prefill_room = tightest, None
         self.last_first_token_s = None if last_first is None else now - last_first
         # the budgets matter only when the slots may all be taken (the predictor's slot wait)
         scraped = self.snap.scraped
@@ -152,12 +163,20 @@ class BackendState:
         else:
             self.stream_remaining = ()
 
-    def add(self, prompt_tokens: int, started: bool) -> None:
-        """Account for a request this decision sends here."""
+    def add(self, prompt_tokens: int, cached_tokens: int) -> None:
+        """Account for a request this decision sends here (not started there yet)."""
         self.inflight += 1
+        self.unstarted += 1
+        self.queued_tokens += prompt_tokens
+        self.queued_work += max(prompt_tokens - cached_tokens, 0)
+
+    def remove(self, prompt_tokens: int, cached_tokens: int, started: bool) -> None:
+        """Account for a request this decision takes away from here."""
+        self.inflight = max(0, self.inflight - 1)
         if not started:
-            self.unstarted += 1
-            self.queued_tokens += prompt_tokens
+            self.unstarted = max(0, self.unstarted - 1)
+            self.queued_tokens = max(0, self.queued_tokens - prompt_tokens)
+            self.queued_work = max(0, self.queued_work - max(prompt_tokens - cached_tokens, 0))
 
     def features(self) -> BackendFeatures:
         s = self.snap.scraped

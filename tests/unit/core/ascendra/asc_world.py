@@ -212,6 +212,15 @@ def place(w: World, r: RequestState, backend: str, now: float) -> RequestState:
     return r
 
 
+def busy(w: World, backend: str, n: int) -> None:
+    """``n`` long streams already running on ``backend`` (ids ``<backend>-busy<i>``)."""
+    for i in range(n):
+        r = request(f"{backend}-busy{i}", arrival=-10.0, prompt=10, max_tokens=10_000)
+        w.reqs[r.id] = r
+        r.on_dispatch(-10.0, backend)
+        r.on_tokens(-9.0, 1)
+
+
 def lp_hp(n_lp: int = 2, n_hp: int = 1, max_num_seqs: int = 256) -> list[BackendInfo]:
     lp = [info(f"lp{i}", Role.LP, max_num_seqs=max_num_seqs) for i in range(n_lp)]
     return lp + [info(f"hp{i}", Role.HP, max_num_seqs=max_num_seqs) for i in range(n_hp)]
