@@ -41,7 +41,6 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
 from sim_agreement import (  # noqa: E402
-    TRACES,
     emulator_args,
     free_port,
     proxy_yaml,
@@ -134,7 +133,7 @@ def load_point(args: argparse.Namespace, url: str, pid: int, rate: float, out: P
         "--model",
         args.model,
         "--trace",
-        str(TRACES / args.trace),
+        str(Path(args.trace).resolve()),
         "--num-requests",
         str(args.num_requests),
         "--rate",
@@ -209,7 +208,11 @@ def table(rows: list[dict[str, Any]]) -> str:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--config", default=str(REPO / "configs" / "paper-3xa100.yaml"))
-    ap.add_argument("--trace", default="splitwise_conv.csv", help="file under ../shared traces")
+    ap.add_argument(
+        "--trace",
+        default="../shared/data/traces/splitwise_conv.csv",
+        help="trace file (relative to the current directory)",
+    )
     ap.add_argument("--base-rate", type=float, default=5.0, help="1x load, req/s (unscaled)")
     ap.add_argument("--loads", default="1,2,3")
     ap.add_argument("--modes", default="refuse,keep", help="on_late of the default class")

@@ -51,8 +51,10 @@ Ticket                       nothing waiting, running < 0.5 × max_num_seqs, KV 
                              10% [paper]; a freed ticket goes to the held EDF head [ours]
 LP room (proxy_queue)        queued prompt tokens still to prefill (expected cache hits
                              left out) < 2 × max_num_batched_tokens and running <
-                             max_num_seqs; optionally (``lp_tbt_guard``) little enough
-                             prefill that a step stays within the tightest TBT SLO [ours]
+                             max_num_seqs [ours]
+Tight TBT                    a request whose mean-TBT SLO no LP step meets (a full mixed
+                             step) goes to an HP backend whose step does, e.g. one with a
+                             smaller max_num_batched_tokens (``tbt_placement``) [ours]
 Migration                    mean(stay) > TBT SLO, mean(move) <= SLO, gain >= 0.05 s,
                              horizon 32 tokens, 1 per request, 8 per tick, 128 streams
                              reviewed per tick in rotation [ours]

@@ -37,6 +37,7 @@ class Reason:
     LP_PRIORITY = "lp_priority"  # dispatched at once with a deadline priority
     HELD = "held_edf"  # waiting in the proxy's EDF queue
     NO_LP = "no_lp_backend"  # no usable LP backend: HP takes it
+    TBT_FIT = "tbt_fit"  # its mean-TBT SLO fits no LP step, an HP one (see module tbt)
     FAILOVER = "failover"  # a stream whose backend failed continues elsewhere
     # Move(kind="offload")
     OFFLOAD_TTFT = "offload_ttft"  # predicted TTFT + margin breaks the deadline

@@ -74,21 +74,23 @@ class Ctx:
         self.acted.add(req.id)
 
     def prefill_token_s(self, b: BackendState) -> float:
-        """Seconds per prefill token on ``b`` now: a full mixed step (its current decodes
-        plus a chunk) over the chunk.  Cached per decision: decodes do not change in one."""
+        """Seconds per prefill token on ``b`` now: a full mixed step over its chunk."""
         if b.prefill_token_s is None:
-            c = self.analytical.costs(b.features())
-            b.prefill_token_s = c.s_mix / c.cap
+            self._step_costs(b)
+        assert b.prefill_token_s is not None
         return b.prefill_token_s
 
-    def prefill_room(self, b: BackendState, step_s: float) -> float:
-        """Prefill tokens per step that keep ``b``'s step (its current decodes plus that
-        prefill) within ``step_s`` (linear between the decode-only and the full step)."""
+    def mixed_step_s(self, b: BackendState) -> float:
+        """A full mixed step on ``b`` now: its current decodes plus a chunk of prefill."""
+        if b.mixed_step_s is None:
+            self._step_costs(b)
+        assert b.mixed_step_s is not None
+        return b.mixed_step_s
+
+    def _step_costs(self, b: BackendState) -> None:
+        """Cached per decision: a backend's decodes do not change within one."""
         c = self.analytical.costs(b.features())
-        if c.s_mix <= step_s:
-            return float("inf")
-        slope = (c.s_mix - c.s_dec) / c.cap
-        return max(step_s - c.s_dec, 0.0) / slope if slope > 0 else float("inf")
+        b.mixed_step_s, b.prefill_token_s = c.s_mix, c.s_mix / c.cap
 
     def note_warm(self, target: BackendState, tr: Track, prompt_tokens: int) -> None:
         """Account for a warm-up of ``tr``'s prompt on ``target`` (a separate generation:

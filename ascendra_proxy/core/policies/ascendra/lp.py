@@ -50,31 +50,12 @@ __all__ = [
 ]
 
 
-def has_room(b: BackendState, ctx: Ctx, tbt_s: float | None = None) -> bool:
-    """Whether LP backend ``b`` takes another request (one whose mean-TBT SLO is
-    ``tbt_s``, when known) now."""
+def has_room(b: BackendState, ctx: Ctx) -> bool:
     if b.running(ctx.max_age) >= b.max_num_seqs:
         return False
     if ctx.params.lp_ordering == "engine_priority":
         return True
-    if b.queued_work == 0:  # an empty queue always takes one: the engine would idle
-        return True
-    cap = ctx.params.lp_queue_steps * b.facts.max_num_batched_tokens
-    return b.queued_work < min(cap, _tbt_room(ctx, b, tbt_s))
-
-
-def _tbt_room(ctx: Ctx, b: BackendState, tbt_s: float | None) -> float:
-    """Prefill tokens that may wait on ``b`` so that a step (its decodes plus one chunk of
-    that prefill) stays within ``lp_tbt_guard`` x the tightest mean-TBT SLO among its
-    streams and the request (the engine puts all queued prefill, up to its token budget,
-    into the next steps): tight-TBT classes thus go where step times allow them."""
-    guard = ctx.params.lp_tbt_guard
-    tightest = b.tightest_tbt_s if tbt_s is None else min(tbt_s, b.tightest_tbt_s or tbt_s)
-    if guard <= 0 or tightest is None:
-        return float("inf")
-    if b.prefill_room is None:
-        b.prefill_room = ctx.prefill_room(b, guard * tightest)
-    return b.prefill_room
+    return b.queued_work < ctx.params.lp_queue_steps * b.facts.max_num_batched_tokens
 
 
 def least_queued(cands: Sequence[BackendState]) -> BackendState:
@@ -109,20 +90,21 @@ def assign_held(ctx: Ctx, reqs: Mapping[str, RequestState], order: Sequence[str]
     lp = [b for b in ctx.states.values() if b.is_lp and b.snap.healthy and not b.draining]
     reason = Reason.LP_PRIORITY if ctx.params.lp_ordering == "engine_priority" else Reason.LP_ROOM
     out: list[Assign] = []
+    roomy = [b for b in lp if has_room(b, ctx)]  # changes only when a request is sent
     for rid in order:
-        roomy = [b for b in lp if has_room(b, ctx)]
         if not roomy:
             break
         req, tr = reqs.get(rid), ctx.tracks.get(rid)
         if req is None or tr is None or rid in ctx.acted:
             continue
-        tbt = req.slo.tbt_s
-        cands = [b for b in roomy if b.usable(req.model, tr.exclude) and has_room(b, ctx, tbt)]
+        cands = [b for b in roomy if b.usable(req.model, tr.exclude)]
         if not cands:
             continue
         b, hit = closest_lp(ctx, cands, req, tr)
         prio = ctx.priority(b, tr.key)
         ctx.send(req, tr, b, prio, hit_tokens=hit)
+        if not has_room(b, ctx):
+            roomy.remove(b)
         out.append(Assign(rid, Dispatch(b.name, reason, prio, f"edf late binding hit={hit}")))
     return out
 

@@ -136,10 +136,9 @@ class AscendraParams:
     # proxy_queue: keep at most this many steps of prefill (x max_num_batched_tokens)
     # dispatched but not started on each LP backend.                                 [ours]
     lp_queue_steps: float = field(default=2.0, metadata={"gt": 0})
-    # proxy_queue: ... and at most the prefill that keeps a step within this share of the
-    # tightest mean-TBT SLO among the backend's streams and the request (0: no limit).
-    # A step that carries a full chunk of prefill can outlast a tight TBT SLO.      [ours]
-    lp_tbt_guard: float = field(default=0.0, metadata={"ge": 0})
+    # A request whose mean-TBT SLO no LP step meets goes to an HP backend whose steps do
+    # (e.g. one started with a smaller max_num_batched_tokens); see the module tbt. [ours]
+    tbt_placement: bool = True
     # Held requests already past their latest start are bound after all others (the
     # paper serves them first on LP; they miss anyway and would make others miss).  [ours]
     lp_infeasible_last: bool = True

@@ -10,8 +10,9 @@ backend failed); ``tick`` reviews every in-flight request in this order:
 4. one predictor call over held, not-started and migratable streaming requests
    (:mod:`.review`), the held queue's serving order (:mod:`.order`), then offloads,
    warm-ups and refusals (:mod:`.offload`) and TBT migrations (:mod:`.migrate`);
-5. late binding of the held queue, in serving order, to LP room, then HP tickets for
-   its head (:mod:`.lp`).
+5. held requests whose TBT SLO only an HP backend's steps meet go there (:mod:`.tbt`);
+   late binding of the rest of the held queue, in serving order, to LP room, then HP
+   tickets for its head (:mod:`.lp`).
 
 Every rule returns its actions and ``tick`` concatenates them.  Each request gets at most
 one dispatching action per tick (Assign, Move or Drop), and none once it acted in an
@@ -48,6 +49,7 @@ from ascendra_proxy.core.policies.ascendra.review import collect
 from ascendra_proxy.core.policies.ascendra.roles import RoleController
 from ascendra_proxy.core.policies.ascendra.state import HeldQueue, Track
 from ascendra_proxy.core.policies.ascendra.targets import evaluate_targets
+from ascendra_proxy.core.policies.ascendra.tbt import assign_tight, place_tight, tight_hp
 from ascendra_proxy.core.policies.ascendra.tickstate import TickInputs, aggregate
 from ascendra_proxy.core.policies.ascendra.view import (
     BackendState,
@@ -158,7 +160,9 @@ class AscendraPolicy:
         order = serving_order(ctx, rv)
         actions += offload_warm_shed(ctx, rv)
         actions += migrate_streams(ctx, rv.streams)
-        actions += assign_held(ctx, inp.reqs, order)
+        tight, waiting_for_hp = assign_tight(ctx, inp.reqs, order)
+        actions += tight
+        actions += assign_held(ctx, inp.reqs, [r for r in order if r not in waiting_for_hp])
         actions += tickets_for_held(ctx, inp.reqs, order)
         if self._role_ctl is not None:
             for a in actions:
@@ -291,6 +295,11 @@ def fresh_target(
     ctx: Ctx, req: RequestState, tr: Track, cands: list[BackendState], force: bool
 ) -> tuple[BackendState, str] | None:
     """Where a request without tokens goes now, or None to hold it (unless ``force``)."""
+    tight = tight_hp(ctx, req, tr, cands)
+    if tight is not None:
+        b = place_tight(ctx, req, tr, tight)
+        if b is not None or not force:
+            return None if b is None else (b, Reason.TBT_FIT)
     lp = [c for c in cands if c.is_lp]
     hp = [c for c in cands if c.is_hp]
     queue_ahead = ctx.params.lp_ordering == "proxy_queue" and len(ctx.held) > 0

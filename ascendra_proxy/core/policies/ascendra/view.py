@@ -65,9 +65,8 @@ class BackendState:
     gap_sum: float = 0.0
     gaps: int = 0
     stream_remaining: tuple[int, ...] = ()  # token budget left per stream, ascending
-    tightest_tbt_s: float | None = None  # the smallest mean-TBT SLO among its streams
-    prefill_room: float | None = None  # prefill tokens per step its TBT SLOs allow (cache)
     prefill_token_s: float | None = None  # a mixed step's time per prefill token (cache)
+    mixed_step_s: float | None = None  # a step with its decodes and a full chunk (cache)
     oldest_unstarted_s: float | None = None  # dispatch times at the last aggregate(now)
     last_first_token_s: float | None = None
     # not-started requests on it (the review sorts them into engine order), streaming ones
@@ -142,10 +141,7 @@ class BackendState:
         context = gaps = 0
         gap_sum = 0.0
         last_first: float | None = None
-        tightest: float | None = None
         for r in s:
-            if tightest is None or r.slo.tbt_s < tightest:
-                tightest = r.slo.tbt_s
             context += r.prompt_tokens + r.tokens
             gaps += r.gaps
             gap_sum += r.gap_sum
@@ -153,7 +149,6 @@ class BackendState:
             if t is not None and (last_first is None or t > last_first):
                 last_first = t
         self.decode_context, self.gaps, self.gap_sum = context, gaps, gap_sum
-        self.tightest_tbt_s, self.prefill_room = tightest, None
         self.last_first_token_s = None if last_first is None else now - last_first
         # the budgets matter only when the slots may all be taken (the predictor's slot wait)
         scraped = self.snap.scraped
