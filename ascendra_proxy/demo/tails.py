@@ -73,9 +73,8 @@ def _cause(request: Mapping[str, Any], entry: Doc | None) -> str:
     if entry is None:
         return "no proxy record"
     reasons = [str(m["reason"]) for m in entry.get("moves") or []]
-    routed = [str(hop.get("reason")) for hop in entry.get("route") or []]
-    if any(r.startswith("offload") for r in reasons + routed):
-        return "offloaded"  # moved, or sent to HP from the proxy's queue as an offload
+    if _offloaded(entry):
+        return "offloaded"
     if "failover" in reasons:
         return "failover"
     if reasons:
@@ -84,6 +83,13 @@ def _cause(request: Mapping[str, Any], entry: Doc | None) -> str:
     if wait is not None and wait > entry["slo_ttft_s"]:
         return "held past deadline"
     return "late on the engine"
+
+
+def _offloaded(entry: Doc) -> bool:
+    """Moved as an offload, or sent to HP from the proxy's queue as one."""
+    moves = [str(m["reason"]) for m in entry.get("moves") or []]
+    routed = [str(hop.get("reason")) for hop in entry.get("route") or []]
+    return any(r.startswith("offload") for r in moves + routed)
 
 
 def _missed_ttft(r: Mapping[str, Any]) -> bool:
@@ -102,7 +108,7 @@ def annotate(doc: Doc, entries: Sequence[Doc], scale: float) -> None:
             wait = e.get("first_dispatch_s")
             r["proxy_wait_s"] = None if wait is None else wait / scale
             r["route"] = [hop["backend"] for hop in e.get("route") or []]
-            r["offloaded"] = _cause({"outcome": "completed"}, e) == "offloaded"
+            r["offloaded"] = _offloaded(e)
             r["events"] = [
                 {**hop, "t": r["arrival_s"] + hop["t"] / scale, "kind": kind}
                 for hop in e.get("route") or []

@@ -151,6 +151,8 @@ def test_profiles_ship_inside_the_package() -> None:
     assert profile_names(env={}) == sorted(f.rsplit(".", 1)[0] for f in files)
     source, _ = read_profile_text("a100-llama3-8b", env={})
     assert Path(source).parent.parts[-2:] == ("data", "profiles")
+    stray = Path(__file__).resolve().parents[3] / "configs" / "profiles"
+    assert not stray.exists(), "latency profiles go in ascendra_proxy/data/profiles (package data)"
 
 
 def test_unknown_keys_and_missing_profiles_are_errors(tmp_path: Path) -> None:
