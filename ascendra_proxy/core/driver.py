@@ -57,7 +57,9 @@ What ``route``'s decisions mean is shared too: ``Dispatch`` sends the request (w
 driver's queue (:class:`HoldLimits`): refused with 429 ``queue_full`` when the queue is
 full, ended with 504 ``queue_timeout`` once it has waited the first-byte budget (from its
 arrival; a started stream from when it was held); otherwise it asks the policy again at
-least every :data:`HOLD_RECHECK_S` (and whenever capacity changes).
+least every :data:`HOLD_RECHECK_S` (and whenever capacity changes).  Drivers count each
+decision once, by its reason: ``Dispatch`` and ``Reject`` when taken, ``Hold`` when the
+request is parked (not at every re-ask).
 """
 
 from __future__ import annotations

@@ -287,13 +287,15 @@ class Gateway:
                 decision = self.policy.route(
                     flight.state, self.load.snapshots(now), now, frozenset(flight.exclude)
                 )
-                self.telemetry.decision(decision.reason)
                 if isinstance(decision, Dispatch):
+                    self.telemetry.decision(decision.reason)
                     return decision
                 if isinstance(decision, Reject):
+                    self.telemetry.decision(decision.reason)
                     raise self._rejection(flight, decision)
-                if not held:
+                if not held:  # a Hold counts once, when parked (not at every re-ask)
                     self._check_queue_room(decision, tokens)
+                    self.telemetry.decision(decision.reason)
                     held = True
                     self.held += 1
                     self.held_prompt_tokens += tokens

@@ -32,6 +32,28 @@ async def test_assign_releases_a_held_request(make_rig: RigFactory) -> None:
         assert gw.telemetry.decisions["late_bind"] == 1
 
 
+async def test_a_held_request_counts_its_hold_once_however_often_it_asks(
+    make_rig: RigFactory,
+) -> None:
+    """As in the simulator: the decision counter says how many requests were held, not how
+    often a held request re-asked the policy."""
+    async with make_rig([FakeBackend("a")]) as r:
+        gw = r.gateway
+        asked: list[float] = []
+
+        def hold(*a: object, **k: object) -> Hold:
+            asked.append(gw.clock())
+            return Hold("proxy_queue")
+
+        gw.policy.route = hold  # type: ignore[method-assign]
+        task = asyncio.create_task(r.post("/v1/completions", STREAM))
+        await wait_until(lambda: len(asked) >= 3)  # parked, then re-asked at least twice
+        (flight,) = gw.flights.values()
+        assert apply_action(gw, Assign(flight.state.id, Dispatch("a", "late_bind")))
+        _, done = await read_events(await task)
+        assert done and gw.telemetry.decisions == {"proxy_queue": 1, "late_bind": 1}
+
+
 async def test_offload_before_first_token_is_invisible_to_the_client(make_rig: RigFactory) -> None:
     slow = FakeBackend("lp", script=Script(first_delay_s=30))
     fast = FakeBackend("hp")
