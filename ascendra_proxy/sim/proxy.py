@@ -8,8 +8,9 @@ the same policy object and the same bookkeeping, minus HTTP.
   that backend (``RequestState.on_dispatch``, the backend's exact counts grow, the engine
   request leaves after the network hop); ``Reject`` ends it; ``Hold`` parks it within the
   same :class:`~ascendra_proxy.core.driver.HoldLimits` as the live gateway (at most
-  ``limits.max_queued_requests``, else 429 ``queue_full``; ended with 504 ``queue_timeout``
-  once it waited ``timeouts.first_byte_s``).  Held requests ask again whenever capacity changes (an
+  ``limits.max_queued_requests`` requests and ``limits.max_queued_prompt_tokens`` prompt
+  tokens, else 429 ``queue_full``; ended with 504 ``queue_timeout`` once it waited
+  ``timeouts.first_byte_s``).  Held requests ask again whenever capacity changes (an
   attempt ends, a request finishes, a tick acts: the live gateway's ``Signal``) and at least
   every ``min(tick, 50 ms)``, in the order they were held.
 * **The monitor tick** calls ``policy.tick`` with every unfinished request (the lifecycle
@@ -113,7 +114,11 @@ class SimProxy:
         self._queue = queue
         self._on_end = on_end
         self._limit = cfg.limits.max_inflight_per_backend
-        self._hold = HoldLimits(cfg.limits.max_queued_requests, cfg.timeouts.first_byte_s)
+        lim = cfg.limits
+        self._hold = HoldLimits(
+            lim.max_queued_requests, cfg.timeouts.first_byte_s, lim.max_queued_prompt_tokens
+        )
+        self._held_prompt_tokens = 0
         self._recheck_every = hold_recheck_s(policy.tick_interval_s)
         self._recheck_at: float | None = None
         self._engine_ids: dict[str, tuple[Flight, Attempt]] = {}
@@ -146,11 +151,14 @@ class SimProxy:
             self.end(now, f, _outcome_of(d), f"{d.status} {d.code}: {d.message}")
             return True
         if not f.held:
-            if not self._hold.room(len(self.held)):
+            tokens = f.state.prompt_tokens
+            full = not self._hold.room(len(self.held))
+            if full or not self._hold.token_room(self._held_prompt_tokens, tokens):
                 self.end(now, f, Outcome.REJECTED, "429 queue_full")
                 return True
             f.held = True
             self.held[f.id] = f
+            self._held_prompt_tokens += tokens
             self.tally.decisions[d.reason] += 1
             self._arm_recheck(now + self._recheck_every)
         return False
@@ -159,6 +167,7 @@ class SimProxy:
         if f.held:
             f.held = False
             del self.held[f.id]
+            self._held_prompt_tokens -= f.state.prompt_tokens
 
     def _arm_recheck(self, t: float) -> None:
         if self._recheck_at is None or t < self._recheck_at:

@@ -40,11 +40,13 @@ class HoldsUntil:
         return ()
 
 
-def run(release_s: float, first_byte_s: float, max_queued: int = 4096) -> list[Outcome | None]:
+def run(
+    release_s: float, first_byte_s: float, max_queued: int = 4096, max_tokens: int = 1 << 22
+) -> list[Outcome | None]:
     doc = config_dict(hp=0)
     doc["timeouts"] = {"first_byte_s": first_byte_s}
-    doc["limits"] = {"max_queued_requests": max_queued}
-    items = workload(n=20, rate=50.0, output="fixed:4")
+    doc["limits"] = {"max_queued_requests": max_queued, "max_queued_prompt_tokens": max_tokens}
+    items = workload(n=20, rate=50.0, prompt="fixed:100", output="fixed:4")
     result = Simulator(parse_sim_config(doc), items, policy=HoldsUntil(release_s)).run()
     return [f.state.outcome for f in result.flights]
 
@@ -61,3 +63,8 @@ def test_a_request_released_within_the_budget_completes() -> None:
 def test_a_full_queue_refuses_the_next_hold() -> None:
     outcomes = run(release_s=100.0, first_byte_s=2.0, max_queued=5)
     assert outcomes.count(Outcome.REJECTED) == 15 and outcomes.count(Outcome.TIMED_OUT) == 5
+
+
+def test_a_queue_full_of_prompt_tokens_refuses_the_next_hold() -> None:
+    outcomes = run(release_s=100.0, first_byte_s=2.0, max_tokens=700)  # 7 prompts of 100
+    assert outcomes.count(Outcome.REJECTED) == 13 and outcomes.count(Outcome.TIMED_OUT) == 7
