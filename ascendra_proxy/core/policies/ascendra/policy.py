@@ -160,9 +160,8 @@ class AscendraPolicy:
         order = serving_order(ctx, rv)
         actions += offload_warm_shed(ctx, rv)
         actions += migrate_streams(ctx, rv.streams)
-        tight, waiting_for_hp = assign_tight(ctx, inp.reqs, order)
-        actions += tight
-        actions += assign_held(ctx, inp.reqs, [r for r in order if r not in waiting_for_hp])
+        actions += assign_tight(ctx, inp.reqs, order)
+        actions += assign_held(ctx, inp.reqs, order)
         actions += tickets_for_held(ctx, inp.reqs, order)
         if self._role_ctl is not None:
             for a in actions:
@@ -296,10 +295,9 @@ def fresh_target(
 ) -> tuple[BackendState, str] | None:
     """Where a request without tokens goes now, or None to hold it (unless ``force``)."""
     tight = tight_hp(ctx, req, tr, cands)
-    if tight is not None:
-        b = place_tight(ctx, req, tr, tight)
-        if b is not None or not force:
-            return None if b is None else (b, Reason.TBT_FIT)
+    roomy_hp = None if tight is None else place_tight(ctx, req, tr, tight)
+    if roomy_hp is not None:
+        return roomy_hp, Reason.TBT_FIT
     lp = [c for c in cands if c.is_lp]
     hp = [c for c in cands if c.is_hp]
     queue_ahead = ctx.params.lp_ordering == "proxy_queue" and len(ctx.held) > 0
