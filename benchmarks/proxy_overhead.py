@@ -345,12 +345,15 @@ async def run_phase(cmd: dict[str, Any]) -> dict[str, Any]:
     rec.start_ns = now + int(cmd["warmup_s"] * 1e9)
     rec.end_ns = rec.start_ns + int(cmd["duration_s"] * 1e9)
     targets = [tuple(t) for t in cmd["targets"]]
-    pid = cmd.get("proxy_pid")
+    pids = cmd.get("proxy_pids") or [cmd.get("proxy_pid")]  # several: summed (stream workers)
+    side = cmd.get("side_pids") or []  # reported apart (a scheduler)
     edges: dict[str, Any] = {}
 
     async def sample(key: str, at_ns: int) -> None:
         await asyncio.sleep(max(0.0, (at_ns - time.monotonic_ns()) / 1e9))
-        edges[key] = (sched_ns(pid), sched_ns(os.getpid()), core_times(), time.monotonic_ns())
+        proxy = tuple(map(sum, zip(*(sched_ns(p) for p in pids), strict=True)))
+        edges[key] = (proxy, sched_ns(os.getpid()), core_times(), time.monotonic_ns())
+        edges[key + "side"] = sum(sched_ns(p)[0] for p in side)
 
     samplers = [
         asyncio.create_task(sample("a", rec.start_ns)),
@@ -379,6 +382,7 @@ async def run_phase(cmd: dict[str, Any]) -> dict[str, Any]:
         "load_cpu_frac": (lcpu1 - lcpu0) / 1e9 / wall,
         "load_runqueue_wait_frac": (lwait1 - lwait0) / 1e9 / wall,
         "core_busy_pct": busy_between(cores0, cores1),
+        "side_cpu_s": (edges["bside"] - edges["aside"]) / 1e9,
         "samples": len(rec.ttft),
     }
 

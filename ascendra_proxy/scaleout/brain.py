@@ -87,6 +87,8 @@ class Brain:
         self._last_seq: dict[str, int] = {}  # request -> seq of the newest dispatch sent
         self.held: dict[str, frozenset[str]] = {}  # asked, not yet dispatched -> exclude
         # recent dispatches: (worker, request, backend, reason, TTFT deadline, first token?)
+        self._totals: dict[str, list[int]] = {}  # backend -> [inflight, queued prompt tokens]
+        self._down: dict[str, int] = {}  # backend -> workers whose breaker holds it open
         self.log: deque[tuple[str, str, str, str, float, bool]] = deque(maxlen=LOG_SIZE)
 
     # -- connections --------------------------------------------------------------------
@@ -108,6 +110,10 @@ class Brain:
         w = self.workers.pop(worker, None)
         if w is None:
             return
+        self._set_counts(w, {}, frozenset())
+        while w.unacked:
+            _, backend, tokens = w.unacked.popleft()
+            self._add(backend, -1, -tokens)
         for rid in list(w.requests):
             self._end(rid, now, Outcome.BACKEND_FAILED)
 
@@ -148,16 +154,8 @@ class Brain:
         snaps = []
         for info in self._infos:
             counts = InflightCounts()
-            for w in self.workers.values():
-                inflight, queued = w.counts.get(info.name, (0, 0))
-                counts.inflight += inflight
-                counts.queued_prompt_tokens += queued
-                for _, backend, tokens in w.unacked:
-                    if backend == info.name:
-                        counts.begin(tokens)
-            healthy = self._healthy(info.name, now) and not any(
-                info.name in w.down for w in self.workers.values()
-            )
+            counts.inflight, counts.queued_prompt_tokens = self._totals.get(info.name, (0, 0))
+            healthy = self._healthy(info.name, now) and not self._down.get(info.name)
             snaps.append(
                 snapshot_of(
                     info,
@@ -168,6 +166,12 @@ class Brain:
                 )
             )
         return snaps
+
+    def _add(self, backend: str, inflight: int, tokens: int) -> None:
+        """Running totals over workers (reported counts plus unacknowledged dispatches)."""
+        t = self._totals.setdefault(backend, [0, 0])
+        t[0] += inflight
+        t[1] += tokens
 
     # -- internals ----------------------------------------------------------------------
 
@@ -189,15 +193,29 @@ class Brain:
 
     def _progress(self, w: _Worker, msg: Progress) -> None:
         while w.unacked and w.unacked[0][0] <= msg.ack:
-            w.unacked.popleft()
-        w.counts = {b: (int(c[0]), int(c[1])) for b, c in msg.counts.items()}
-        w.down = frozenset(msg.down)
+            _, backend, tokens = w.unacked.popleft()
+            self._add(backend, -1, -tokens)
+        counts = {b: (int(c[0]), int(c[1])) for b, c in msg.counts.items()}
+        self._set_counts(w, counts, frozenset(msg.down))
         for row in msg.rows:
             rid = row[0]
             s = self.mirrors.get(rid)
             if s is None or rid not in w.requests or self._last_seq.get(rid, 0) > msg.ack:
                 continue
             apply_progress_row(s, row, w.offset)
+
+    def _set_counts(
+        self, w: _Worker, counts: dict[str, tuple[int, int]], down: frozenset[str]
+    ) -> None:
+        for b, (inflight, tokens) in w.counts.items():
+            self._add(b, -inflight, -tokens)
+        for b, (inflight, tokens) in counts.items():
+            self._add(b, inflight, tokens)
+        for b in w.down:
+            self._down[b] -= 1
+        for b in down:
+            self._down[b] = self._down.get(b, 0) + 1
+        w.counts, w.down = counts, down
 
     def _route(self, s: RequestState, exclude: frozenset[str], now: float) -> list[Outgoing]:
         self.held.pop(s.id, None)
@@ -227,7 +245,9 @@ class Brain:
         w = self.workers[worker]
         self.held.pop(s.id, None)
         w.sent += 1
-        w.unacked.append((w.sent, d.backend, 0 if s.started else s.prompt_tokens))
+        tokens = 0 if s.started else s.prompt_tokens
+        w.unacked.append((w.sent, d.backend, tokens))
+        self._add(d.backend, 1, tokens)
         self._last_seq[s.id] = w.sent
         if s.phase is not Phase.FINISHED:
             s.on_dispatch(now, d.backend)

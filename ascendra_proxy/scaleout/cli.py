@@ -2,7 +2,8 @@
 
 ``--listen unix:/PATH`` (workers on this machine) or ``--listen ws://HOST:PORT`` (workers
 anywhere).  ``--elector static`` leads at once (one scheduler); ``--elector redis --redis
-URL`` takes part in a lease election, so a standby can take over.
+URL`` takes part in a lease election, so a standby can take over; ``--elector k8s`` does the
+same on a Kubernetes Lease (in a pod, with the service account's credentials).
 """
 
 from __future__ import annotations
@@ -29,9 +30,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--listen", required=True, help="unix:/PATH or ws://HOST:PORT (port 0: any free port)"
     )
-    parser.add_argument("--elector", choices=("static", "redis"), default="static")
+    parser.add_argument("--elector", choices=("static", "redis", "k8s"), default="static")
     parser.add_argument("--redis", default="redis://127.0.0.1:6379/0", help="Redis URL")
-    parser.add_argument("--lease-key", default="ascendra:leader", help="Redis key of the lease")
+    parser.add_argument(
+        "--lease-key",
+        default="ascendra:leader",
+        help="Redis key of the lease (k8s: the Lease object's name, default ascendra-scheduler)",
+    )
     parser.add_argument("--lease-ttl-s", type=float, default=2.0, help="lease time to live")
     parser.add_argument("--name", help="this scheduler's id (default: host-pid)")
     parser.add_argument(
@@ -57,6 +62,11 @@ def run(args: argparse.Namespace) -> int:
     elector: Elector
     if args.elector == "redis":
         elector = RedisElector(args.redis, name, args.lease_key, args.lease_ttl_s)
+    elif args.elector == "k8s":
+        from ascendra_proxy.scaleout.k8s_lease import KubernetesLeaseElector
+
+        lease = "ascendra-scheduler" if args.lease_key == "ascendra:leader" else args.lease_key
+        elector = KubernetesLeaseElector.in_cluster(lease, name, args.lease_ttl_s)
     else:
         elector = StaticElector()
     server = SchedulerServer(cfg, name, elector, args.progress_s)

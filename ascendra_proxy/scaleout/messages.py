@@ -180,6 +180,7 @@ class Welcome:
     epoch: int
     scheduler: str
     progress_s: float
+    rows: bool = True  # the policy reviews running requests: send their progress rows
     version: int = PROTOCOL_VERSION
 
 
@@ -241,6 +242,7 @@ def _to_dict(msg: WorkerMessage | SchedulerMessage) -> dict[str, Any]:
             "epoch": msg.epoch,
             "scheduler": msg.scheduler,
             "progress_s": msg.progress_s,
+            "rows": msg.rows,
         }
     return {"t": "not_leader", "scheduler": msg.scheduler}
 
@@ -272,7 +274,13 @@ def _from_dict(m: dict[str, Any]) -> WorkerMessage | SchedulerMessage:
             str(m["worker"]), float(m["now"]), list(m["waiting"]), list(m["running"]), int(m["v"])
         )
     if t == "welcome":
-        return Welcome(int(m["epoch"]), str(m["scheduler"]), float(m["progress_s"]), int(m["v"]))
+        return Welcome(
+            int(m["epoch"]),
+            str(m["scheduler"]),
+            float(m["progress_s"]),
+            bool(m["rows"]),
+            int(m["v"]),
+        )
     if t == "not_leader":
         return NotLeader(str(m["scheduler"]))
     raise ProtocolError(f"unknown message type {t!r}")

@@ -52,7 +52,7 @@ log = logging.getLogger(__name__)
 
 RECHECK_S = 0.05
 HANDSHAKE_S = 5.0
-PROGRESS_S = 0.02
+PROGRESS_S = 0.05
 
 
 @dataclass(slots=True)
@@ -82,6 +82,7 @@ class SchedulerServer:
         self.backends: Backends | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._ticks: asyncio.Task[None] | None = None
+        self._closing: set[asyncio.Task[bool]] = set()
 
     def app(self) -> web.Application:
         app = web.Application()
@@ -103,12 +104,12 @@ class SchedulerServer:
         try:
             yield
         finally:
-            await self.elector.resign()
             for task in self._tasks:
                 task.cancel()
             for task in self._tasks:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+            await self.elector.resign()  # after the election loop stopped: no renewal races
             self._lost()
             await self._stop_ticks()
             await self.backends.close()
@@ -141,8 +142,11 @@ class SchedulerServer:
         self.brain = None
         if self._ticks is not None:
             self._ticks.cancel()
-        for conn in list(self.conns.values()):
-            asyncio.get_running_loop().create_task(conn.ws.close())
+        loop = asyncio.get_running_loop()
+        for conn in list(self.conns.values()):  # workers move to the new leader
+            task = loop.create_task(conn.ws.close())
+            self._closing.add(task)
+            task.add_done_callback(self._closing.discard)
         self.conns.clear()
 
     async def _stop_ticks(self) -> None:
@@ -195,7 +199,8 @@ class SchedulerServer:
             await old.ws.close()
         conn = _Conn(ws, Outbox(ws))
         self.conns[worker] = conn
-        conn.out.put(Welcome(brain.epoch, self.name, self.progress_s))
+        rows = brain.policy.tick_interval_s is not None  # only a tick reviews running requests
+        conn.out.put(Welcome(brain.epoch, self.name, self.progress_s, rows))
         self._send(brain.connect(worker, hello, loop.time()))
         try:
             async for frame in ws:

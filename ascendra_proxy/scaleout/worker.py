@@ -187,6 +187,8 @@ class SchedulerLink:
         self._out: Outbox | None = None
         self._down_since = gw.clock()
         self._ack = 0
+        self._rows = True  # the scheduler wants progress rows (its policy ticks)
+        self._last: tuple[int, dict[str, list[int]], list[str]] | None = None
         self._sent: dict[str, tuple[int, int, str]] = {}
         self._task: asyncio.Task[None] | None = None
         policy.link = self
@@ -242,6 +244,7 @@ class SchedulerLink:
             log.info(
                 "worker %s: scheduler %s leads (epoch %d)", self.name, reply.scheduler, reply.epoch
             )
+            self._rows = reply.rows
             progress = asyncio.get_running_loop().create_task(self._progress(reply.progress_s))
             try:
                 await self._read(ws)
@@ -263,6 +266,7 @@ class SchedulerLink:
         waiting, running = [], []
         self._sent.clear()
         self._ack = 0
+        self._last = None
         for f in self.gw.flights.values():
             s = f.state
             if s.finished:
@@ -296,10 +300,22 @@ class SchedulerLink:
             self.send_progress()
 
     def send_progress(self) -> None:
+        """Counts, breakers and (when the scheduler's policy ticks) the progress rows that
+        changed; nothing at all when nothing changed."""
         gw, now = self.gw, self.gw.clock()
+        rows = self._changed_rows() if self._rows else []
+        counts = {r.name: [r.inflight, r.queued_prompt_tokens] for r in gw.backends}
+        down = [r.name for r in gw.backends if not r.breaker.available(now)]
+        state = (self._ack, counts, down)
+        if not rows and state == self._last:
+            return
+        self._last = state
+        self.send(Progress(self._ack, counts, down, rows))
+
+    def _changed_rows(self) -> list[list[object]]:
         rows = []
         live = set()
-        for rid, f in gw.flights.items():
+        for rid, f in self.gw.flights.items():
             s = f.state
             live.add(rid)
             key = (s.tokens, s.attempts, s.phase.value)
@@ -308,6 +324,4 @@ class SchedulerLink:
                 rows.append(progress_row(s))
         for rid in [r for r in self._sent if r not in live]:
             del self._sent[rid]
-        counts = {r.name: [r.inflight, r.queued_prompt_tokens] for r in gw.backends}
-        down = [r.name for r in gw.backends if not r.breaker.available(now)]
-        self.send(Progress(self._ack, counts, down, rows))
+        return rows

@@ -27,6 +27,9 @@ API = {
     "StatefulSet": "apps/v1",
     "HorizontalPodAutoscaler": "autoscaling/v2",
     "PodDisruptionBudget": "policy/v1",
+    "ServiceAccount": "v1",
+    "Role": "rbac.authorization.k8s.io/v1",
+    "RoleBinding": "rbac.authorization.k8s.io/v1",
 }
 WORKLOADS = ("Deployment", "StatefulSet")
 
@@ -113,9 +116,16 @@ def test_the_scheduler_pair_is_ready_only_when_leading() -> None:
     c = _container(sched)
     assert c["readinessProbe"]["httpGet"]["path"] == "/ready"
     assert c["livenessProbe"]["httpGet"]["path"] == "/health"
-    assert _flag(c["args"], "--elector") == "redis"
-    redis_host = urlsplit(_flag(c["args"], "--redis")).hostname
-    assert _one("Service", str(redis_host))
+    assert _flag(c["args"], "--elector") == "k8s"
+    lease = _flag(c["args"], "--lease-key")
+    account = sched["spec"]["template"]["spec"]["serviceAccountName"]
+    assert _one("ServiceAccount", account)
+    [binding] = [d for d in DOCS if d["kind"] == "RoleBinding"]
+    assert {"kind": "ServiceAccount", "name": account} in binding["subjects"]
+    [rule] = _one("Role", binding["roleRef"]["name"])["rules"]
+    assert rule["apiGroups"] == ["coordination.k8s.io"] and rule["resources"] == ["leases"]
+    assert {"get", "create", "update"} <= set(rule["verbs"])
+    assert lease  # the Lease object the pair competes for
     worker = _container(_one("Deployment", "ascendra-worker"))
     target = urlsplit(_flag(worker["args"], "--scheduler"))
     service = _one("Service", str(target.hostname))

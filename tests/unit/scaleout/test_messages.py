@@ -39,7 +39,7 @@ MESSAGES = [
     RouteAsk(request_to_wire(_state()), ["lp-1"]),
     Progress(3, {"lp-0": [2, 100]}, ["hp-0"], [[*request_to_wire(_state())[:1], "queued"]]),
     Finish("r1", "completed", 12.5),
-    Welcome(4, "s1", 0.02),
+    Welcome(4, "s1", 0.02, False),
     NotLeader("s2"),
     ActionMessage(2, Assign("r1", Dispatch("lp-0", "lp_room", 17, "edf"))),
     ActionMessage(2, Move("r1", Dispatch("hp-0", "offload_ttft", None), "offload")),
