@@ -168,7 +168,7 @@ def config(emus: dict[str, RunningEmulator], lp: list[str], hp: list[str], **ext
     return {
         "listen": {"host": "127.0.0.1", "port": 0},
         "pools": pools,
-        "slo": {"default": {"ttft_ms": 60000, "tpot_ms": 1000}},
+        "slo": {"default": {"ttft_ms": 5000, "tpot_ms": 1000}},  # headers may only loosen it
         "policy": {"type": "ascendra"},
         "health": {"interval_s": 0.5, "failure_threshold": 3, "cooldown_s": 30},
         "scrape": {"interval_s": 0.1},
