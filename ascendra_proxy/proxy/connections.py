@@ -25,7 +25,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from typing import Any
+from typing import Any, cast
 
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
@@ -104,8 +104,7 @@ class GuardedRequestHandler(web.RequestHandler):
         guard = self._guard
         if guard.open >= guard.cfg.max_connections:
             guard.refused += 1
-            assert isinstance(transport, asyncio.WriteTransport)
-            transport.write(guard.too_many)
+            cast(asyncio.WriteTransport, transport).write(guard.too_many)
             self.force_close()  # the handler loop sees it and never reads a request
             return
         guard.open += 1
