@@ -1,6 +1,7 @@
 """The capacity suite's table and plots (pure formatting of the suite's results).
 
-One row per workload and policy: the median capacity at 90% attainment over the windows,
+One row per workload and policy: the median capacity at 90% attainment over the windows
+(``<x`` when the median window never reached 90%, even at ``x``, its lowest rate),
 its ratio to round-robin and to the best baseline of that workload (the best of
 ``round_robin``, ``least_loaded``, ``prefix_aware``, named in the ``best baseline`` column),
 its share of the ceiling, and on the overload workload the median goodput at each factor of
@@ -20,6 +21,21 @@ def _ratio(a: float | None, b: float | None) -> float | None:
     return None if a is None or not b else a / b
 
 
+def _ratio_text(cell: dict[str, Any], base: dict[str, Any]) -> str:
+    """``cell``'s capacity over ``base``'s; a bound on either side makes it a bound."""
+    a, b = cell.get("capacity_bound"), base.get("capacity_bound")
+    if a is None or not b:
+        return "-"
+    marks = (cell.get("capacity_mark", ""), base.get("capacity_mark", ""))
+    if marks == ("", ""):
+        return f"{a / b:.2f}"
+    if marks in (("", "<"), (">", ""), (">", "<")):
+        return f">{a / b:.2f}"
+    if marks in (("<", ""), ("", ">"), ("<", ">")):
+        return f"<{a / b:.2f}"
+    return "-"
+
+
 def table_rows(
     workloads: Sequence[str],
     policies: Sequence[str],
@@ -32,8 +48,16 @@ def table_rows(
     for wn in workloads:
         caps = {p: capacities.get(wn, {}).get(p, {}).get("capacity_rps_at_90") for p in policies}
         known = {p: c for p, c in caps.items() if p in BASELINES and c is not None}
+        if not known:  # no baseline reached 90% in its median window: the largest bound
+            bounds = {
+                p: capacities.get(wn, {}).get(p, {}).get("capacity_bound")
+                for p in policies
+                if p in BASELINES
+            }
+            known = {p: b for p, b in bounds.items() if b is not None}
         best = max(known, key=lambda p: known[p]) if known else None
         rr = caps.get("round_robin")
+        cells = {p: capacities.get(wn, {}).get(p, {}) for p in policies}
         for p in policies:
             cap = caps[p]
             goodput = {}
@@ -44,6 +68,10 @@ def table_rows(
                     "workload": wn,
                     "policy": p,
                     "capacity_rps_at_90": cap,
+                    "capacity_text": cells[p].get("capacity_text")
+                    or ("-" if cap is None else f"{cap:.2f}"),
+                    "x_round_robin_text": _ratio_text(cells[p], cells.get("round_robin", {})),
+                    "x_best_baseline_text": _ratio_text(cells[p], cells.get(best or "", {})),
                     "x_round_robin": _ratio(cap, rr),
                     "best_baseline": best,
                     "x_best_baseline": _ratio(cap, known.get(best) if best else None),
@@ -82,9 +110,9 @@ def format_table(
             [
                 r["workload"],
                 r["policy"] + (" (best baseline)" if r["policy"] == best else ""),
-                _num(r["capacity_rps_at_90"], ".2f"),
-                _num(r["x_round_robin"], ".2f"),
-                _num(r["x_best_baseline"], ".2f") + ("" if best is None else f" ({best})"),
+                r["capacity_text"],
+                r["x_round_robin_text"],
+                r["x_best_baseline_text"] + ("" if best is None else f" ({best})"),
                 _num(r["pct_of_ceiling"], ".0f")
                 + ("" if r["ceiling_rps"] is None else f" of {r['ceiling_rps']:.1f}"),
                 good,

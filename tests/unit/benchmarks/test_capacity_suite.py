@@ -55,13 +55,30 @@ def test_windows_are_distinct_trace_rows_retimed() -> None:
         assert (len(items) - 1) / items[-1].arrival_s == pytest.approx(10.0)
 
 
+def seeds(*caps: float | str) -> dict[str, object]:
+    """A policy's cell from window capacities; ``"<x"`` is a window never at 90%."""
+    out = []
+    for c in caps:
+        if isinstance(c, str):
+            out.append({"capacity_rps_at_90": None, "status": "below_range", "bound": float(c[1:])})
+        else:
+            out.append({"capacity_rps_at_90": c, "status": "interpolated", "bound": None})
+    return capacity_suite.median_capacity(out)
+
+
+def test_median_window_and_bounds() -> None:
+    assert seeds(3.0, 1.0, 2.0)["capacity_rps_at_90"] == 2.0
+    below = seeds("<0.2", 0.5, "<0.3")  # two of three windows never reached 90%
+    assert below["capacity_rps_at_90"] is None and below["capacity_text"] == "<0.30"
+
+
 def test_table_names_the_best_baseline_and_ratios() -> None:
     caps = {
         "w": {
-            "round_robin": {"capacity_rps_at_90": 10.0},
-            "least_loaded": {"capacity_rps_at_90": 12.0},
-            "prefix_aware": {"capacity_rps_at_90": None},
-            "ascendra": {"capacity_rps_at_90": 15.0},
+            "round_robin": seeds(10.0, 9.0, 11.0),
+            "least_loaded": seeds(12.0, 12.0, 13.0),
+            "prefix_aware": seeds("<1", "<1", 30.0),
+            "ascendra": seeds(15.0, 14.0, 16.0),
         }
     }
     overload = {"ascendra": {"1.25x": {"goodput_rps": 11.0}}}
@@ -71,7 +88,8 @@ def test_table_names_the_best_baseline_and_ratios() -> None:
     assert by["ascendra"]["x_round_robin"] == pytest.approx(1.5)
     assert by["ascendra"]["x_best_baseline"] == pytest.approx(1.25)
     assert by["ascendra"]["pct_of_ceiling"] == pytest.approx(75.0)
-    assert by["prefix_aware"]["x_best_baseline"] is None
+    assert by["prefix_aware"]["capacity_text"] == "<1.00"
+    assert by["prefix_aware"]["x_round_robin_text"] == "<0.10"
     text = format_table(rows, (1.25,))
     assert "least_loaded (best baseline)" in text and "11.00" in text
     assert format_table(rows, (1.25,), markdown=True).count("\n") == len(rows) + 1
@@ -108,3 +126,7 @@ def test_tiny_suite_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str
         assert len(doc["capacities"]["conv"][p]["seeds"][0]["points"]) == 2
     assert "conv" in capsys.readouterr().out
     assert (tmp_path / "table.md").read_text().startswith("| workload")
+    again = tmp_path / "again"
+    argv = ["--suite", "--from-json", str(tmp_path / "suite.json"), "--out", str(again)]
+    assert capacity.main([*argv, "--no-plots"]) == 0
+    assert (again / "table.md").read_text() == (tmp_path / "table.md").read_text()
