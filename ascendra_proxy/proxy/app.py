@@ -174,7 +174,7 @@ async def start_server(
     )
     await runner.setup()
     reuse = worker is not None and worker.reuse_port
-    guard = ConnectionGuard(config.connections)
+    guard = ConnectionGuard(config.connections, runner.app[GATEWAY].telemetry.connections)
     site = GuardedTCPSite(runner, host, port, guard, backlog=4096, reuse_port=reuse or None)
     await site.start()
     server = site._server

@@ -32,6 +32,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 
 from ascendra_proxy.config import ConnectionsConfig
 from ascendra_proxy.proxy.errors import ApiError, error_json
+from ascendra_proxy.proxy.telemetry import ConnectionCounts
 
 log = logging.getLogger(__name__)
 
@@ -49,13 +50,12 @@ def canned_response(status: int, reason: str, body: bytes, retry_after: bool = F
 
 
 class ConnectionGuard:
-    """The settings and the open-connection count shared by every connection of one listener."""
+    """The settings and the counts (``ConnectionCounts``, exported by telemetry) shared by
+    every connection of one listener."""
 
-    def __init__(self, cfg: ConnectionsConfig) -> None:
+    def __init__(self, cfg: ConnectionsConfig, counts: ConnectionCounts | None = None) -> None:
         self.cfg = cfg
-        self.open = 0
-        self.refused = 0
-        self.headers_timed_out = 0
+        self.counts = ConnectionCounts() if counts is None else counts
         self.too_many = canned_response(
             503,
             "Service Unavailable",
@@ -102,19 +102,20 @@ class GuardedRequestHandler(web.RequestHandler):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
         guard = self._guard
-        if guard.open >= guard.cfg.max_connections:
-            guard.refused += 1
+        counts = guard.counts
+        if counts.open >= guard.cfg.max_connections:
+            counts.dropped["too_many_connections"] += 1
             cast(asyncio.WriteTransport, transport).write(guard.too_many)
             self.force_close()  # the handler loop sees it and never reads a request
             return
-        guard.open += 1
+        counts.open += 1
         self._counted = True
         self._arm_header_deadline()
 
     def connection_lost(self, exc: BaseException | None) -> None:
         if self._counted:
             self._counted = False
-            self._guard.open -= 1
+            self._guard.counts.open -= 1
         self._disarm_header_deadline()
         super().connection_lost(exc)
 
@@ -144,7 +145,7 @@ class GuardedRequestHandler(web.RequestHandler):
         self._header_deadline = None
         if self._request_count != self._requests_at_arming or self.transport is None:
             return
-        self._guard.headers_timed_out += 1
+        self._guard.counts.dropped["header_timeout"] += 1
         if self._idle():  # nothing is being written: a last word before hanging up
             self.transport.write(self._guard.header_timeout)
         self.force_close()
@@ -172,6 +173,7 @@ class GuardedRequestHandler(web.RequestHandler):
         else:
             text = _first_line(message or (exc and str(exc)) or "malformed HTTP request")
             log.debug("malformed request from %s: %s", request.remote, text)
+            self._guard.counts.dropped["malformed_request"] += 1
             error = ApiError(status, f"malformed HTTP request: {text}", code="bad_http_request")
         if request.writer.output_size > 0:  # as aiohttp: a started answer cannot be replaced
             raise ConnectionError("response already started; cannot send the error")

@@ -60,7 +60,7 @@ per move, never per token:
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TypeVar
 
 from prometheus_client import CollectorRegistry, ProcessCollector
@@ -114,6 +114,21 @@ GAP_BUCKETS = (
 )
 
 
+DROP_REASONS = (
+    "too_many_connections",  # above connections.max_connections: 503, closed
+    "header_timeout",  # headers not complete within connections.header_timeout_s: 408
+    "malformed_request",  # the HTTP parser rejected it: 400, closed
+)
+
+
+@dataclass(slots=True)
+class ConnectionCounts:
+    """Client connections of the listener, kept by ``proxy/connections.py``."""
+
+    open: int = 0
+    dropped: dict[str, int] = field(default_factory=lambda: dict.fromkeys(DROP_REASONS, 0))
+
+
 @dataclass(frozen=True, slots=True)
 class GaugeSample:
     name: str
@@ -158,6 +173,7 @@ class Telemetry(Collector):
         self.retries = dict.fromkeys(names, 0)
         self.decisions: dict[str, int] = {}
         self.migrations: dict[str, int] = {}  # started streams continued elsewhere, by reason
+        self.connections = ConnectionCounts()
         # (model, first move reason, ttft, tbt) -> moved requests, counted at their end
         self.moved: dict[tuple[str, str, str, str], int] = {}
         self.recomputed = dict.fromkeys(names, 0)  # prompt tokens sent to a move's target
@@ -290,6 +306,12 @@ class Telemetry(Collector):
         )
         yield _counter_by("decisions", "Policy decisions by reason", "reason", self.decisions)
         yield _counter_by(
+            "dropped_connections",
+            "Client connections the proxy closed on its own, by reason",
+            "reason",
+            self.connections.dropped,
+        )
+        yield _counter_by(
             "migrations",
             "Started streams continued token-exactly on another backend, by reason",
             "reason",
@@ -336,6 +358,9 @@ class Telemetry(Collector):
         )
 
     def _live_gauges(self) -> Iterator[GaugeMetricFamily]:
+        yield GaugeMetricFamily(
+            PREFIX + "client_connections", "Open client connections", self.connections.open
+        )
         families: dict[str, GaugeMetricFamily] = {}
         for s in self.gauges():
             fam = families.get(s.name)

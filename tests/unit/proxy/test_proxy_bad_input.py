@@ -40,11 +40,11 @@ ENCODING_ERRORS = {
         b"/v1/completions", zlib.compress(GOOD) + b"\xff" * 9, b"Content-Encoding: deflate"
     ),
     "gzip-relayed-route": post(b"/tokenize", b"hello", b"Content-Encoding: gzip"),
-    "brotli": post(b"/v1/completions", b"\x8b\x00\x80", b"Content-Encoding: br"),
     "gzip-unauthorised": post(b"/v1/completions", b"hello", b"Content-Encoding: gzip", auth=b"no"),
 }
 
-FRAMING_ERRORS = {
+FRAMING_ERRORS = {  # what the HTTP parser itself rejects
+    "brotli-unsupported": post(b"/v1/completions", b"\x8b\x00\x80", b"Content-Encoding: br"),
     "bad-method": b"G@T /health HTTP/1.1\r\nHost: x\r\n\r\n",
     "bad-version": b"GET /health HTTP/9.9\r\nHost: x\r\n\r\n",
     "control-char-in-header-name": b"GET /health HTTP/1.1\r\nHost: x\r\nBa\x01d: y\r\n\r\n",
@@ -82,6 +82,8 @@ async def test_malformed_requests_are_json_4xx_without_tracebacks(
             assert_openai_error(resp)
             ok = await r.session.get(r.url + "/health")
             assert ok.status == 200
+            dropped = r.gateway.telemetry.connections.dropped["malformed_request"]
+            assert dropped == (1 if name in FRAMING_ERRORS else 0)
     no_tracebacks(caplog)
 
 

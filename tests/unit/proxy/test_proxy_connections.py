@@ -55,7 +55,7 @@ async def test_trickled_headers_get_408_and_are_dropped(make_rig: RigFactory) ->
         dripping.cancel()
         if got:  # the 408 may be lost to the reset a close with unread bytes causes
             assert_openai_error(parse_response(got), 408)
-        assert guard_of(r).headers_timed_out == 1  # type: ignore[attr-defined]
+        assert guard_of(r).counts.dropped["header_timeout"] == 1  # type: ignore[attr-defined]
         writer.close()
 
 
@@ -101,17 +101,17 @@ async def test_connections_above_the_cap_get_503_and_the_rest_are_served(
         guard = guard_of(r)
         port = port_of(r.url)
         held = [await asyncio.open_connection("127.0.0.1", port) for _ in range(5)]
-        await wait_until(lambda: guard.open == 5)  # type: ignore[attr-defined]
+        await wait_until(lambda: guard.counts.open == 5)  # type: ignore[attr-defined]
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         writer.write(HEALTH)
         refused = parse_response(await read_until_closed(reader))
         assert_openai_error(refused, 503)
         assert refused is not None and refused.headers["retry-after"] == "1"
-        assert guard.refused == 1  # type: ignore[attr-defined]
+        assert guard.counts.dropped["too_many_connections"] == 1  # type: ignore[attr-defined]
         writer.close()
         held[0][0].feed_eof()
         held[0][1].close()
-        await wait_until(lambda: guard.open == 4)  # type: ignore[attr-defined]
+        await wait_until(lambda: guard.counts.open == 4)  # type: ignore[attr-defined]
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         writer.write(HEALTH)
         ok = parse_response(await reader.read(65536))
@@ -158,8 +158,10 @@ async def test_a_thousand_slowloris_clients_are_dropped_while_others_are_served(
         body = {"model": MODEL, "prompt": "x", "max_tokens": 2}
         loop = asyncio.get_running_loop()
         give_up = loop.time() + 120  # a bound for a loaded machine, not the expectation
-        while guard.headers_timed_out < count:  # type: ignore[attr-defined]
-            assert loop.time() < give_up, f"{guard.headers_timed_out} of {count} dropped"  # type: ignore[attr-defined]
+        while guard.counts.dropped["header_timeout"] < count:  # type: ignore[attr-defined]
+            assert loop.time() < give_up, (
+                f"{guard.counts.dropped['header_timeout']} of {count} dropped"
+            )  # type: ignore[attr-defined]
             resp = await r.post("/v1/completions", body)
             assert resp.status == 200, await resp.text()
             await resp.read()
@@ -170,5 +172,7 @@ async def test_a_thousand_slowloris_clients_are_dropped_while_others_are_served(
         for _, w in slow:
             w.close()
         assert all(not got or b" 408 " in got.split(b"\r\n", 1)[0] for got in results)
-        assert guard.headers_timed_out == count  # type: ignore[attr-defined]
+        assert guard.counts.dropped["header_timeout"] == count  # type: ignore[attr-defined]
         assert served >= 1
+        metrics = await (await r.session.get(r.url + "/metrics")).text()
+        assert f'ascendra_dropped_connections_total{{reason="header_timeout"}} {count}.0' in metrics
