@@ -78,6 +78,7 @@ class FakeWorker:
         self.rtts: list[float] = []
         self.done = 0
         self.dropped = 0
+        self.closed = False  # the scheduler closed the connection (it should not)
 
     def _route(self) -> RouteAsk:
         self.seq += 1
@@ -97,6 +98,9 @@ class FakeWorker:
                 await ws.send_bytes(encode(self._route()))
             progress = asyncio.create_task(self._progress(ws))
             async for frame in ws:
+                if frame.type is not aiohttp.WSMsgType.BINARY:
+                    self.closed = True
+                    break
                 msg = decode(frame.data)
                 if not isinstance(msg, ActionMessage):
                     continue
@@ -159,6 +163,7 @@ async def phase(address: str, pid: int, workers: int, k: int, warmup: float, dur
         "rtt_p50_ms": 1e3 * rtts[len(rtts) // 2] if rtts else None,
         "rtt_p99_ms": 1e3 * rtts[int(0.99 * len(rtts))] if rtts else None,
         "dropped": sum(f.dropped for f in fakes),
+        "closed_by_scheduler": sum(f.closed for f in fakes),
         "core_busy_pct": [
             round(100 * (x1 - x0) / max(1, t1 - tt0), 1)
             for (x0, tt0), (x1, t1) in zip(cores0, cores1, strict=True)
@@ -197,7 +202,8 @@ def main(argv: list[str]) -> int:
             "--log-level",
             "WARNING",
         ]
-        sched = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
+        log = open(Path(args.out).with_suffix(".scheduler.log"), "w")  # noqa: SIM115
+        sched = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=log, text=True)
         pin(sched.pid, 1)
         try:
             assert sched.stdout is not None and "listening" in sched.stdout.readline()
@@ -213,12 +219,13 @@ def main(argv: list[str]) -> int:
         finally:
             sched.terminate()
             sched.wait(30)
+            log.close()
             load.stop()
     summary = {}
     for name in ("rtt", "saturate"):
         rs = [r for r in runs if r["phase"] == name]
         summary[name] = {
-            k: round(statistics.median(r[k] for r in rs), 3)
+            k: round(statistics.median(r[k] or 0.0 for r in rs), 3)
             for k in (
                 "requests_per_s",
                 "scheduler_cpu_frac",

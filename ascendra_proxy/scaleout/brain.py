@@ -138,9 +138,13 @@ class Brain:
     def recheck(self, now: float) -> list[Outgoing]:
         """Ask again about every held request (capacity may have changed), in arrival order."""
         out: list[Outgoing] = []
+        snaps = self.snapshots(now)  # they change only when a decision is sent
         for rid, exclude in sorted(self.held.items(), key=lambda kv: self.mirrors[kv[0]].arrival):
             if rid in self.held:
-                out += self._route(self.mirrors[rid], exclude, now)
+                sent = self._route(self.mirrors[rid], exclude, now, snaps)
+                if sent:
+                    out += sent
+                    snaps = self.snapshots(now)
         return out
 
     def tick(self, now: float) -> list[Outgoing]:
@@ -217,9 +221,15 @@ class Brain:
             self._down[b] = self._down.get(b, 0) + 1
         w.counts, w.down = counts, down
 
-    def _route(self, s: RequestState, exclude: frozenset[str], now: float) -> list[Outgoing]:
+    def _route(
+        self,
+        s: RequestState,
+        exclude: frozenset[str],
+        now: float,
+        snaps: list[BackendSnapshot] | None = None,
+    ) -> list[Outgoing]:
         self.held.pop(s.id, None)
-        decision = self.policy.route(s, self.snapshots(now), now, exclude)
+        decision = self.policy.route(s, snaps or self.snapshots(now), now, exclude)
         if isinstance(decision, Dispatch):
             return self._emit(Assign(s.id, decision), now)
         if isinstance(decision, Reject):

@@ -213,7 +213,7 @@ class SchedulerServer:
                     self._send(brain.on_message(worker, msg, now))
                     if isinstance(msg, Finish):
                         self._send(brain.recheck(now))
-        except ProtocolError as exc:
+        except (ProtocolError, ConnectionError) as exc:  # a bad frame, or the worker went away
             log.warning("worker %s: %s", worker, exc)
         finally:
             if self.conns.get(worker) is conn:
