@@ -28,7 +28,7 @@ from aiohttp import web
 from ascendra_proxy.config import ProxyConfig
 from ascendra_proxy.proxy import handlers, passthrough
 from ascendra_proxy.proxy.auth import Auth
-from ascendra_proxy.proxy.connections import ConnectionGuard, GuardedTCPSite
+from ascendra_proxy.proxy.connections import ConnectionGuard, GuardedTCPSite, open_file_warning
 from ascendra_proxy.proxy.errors import error_middleware
 from ascendra_proxy.proxy.gateway import Gateway
 from ascendra_proxy.proxy.keys import CONTEXT, GATEWAY, ProxyContext
@@ -175,6 +175,8 @@ async def start_server(
     await runner.setup()
     reuse = worker is not None and worker.reuse_port
     guard = ConnectionGuard(config.connections, runner.app[GATEWAY].telemetry.connections)
+    if (problem := open_file_warning(config.connections)) is not None:
+        log.warning("%s", problem)
     site = GuardedTCPSite(runner, host, port, guard, backlog=4096, reuse_port=reuse or None)
     await site.start()
     server = site._server

@@ -226,6 +226,26 @@ class GuardedTCPSite(web.TCPSite):
         self._bound_port = sockets[0].getsockname()[1] if sockets else self._port
 
 
+FILES_RESERVED = 256  # descriptors kept for backend connections, logs, model files
+
+
+def open_file_warning(cfg: ConnectionsConfig) -> str | None:
+    """Why ``max_connections`` cannot be reached under this process's open-file limit, if so:
+    past the limit, accepts fail (and are retried) instead of getting the cap's 503."""
+    try:
+        import resource
+    except ImportError:  # not a POSIX system: nothing to compare with
+        return None
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or cfg.max_connections + FILES_RESERVED <= soft:
+        return None
+    return (
+        f"connections.max_connections is {cfg.max_connections} but the open-file limit is "
+        f"{soft}: raise it (ulimit -n) to at least {cfg.max_connections + FILES_RESERVED} "
+        "or lower the cap"
+    )
+
+
 async def read_body(request: web.Request, timeout_s: float) -> bytes:
     """The request body within ``timeout_s``; undecodable or cut bodies are a 400, not a 500."""
     try:

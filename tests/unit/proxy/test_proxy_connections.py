@@ -7,11 +7,13 @@ import asyncio
 import contextlib
 import resource
 
+import pytest
 from fake_backend import FakeBackend
 from proxy_rig import MODEL, RigFactory, wait_until
 from raw_http import assert_openai_error, parse_response
 
-from ascendra_proxy.proxy.connections import GuardedTCPSite
+from ascendra_proxy.config import ConnectionsConfig
+from ascendra_proxy.proxy.connections import GuardedTCPSite, open_file_warning
 
 HEALTH = b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n"
 SLOW_CONNECTIONS = 1000
@@ -176,3 +178,10 @@ async def test_a_thousand_slowloris_clients_are_dropped_while_others_are_served(
         assert served >= 1
         metrics = await (await r.session.get(r.url + "/metrics")).text()
         assert f'ascendra_dropped_connections_total{{reason="header_timeout"}} {count}.0' in metrics
+
+
+def test_a_cap_above_the_open_file_limit_is_reported(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(resource, "getrlimit", lambda _: (1024, 1024))
+    warning = open_file_warning(ConnectionsConfig(max_connections=4096))
+    assert warning is not None and "1024" in warning and "4352" in warning
+    assert open_file_warning(ConnectionsConfig(max_connections=700)) is None
