@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import gc
 import logging
+import os
 import signal
 from collections.abc import AsyncIterator, Iterator
 
@@ -37,7 +38,7 @@ from ascendra_proxy.proxy.request_log import RequestLog
 from ascendra_proxy.proxy.runtime import Backends
 from ascendra_proxy.proxy.telemetry import GaugeSample, Telemetry
 from ascendra_proxy.proxy.ticker import run_ticks
-from ascendra_proxy.scaleout.worker import WORKER, WorkerOptions, attach_worker
+from ascendra_proxy.scaleout.worker import WORKER, WorkerOptions, attach_worker, worker_config
 
 log = logging.getLogger(__name__)
 
@@ -95,8 +96,10 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
         slo_classes=cfg.slo.classes,
         backend_models={b.name: b.model for _, b in cfg.backends()},
     )
-    policy = cfg.make_policy()
     worker = app.get(WORKER)
+    if worker is not None and worker.schedulers:
+        cfg = worker_config(cfg, worker.name or f"worker-{os.getpid()}")
+    policy = cfg.make_policy()
     remote = None if worker is None else worker.policy(cfg, policy)
     if remote is not None:
         policy = remote

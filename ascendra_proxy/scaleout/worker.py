@@ -29,6 +29,7 @@ import os
 import secrets
 import socket
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import aiohttp
@@ -106,6 +107,25 @@ def attach_worker(gw: Gateway, policy: RemotePolicy, opts: WorkerOptions) -> Sch
 
 def worker_name() -> str:
     return f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(2)}"
+
+
+def worker_config(cfg: ProxyConfig, name: str) -> ProxyConfig:
+    """A worker's own view of the config: training rows go to a file of its own (several
+    workers appending to one rolling file would interleave and race on rotation), and it
+    does not retrain (N workers would each rewrite the model file; the watched model is
+    still loaded and reloaded)."""
+    pc = cfg.predictor
+    td = pc.training_data
+    if td is None and pc.retrain is None:
+        return cfg
+    if pc.retrain is not None:
+        log.warning("stream worker %s: predictor.retrain is off in split mode", name)
+    if td is not None:
+        path = Path(td.path)
+        td = dataclasses.replace(td, path=str(path.with_name(f"{path.stem}.{name}{path.suffix}")))
+    return dataclasses.replace(
+        cfg, predictor=dataclasses.replace(pc, training_data=td, retrain=None)
+    )
 
 
 def fail_open_policy(cfg: ProxyConfig) -> Policy:

@@ -79,3 +79,29 @@ def _snap(info: Any) -> Any:
     from ascendra_proxy.core.backend import InflightCounts, snapshot_of
 
     return snapshot_of(info, InflightCounts(), healthy=True, scraped=None, inflight_limit=None)
+
+
+def test_each_worker_records_training_rows_in_its_own_file_and_does_not_retrain() -> None:
+    from ascendra_proxy.scaleout.worker import worker_config
+
+    data = {
+        "pools": [
+            {
+                "name": "p",
+                "role": "mixed",
+                "backends": [{"url": "http://127.0.0.1:9", "engine": "vllm", "model": "m"}],
+            }
+        ],
+        "predictor": {
+            "model_path": "/tmp/m.txt",
+            "training_data": {"path": "/tmp/rows.jsonl"},
+            "retrain": {"interval_s": 600},
+        },
+    }
+    cfg = parse_config(data)
+    mine = worker_config(cfg, "w7")
+    assert mine.predictor.training_data is not None
+    assert mine.predictor.training_data.path == "/tmp/rows.w7.jsonl"
+    assert mine.predictor.retrain is None and mine.predictor.model_path == "/tmp/m.txt"
+    plain = parse_config({"pools": data["pools"]})
+    assert worker_config(plain, "w7") is plain
