@@ -9,13 +9,14 @@ fails or times out counts as 5 s), and the proxy's resident memory is sampled ev
 a request that cannot meet its TTFT anywhere gets a 429 at once; ``keep``: it is served
 late, as before admission control existed) gets a fresh stack.
 
-    .venv/bin/python benchmarks/overload.py --base-rate 5 --loads 1,2,3 \\
-        --num-requests 400 --time-scale 3 --slo-ttft 1.0 --slo-tbt 0.15
+    .venv/bin/python benchmarks/overload.py --base-rate 18 --loads 1,2,3 \\
+        --num-requests 300 --time-scale 3 --slo-ttft 1.0 --slo-tbt 0.15
 
 SLOs and rates are given for the unscaled engine; ``--time-scale`` slows the emulated GPU
 (step times x scale) and the benchmark scales SLOs up and rates down by the same factor,
 so ``--time-scale 3`` with 1.0 s / 0.15 s is the 3 s / 0.45 s the live numbers use.
-Prints one table and writes JSON (``--out``).
+Prints one table and writes JSON (``--out``), and each point's loadgen results (per-request
+records) under the directory named like ``--out`` without its suffix.
 """
 
 from __future__ import annotations
@@ -112,7 +113,7 @@ def stack(cfg: SimConfig, profile: str, seed: int, work: Path) -> Iterator[tuple
         proxy = subprocess.Popen([*cmd, "--log-level", "ERROR"])
         try:
             url = f"http://127.0.0.1:{port}"
-            wait_ready(url)
+            wait_ready(url, timeout=120.0)  # a loaded machine starts slowly
             yield url, proxy.pid
         finally:
             proxy.terminate()
@@ -213,10 +214,10 @@ def main() -> int:
         default="../shared/data/traces/splitwise_conv.csv",
         help="trace file (relative to the current directory)",
     )
-    ap.add_argument("--base-rate", type=float, default=5.0, help="1x load, req/s (unscaled)")
+    ap.add_argument("--base-rate", type=float, default=18.0, help="1x load, req/s (unscaled)")
     ap.add_argument("--loads", default="1,2,3")
     ap.add_argument("--modes", default="refuse,keep", help="on_late of the default class")
-    ap.add_argument("--num-requests", type=int, default=400)
+    ap.add_argument("--num-requests", type=int, default=300)
     ap.add_argument("--slo-ttft", type=float, default=1.0)
     ap.add_argument("--slo-tbt", type=float, default=0.15)
     ap.add_argument("--time-scale", type=float, default=3.0)
@@ -227,6 +228,8 @@ def main() -> int:
     args.model = base.proxy.backends()[0][1].model
     loads = [float(x) for x in args.loads.split(",")]
     rows: list[dict[str, Any]] = []
+    runs = Path(args.out).with_suffix("")  # each point's loadgen results file goes here
+    runs.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         name = base.proxy.backends()[0][1].engine_settings.profile or ""
@@ -236,7 +239,7 @@ def main() -> int:
             for k in loads:
                 with stack(cfg, profile, args.seed, work) as (url, pid):
                     rate = k * args.base_rate / args.time_scale
-                    point = load_point(args, url, pid, rate, work / f"{mode}-{k}.json")
+                    point = load_point(args, url, pid, rate, runs / f"{mode}-{k:g}x.json")
                 rows.append({"mode": mode, "load": k, **point})
                 print(table(rows[-1:]).splitlines()[-1], flush=True)
     print(table(rows))
