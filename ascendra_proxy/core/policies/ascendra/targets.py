@@ -64,7 +64,7 @@ def evaluate_targets(
         prompt_tokens=np.fromiter((r.prompt_tokens for r in reqs), np.float64, n),
         generated_tokens=np.fromiter((r.tokens for r in reqs), np.float64, n),
         waited_s=ctx.now - np.fromiter((r.arrival for r in reqs), np.float64, n),
-        queued_ahead_tokens=np.fromiter((b.queued_tokens for b in where), np.float64, n),
+        queued_ahead_tokens=np.fromiter((b.queued_work for b in where), np.float64, n),
         cached_tokens=np.asarray(hits, dtype=np.float64),
         resident=np.zeros(n, dtype=np.bool_),
         horizon_tokens=horizon,
