@@ -7,8 +7,11 @@ generous bounds; nothing depends on how fast a loaded machine runs.
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 from pathlib import Path
 
+import aiohttp
 import pytest
 from split_stack import MODEL, Proc, SplitStack, complete, free_port, split_stack, until
 
@@ -174,3 +177,34 @@ async def test_serve_workers_runs_a_local_scheduler_and_shares_the_port(tmp_path
             for w in (w0, w1)
         ]
         assert sum(waits) >= 16  # decided by the scheduler, not failing open
+        # a worker that dies is started again; its sibling serves meanwhile
+        first = _serving_children(sup.popen.pid)
+        assert len(first) == 2
+        os.kill(first[0], signal.SIGKILL)
+        await until("the supervisor restarts the worker", lambda: _replaced(sup.popen.pid, first))
+        for w in (w0, w1):
+            await s.worker_up(w)
+        await s.http.close()  # pooled connections may lead to the dead worker
+        s.http = aiohttp.ClientSession()
+        results = await asyncio.gather(*(complete(s, s.url, 4) for _ in range(8)))
+        assert all(r == (200, 4, "length") for r in results), results
+
+
+def _serving_children(pid: int) -> list[int]:
+    """The supervisor's worker processes (its children running ``serve``)."""
+    with open(f"/proc/{pid}/task/{pid}/children") as f:
+        kids = [int(k) for k in f.read().split()]
+    out = []
+    for k in kids:
+        try:
+            with open(f"/proc/{k}/cmdline", "rb") as f:
+                if b"\0serve\0" in f.read():
+                    out.append(k)
+        except FileNotFoundError:
+            continue
+    return sorted(out)
+
+
+async def _replaced(pid: int, before: list[int]) -> bool:
+    now = _serving_children(pid)
+    return len(now) == len(before) and now != before
