@@ -1,7 +1,8 @@
 """What one tick costs with 1,000 requests in flight (predictions included).
 
-Run ``pytest -s tests/unit/core/ascendra/test_asc_tick_cost.py`` to see the numbers.  The
-bound asserted here is loose (machines are shared); the goal is a tick well under 2 ms.
+The test checks the scenes (a calm one asks for almost nothing, a burst for many actions);
+the cost itself is measured by ``benchmarks/tick_cost.py``, which reuses these scenes (a time
+bound asserted in a test would fail on a busy machine; the goal is a calm tick under 2 ms).
 The scene: 4 LP + 2 HP A100 backends (the repository's ``a100-llama3-8b`` profile), 1,000
 requests in flight: ``held`` in the proxy queue, 3 not started per LP backend, the rest
 streaming.  A *calm* scene has nothing at risk (no action); a *burst* scene has a backlog
@@ -68,21 +69,19 @@ def measure(w: World, reps: int = 200) -> tuple[float, float, int]:
     return times[0] * 1e3, times[len(times) // 2] * 1e3, actions
 
 
-@pytest.mark.parametrize(
-    ("label", "held", "spread", "params"),
-    [
-        ("calm proxy_queue", 10, 0.001, AscendraParams()),
-        ("calm engine_priority", 0, 0.0, AscendraParams(lp_ordering="engine_priority")),
-        ("burst proxy_queue", 300, 0.012, AscendraParams()),
-    ],
-)
+SCENES = [
+    ("calm proxy_queue", 10, 0.001, AscendraParams()),
+    ("calm engine_priority", 0, 0.0, AscendraParams(lp_ordering="engine_priority")),
+    ("burst proxy_queue", 300, 0.012, AscendraParams()),
+]
+
+
+@pytest.mark.parametrize(("label", "held", "spread", "params"), SCENES)
 def test_tick_cost_with_1000_in_flight(
     label: str, held: int, spread: float, params: AscendraParams
 ) -> None:
-    best, median, actions = measure(scene(held, spread, params))
-    print(f"\n{label}: {actions} actions, tick min {best:.2f} ms, median {median:.2f} ms")
+    _, _, actions = measure(scene(held, spread, params), reps=3)
     if label.startswith("calm"):
         assert actions <= 10  # the scene really is calm (only LP room being filled)
     else:
         assert actions >= 20
-    assert best < 25.0  # loose: shared CI machines; see the module docstring
