@@ -166,7 +166,14 @@ def plot_suite(doc: dict[str, Any], out: Path) -> None:
         for i, p in enumerate(policies):
             seeds = doc["capacities"][wn][p]["seeds"]
             pts = sorted((pt["rate"], pt["attainment"]) for s in seeds for pt in s["points"])
-            ax.plot([x for x, _ in pts], [100 * y for _, y in pts], "o:", color=f"C{i}", label=p)
+            ax.plot(
+                [x for x, _ in pts],
+                [100 * y for _, y in pts],
+                "o",
+                color=f"C{i}",
+                label=p,
+                alpha=0.7,
+            )
         ax.axhline(90, color="k", lw=0.5)
         ax.set_xlabel("rate (req/s)")
         ax.set_ylabel("SLO attainment (%)")
