@@ -12,7 +12,10 @@ Three processes:
   an extra ``"t"`` field); the clients run ``C`` keep-alive workers that re-issue a plain
   OpenAI streaming request as soon as the previous stream ends (worker ``i`` starts at
   ``i/C`` of the first stream's length, so phases are spread);
-- the **proxy** (``ascendra-proxy serve``, pinned to CPU 1) in front of both backends;
+- the **proxy** (``ascendra-proxy serve``, pinned to CPU 1) in front of both backends, and
+  on the same CPU the reference hops: a bare aiohttp passthrough (``raw``) and, when it is
+  installed, nginx as a plain streaming reverse proxy (``nginx``, see ``nginx_hop.py``;
+  without nginx that column is skipped with a note);
 - this **driver**, which starts both, and for each concurrency runs the direct path and the
   proxied path back to back in one invocation (order shuffled per repetition).
 
@@ -28,6 +31,8 @@ Usage::
 
     .venv/bin/python benchmarks/proxy_overhead.py                      # 64, 256, 1000 streams
     .venv/bin/python benchmarks/proxy_overhead.py --streams 256 --duration 10 --reps 1
+    .venv/bin/python benchmarks/proxy_overhead.py --streams 64,256 --duration 5 --reps 1 \
+        --saturate 0                                    # quick: paced only, with nginx
 """
 
 from __future__ import annotations
@@ -47,6 +52,7 @@ from pathlib import Path
 from typing import Any, cast
 
 import orjson
+from nginx_hop import NginxHop, find_nginx
 
 MODEL = "bench-model"
 CHUNK = (
@@ -534,8 +540,11 @@ def print_run(r: dict[str, Any]) -> None:
     )
 
 
+Hop = ServerProcess | NginxHop  # each has ``port``, ``proc`` and ``stop``
+
+
 def run_matrix(
-    args: argparse.Namespace, load: LoadProcess, servers: dict[str, ServerProcess]
+    args: argparse.Namespace, load: LoadProcess, servers: dict[str, Hop]
 ) -> list[dict[str, Any]]:
     """Every (concurrency, repetition): direct and each proxy path, in shuffled order."""
     rows: list[dict[str, Any]] = []
@@ -621,14 +630,25 @@ def summary_row(kind: str, streams: int, reps: list[dict[str, dict[str, Any]]]) 
             row[f"direct_{metric.removesuffix('_ms')}_{q}_ms"] = _direct(direct_proxy, metric, q)
     row["direct_tokens_per_s"] = _med([d["tokens_per_s"] for d, _ in direct_proxy])
     row.update(path_stats(direct_proxy, "proxy_"))
-    if all("raw" in r for r in reps):
-        row.update(path_stats([(r["direct"], r["raw"]) for r in reps], "raw_"))
+    for hop in REFERENCE_HOPS:
+        if all(hop in r for r in reps):
+            row.update(path_stats([(r["direct"], r[hop]) for r in reps], hop + "_"))
+            # CPU per token of the proxy relative to the reference hop's, same runs
+            ratios = [
+                r["proxy"]["proxy_cpu_us_per_token"] / r[hop]["proxy_cpu_us_per_token"]
+                for r in reps
+                if r[hop]["proxy_cpu_us_per_token"] > 0
+            ]
+            row[f"proxy_cpu_per_token_vs_{hop}"] = _med(ratios) if ratios else None
     row["load_core_busy_pct"] = _med([r["proxy"]["core_busy_pct"][0] for r in reps])
     row["load_runqueue_wait_pct"] = _med(
         [100 * r["proxy"]["load_runqueue_wait_frac"] for r in reps]
     )
     row["errors"] = sum(run["errors"] for r in reps for run in r.values())
     return row
+
+
+REFERENCE_HOPS = ("raw", "nginx")
 
 
 def summarize(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -656,6 +676,11 @@ COLUMNS = [  # (header, key, format)
     ("raw +gap p99", "raw_added_gap_p99_ms", "{:+8.2f}"),
     ("raw +lat p99", "raw_added_latency_p99_ms", "{:+8.2f}"),
     ("raw us/tok", "raw_cpu_us_per_token", "{:6.1f}"),
+    ("nginx +gap p99", "nginx_added_gap_p99_ms", "{:+8.2f}"),
+    ("nginx +lat p99", "nginx_added_latency_p99_ms", "{:+8.2f}"),
+    ("nginx us/tok", "nginx_cpu_us_per_token", "{:6.1f}"),
+    ("us/tok vs raw", "proxy_cpu_per_token_vs_raw", "{:5.2f}x"),
+    ("us/tok vs nginx", "proxy_cpu_per_token_vs_nginx", "{:5.2f}x"),
     ("wait", "proxy_runqueue_wait_pct", "{:4.0f}%"),
     ("load wait", "load_runqueue_wait_pct", "{:4.0f}%"),
     ("errors", "errors", "{:5d}"),
@@ -675,8 +700,10 @@ def print_table(summary: list[dict[str, Any]]) -> None:
         print("  ".join(c.rjust(w) for c, w in zip(row, widths, strict=True)))
     print(
         "(+: added vs direct, ms, median over repetitions; lat: one-way chunk latency; raw: a bare"
-        " aiohttp passthrough hop for reference; wait: share of the window the proxy was runnable"
-        " but not running, i.e. other tenants held its core)"
+        " aiohttp passthrough hop for reference; nginx: nginx as a streaming reverse proxy"
+        " (proxy_buffering off, keep-alive upstreams), one process on the proxy's core;"
+        " us/tok vs X: the proxy's CPU per token over X's, same repetition; wait: share of"
+        " the window the proxy was runnable but not running, i.e. other tenants held its core)"
     )
 
 
@@ -695,6 +722,10 @@ def goals(summary: list[dict[str, Any]]) -> dict[str, Any]:
     def at(key: str) -> float | None:
         return None if at256 is None else at256.get(key)
 
+    def worst_ratio(hop: str) -> float | None:
+        ratios = [s.get(f"proxy_cpu_per_token_vs_{hop}") for s in paced]
+        return max((r for r in ratios if r is not None), default=None)
+
     return {
         "added_ttft_p50_ms_at_256 (<= 1)": at("proxy_added_ttft_p50_ms"),
         "added_ttft_p99_ms_at_256 (<= 5)": at("proxy_added_ttft_p99_ms"),
@@ -704,6 +735,9 @@ def goals(summary: list[dict[str, Any]]) -> dict[str, Any]:
         "bare_hop_added_ttft_p50_ms_at_256": at("raw_added_ttft_p50_ms"),
         "bare_hop_added_ttft_p99_ms_at_256": at("raw_added_ttft_p99_ms"),
         "bare_hop_worst_added_gap_p99_ms": worst_gap("raw_"),
+        "proxy_cpu_per_paced_token_vs_bare_hop_worst (<= 1.2)": worst_ratio("raw"),
+        "proxy_cpu_per_paced_token_vs_nginx_worst (<= 3)": worst_ratio("nginx"),
+        "nginx_worst_added_gap_p99_ms": worst_gap("nginx_"),
     }
 
 
@@ -738,6 +772,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--saturate-itl-ms", type=float, default=2.0)
     p.add_argument("--policy", default="least_loaded")
     p.add_argument("--no-raw", action="store_true", help="skip the bare aiohttp reference hop")
+    p.add_argument("--no-nginx", action="store_true", help="skip the nginx reference hop")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--out", default="proxy_overhead.json", help="JSON results file")
     return p.parse_args(argv)
@@ -756,14 +791,23 @@ def main(argv: list[str]) -> int:
         uvloop.run(load_main(Pace(0.005, 0.02), backends))
         return 0
     args = parse_args(argv)
+    nginx = None if args.no_nginx else find_nginx()
+    nginx_note = "skipped (--no-nginx)" if args.no_nginx else "used: " + str(nginx)
+    if not args.no_nginx and nginx is None:
+        nginx_note = "not installed (e.g. apt-get install nginx): the nginx column is skipped"
+    print(f"nginx reference hop: {nginx_note}", flush=True)
     noise = idle_noise(3.0)
     print(f"idle CPU busy per core before the run (other tenants): {noise}%", flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         load = LoadProcess(backends=2, cpu=0)
-        servers = {"proxy": ServerProcess.ours(load.ports, args.policy, 1, Path(tmp))}
-        if not args.no_raw:
-            servers["raw"] = ServerProcess.raw(load.ports, 1)
+        servers: dict[str, Hop] = {}
         try:
+            servers["proxy"] = ServerProcess.ours(load.ports, args.policy, 1, Path(tmp))
+            if not args.no_raw:
+                servers["raw"] = ServerProcess.raw(load.ports, 1)
+            if nginx is not None:
+                servers["nginx"] = NginxHop(nginx, load.ports, Path(tmp))
+                pin(servers["nginx"].proc.pid, 1)
             rows = run_matrix(args, load, servers)
         finally:
             for server in servers.values():
@@ -774,6 +818,7 @@ def main(argv: list[str]) -> int:
     print_table(summary)
     result = {
         "config": vars(args),
+        "nginx": nginx_note,
         "idle_noise_pct": noise,
         "noise_after_pct": idle_noise(3.0),
         "summary": summary,
