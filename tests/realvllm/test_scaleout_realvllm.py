@@ -11,6 +11,9 @@ shared port, each worker's private port for its own ``/metrics``), in front of t
   ``SO_REUSEPORT`` hash spreads them; requests continue (cheap ones, each still checked
   against the direct answer) until both workers' ``ascendra_requests_total`` counted one,
   with a bound far past any plausible run of one-sided hashes (2^-40);
+- **the scheduler decides**: requests are sent once both workers logged the scheduler's
+  welcome, and each worker held every request it served for the scheduler's decision
+  (``ascendra_decisions_total{reason="scheduler_wait"}``), none routed by fail-open;
 - **nothing is left in flight**: at the end both workers' in-flight and queued gauges are 0,
   their completed counts add up to the requests sent, and vLLM runs nothing.
 
@@ -24,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -50,6 +54,7 @@ SPREAD_LIMIT = 40  # fresh connections before "never reached a worker" is a fail
 MAX_TOKENS = 12
 MESSAGES: list[ChatCompletionMessageParam] = [{"role": "user", "content": "Tell me about queues."}]
 GREEDY: Json = {"temperature": 0.0}
+LEADS = re.compile(r"worker \S+: scheduler \S+ leads")
 
 
 def free_port() -> int:
@@ -100,6 +105,10 @@ class Workers:
         name = "ascendra_requests_total"
         return [await self.sample(w, name, model=model, outcome="completed") for w in self.private]
 
+    async def led(self) -> bool:
+        """Every worker logged that a scheduler leads it (the worker's INFO line on welcome)."""
+        return len(LEADS.findall(self.log.read_text(errors="replace"))) >= WORKERS
+
     async def ready(self, worker: str) -> bool:
         try:
             resp = await self.http.get(worker + "/ready")
@@ -141,6 +150,8 @@ async def serve_workers(tmp: Path, cfg: Json) -> AsyncIterator[Workers]:
             workers = Workers(f"http://127.0.0.1:{port}", urls, http, log)
             for url in urls:  # both listen (and see a healthy backend) before any request
                 await until(f"worker {url} ready; log {log}", lambda u=url: workers.ready(u))
+            # and both hear the scheduler, so it decides every request (no fail-open)
+            await until(f"{WORKERS} workers welcomed by the scheduler; log {log}", workers.led)
             yield workers
     finally:
         stop_group(popen)
@@ -220,6 +231,11 @@ async def test_two_workers_serve_vllm_answers_and_end_every_request(
         await until(f"{sent} requests completed and none in flight", all_ended)
         served = await workers.served("tiny")
         assert all(n > 0 for n in served), served
+        held = [
+            await workers.sample(w, "ascendra_decisions_total", reason="scheduler_wait")
+            for w in workers.private
+        ]
+        assert all(h >= n for h, n in zip(held, served, strict=True)), (held, served)
         for w in workers.private:  # every request ended as completed, none otherwise
             ended = metric(await scrape(workers.http, w), "ascendra_requests_total")
             assert ended == await workers.sample(
